@@ -1,0 +1,9 @@
+"""The one exception type the CLI turns into a single clear error line."""
+
+
+class InputError(Exception):
+    """Bad user input: a missing path, an unreadable file, an unknown layout.
+
+    The message must name the offending file or value and say what is wrong, e.g.
+    ``"clip.mp4: not a readable video (OpenCV could not decode any frame)"``.
+    """
