@@ -1,0 +1,159 @@
+"""Flow methods by name, adapted to the 3D-HOP builder's encode-once interface.
+
+``make_hop_backend("dis-fast")`` or ``make_hop_backend("raft-small", weights=...)`` returns an
+object with ``encode(frames)`` and ``estimate(first, second)`` (see :class:`flow.hop.HopBackend`).
+For RAFT an encoding is a frame's feature map and context (hidden state and context features),
+computed once per frame; for the classical backends it is the frame itself (OpenCV needs the
+whole image per pair, and the grayscale conversion is negligible next to the flow).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flow.classical import CLASSICAL_BACKEND_NAMES, make_classical_backend
+
+RAFT_BACKEND_NAMES = ("raft-small", "raft-large")
+BACKEND_NAMES = CLASSICAL_BACKEND_NAMES + RAFT_BACKEND_NAMES
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``/``"cuda"``/``"cuda:N"`` as given.
+
+    Raises:
+        ValueError: CUDA was asked for but is not available, or the name is not a device.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {device!r}; expected auto, cpu or cuda[:N]") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+    return resolved
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file (weights are recorded by it in caches and model cards)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ClassicalHopBackend:
+    """An OpenCV backend (DIS, Farneback) for the 3D-HOP builder; runs on the CPU.
+
+    Args:
+        name: one of :data:`flow.classical.CLASSICAL_BACKEND_NAMES`.
+    """
+
+    weights_sha256 = ""
+
+    def __init__(self, name: str) -> None:
+        self._estimator = make_classical_backend(name)
+        self.name = name
+
+    def encode(self, frames: torch.Tensor) -> list[np.ndarray]:
+        """(B, 3, H, W) uint8 RGB -> B numpy (H, W, 3) uint8 RGB images."""
+        return list(frames.permute(0, 2, 3, 1).contiguous().cpu().numpy())
+
+    def estimate(self, first: Sequence[np.ndarray], second: Sequence[np.ndarray]) -> torch.Tensor:
+        """Flow from each first to its second image: (P, 2, H, W) float32 on the CPU."""
+        flows = [self._estimator.compute_flow(a, b) for a, b in zip(first, second, strict=True)]
+        return torch.from_numpy(np.stack(flows))
+
+
+class RaftHopBackend:
+    """A RAFT-style network for the 3D-HOP builder: features once per frame, pairs batched.
+
+    Args:
+        model: a :class:`flow.raft.RAFT` in eval mode.
+        num_flow_updates: recurrent refinement steps per pair.
+        device: where the network runs.
+        name: recorded in caches.
+        weights_sha256: sha256 of the checkpoint the weights came from.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, num_flow_updates: int = 12,
+                 device: torch.device | str = "cpu", name: str = "raft",
+                 weights_sha256: str = "") -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.num_flow_updates = num_flow_updates
+        self.name = name
+        self.weights_sha256 = weights_sha256
+        # Half precision only where it pays and is safe: bf16 autocast on CUDA.
+        self._autocast = self.device.type == "cuda"
+
+    def _context(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast)
+
+    @torch.inference_mode()
+    def encode(self, frames: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
+        """(B, 3, H, W) uint8 RGB -> B tuples (features, hidden, context) on the device."""
+        images = frames.to(self.device, non_blocking=True).float()
+        with self._context():
+            features = self.model.extract_features(images)
+            hidden, context = self.model.extract_context(images)
+        self._image_size = tuple(frames.shape[-2:])
+        return list(zip(features, hidden, context))
+
+    @torch.inference_mode()
+    def estimate(self, first: Sequence[tuple[torch.Tensor, ...]],
+                 second: Sequence[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+        """Flow from each first to its second frame: (P, 2, H, W) float32 on the CPU."""
+        features1 = torch.stack([encoding[0] for encoding in first])
+        features2 = torch.stack([encoding[0] for encoding in second])
+        hidden = torch.stack([encoding[1] for encoding in first])
+        context = torch.stack([encoding[2] for encoding in first])
+        with self._context():
+            flows = self.model.estimate_flow(features1, features2, (hidden, context),
+                                             num_flow_updates=self.num_flow_updates,
+                                             image_size=self._image_size)
+        return flows[-1].float().cpu()
+
+
+def make_hop_backend(name: str, *, weights: str | os.PathLike | None = None,
+                     device: str = "auto", num_flow_updates: int = 12) -> Any:
+    """A 3D-HOP backend by name.
+
+    Args:
+        name: one of :data:`BACKEND_NAMES`.
+        weights: a RAFT checkpoint (torchvision or princeton-vl layout); RAFT backends only.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``; classical backends always run on the CPU.
+        num_flow_updates: RAFT refinement steps.
+
+    Raises:
+        ValueError: unknown name, weights given to a classical backend, or a RAFT backend
+            without weights.
+    """
+    if name in CLASSICAL_BACKEND_NAMES:
+        if weights is not None:
+            raise ValueError(f"--weights applies to the RAFT backends, not to {name}")
+        return ClassicalHopBackend(name)
+    if name not in RAFT_BACKEND_NAMES:
+        raise ValueError(f"unknown flow backend {name!r}; expected one of {', '.join(BACKEND_NAMES)}")
+    if weights is None:
+        raise ValueError(f"{name}: no trained weights are bundled yet; pass --weights PATH "
+                         "(a RAFT checkpoint in the torchvision or princeton-vl layout)")
+    from flow.checkpoints import load_flow_checkpoint
+    from flow.raft import raft_large, raft_small
+
+    weights = Path(weights)
+    if not weights.is_file():
+        raise ValueError(f"{weights}: no such weights file")
+    model = raft_small() if name == "raft-small" else raft_large()
+    load_flow_checkpoint(model, weights)
+    return RaftHopBackend(model, num_flow_updates=num_flow_updates,
+                          device=resolve_device(device), name=name,
+                          weights_sha256=file_sha256(weights))

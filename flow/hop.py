@@ -1,0 +1,118 @@
+"""3D-HOP: multi-stride flow stacks, built in one streaming pass over a video.
+
+For frame t and strides k_1 < ... < k_S, the stack holds the flow from frame t to frame t - k_s
+(see the convention in :mod:`flow`). Frames with t < k use the earliest frame, frame 0, so the
+stack of frame 0 is all zeros (the flow from a frame to itself; not estimated).
+
+Every frame is *encoded* once (RAFT: feature and context maps; classical backends: the grayscale
+image) and that encoding is reused by every pair the frame takes part in: as the first image of
+its own S pairs and as the second image of later frames' pairs. Only the last ``max(strides)``
+encodings and frame 0's are kept, so memory is constant for any length of video. Pairs of a
+chunk of ``batch_frames`` frames go to the backend in one call, which is what lets a GPU batch
+them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Protocol
+
+import torch
+
+
+class HopBackend(Protocol):
+    """What the 3D-HOP builder needs from a flow method.
+
+    ``encode`` turns a batch of frames, (B, 3, H, W) uint8 RGB on the CPU, into B per-frame
+    encodings (opaque to the builder). ``estimate`` takes two equally long sequences of
+    encodings and returns the flow from each first to its second frame, (P, 2, H, W) float32
+    on the CPU.
+    """
+
+    name: str
+
+    def encode(self, frames: torch.Tensor) -> list[Any]: ...
+
+    def estimate(self, first: Sequence[Any], second: Sequence[Any]) -> torch.Tensor: ...
+
+
+def check_strides(strides: Sequence[int]) -> tuple[int, ...]:
+    """Validate strides: positive, strictly increasing integers. Returns them as a tuple."""
+    strides = tuple(int(k) for k in strides)
+    if not strides or any(k < 1 for k in strides) or list(strides) != sorted(set(strides)):
+        raise ValueError(f"strides must be positive and strictly increasing, got {strides}")
+    return strides
+
+
+def earlier_frame(index: int, stride: int) -> int:
+    """The frame that frame ``index`` is paired with for ``stride``: t - k, or 0 when t < k."""
+    return max(index - stride, 0)
+
+
+def build_hops(frames: Iterable[torch.Tensor], backend: HopBackend, strides: Sequence[int], *,
+               batch_frames: int = 8, start: int = 0) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(t, stack)`` for every frame t >= ``start``, in order.
+
+    Args:
+        frames: the video's frames in order, each (3, H, W) uint8 RGB (all the same size).
+        backend: the flow method (see :class:`HopBackend`).
+        strides: the strides k, positive and strictly increasing.
+        batch_frames: frames per chunk; the chunk's S * batch_frames pairs go to the backend in
+            one call.
+        start: first frame to yield a stack for (to resume an interrupted run). Earlier frames
+            are still read, and encoded only when a later pair needs them.
+
+    Yields:
+        ``(t, stack)`` with ``stack`` of shape (S, 2, H, W) float32: the flow from frame t to
+        frame max(t - k_s, 0) for each stride.
+
+    Raises:
+        ValueError: bad strides or batch size, or frames of differing shapes.
+    """
+    strides = check_strides(strides)
+    if batch_frames < 1:
+        raise ValueError(f"batch_frames must be >= 1, got {batch_frames}")
+    longest = strides[-1]
+    encodings: dict[int, Any] = {}  # frame index -> encoding, bounded by the pruning below
+    chunk: list[tuple[int, torch.Tensor]] = []
+    shape = None
+    for index, frame in enumerate(frames):
+        if shape is None:
+            shape = tuple(frame.shape)
+        if tuple(frame.shape) != shape or len(shape) != 3 or shape[0] != 3:
+            raise ValueError(f"frame {index} has shape {tuple(frame.shape)}; expected (3, H, W) "
+                             f"like frame 0 {shape}")
+        # A frame before `start` is needed only as the second image of a frame >= start.
+        if index >= start - longest:
+            chunk.append((index, frame))
+        if len(chunk) == batch_frames:
+            yield from _process_chunk(chunk, encodings, backend, strides, start)
+            chunk = []
+    if chunk:
+        yield from _process_chunk(chunk, encodings, backend, strides, start)
+
+
+def _process_chunk(chunk, encodings, backend, strides, start):
+    new = backend.encode(torch.stack([frame for _, frame in chunk]))
+    for (index, _), encoding in zip(chunk, new):
+        encodings[index] = encoding
+    wanted = [index for index, _ in chunk if index >= start]
+    pairs = [(t, earlier_frame(t, k)) for t in wanted for k in strides]
+    estimated = [(t, e) for t, e in pairs if t != e]  # a frame paired with itself has zero flow
+    flows = {}
+    if estimated:
+        result = backend.estimate([encodings[t] for t, _ in estimated],
+                                  [encodings[e] for _, e in estimated])
+        flows = {pair: result[i] for i, pair in enumerate(estimated)}
+    height, width = chunk[0][1].shape[-2:]
+    for t in wanted:
+        stack = torch.stack([
+            flows[(t, e)] if (t, e) in flows else torch.zeros(2, height, width)
+            for e in (earlier_frame(t, k) for k in strides)
+        ])
+        yield t, stack
+    # Later frames t > newest pair with frames >= t - max(strides) (or 0, which this rule keeps
+    # exactly while some later t < max(strides) still needs it): drop everything older.
+    oldest_needed = chunk[-1][0] + 1 - strides[-1]
+    for index in [i for i in encodings if i < oldest_needed]:
+        del encodings[index]
