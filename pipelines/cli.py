@@ -1,0 +1,278 @@
+"""The `crossnet` command line: a thin click layer over the pipeline functions.
+
+Each subcommand parses its options, then calls one pipeline function. Errors a user can cause
+(bad paths, unreadable files, bad option values) print one line, ``crossnet: error: ...``, and
+exit non-zero; ``crossnet --debug ...`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import click
+import numpy as np
+
+import crossnet
+from pipelines.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``"320x240"`` -> ``(320, 240)`` (width, height); None stays None."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"{text!r} is not WIDTHxHEIGHT with positive integers, e.g. 320x240")
+    return int(parts[0]), int(parts[1])
+
+
+def parse_strides(text: str) -> tuple[int, ...]:
+    """``"1,4,8"`` -> ``(1, 4, 8)``: positive, strictly increasing integers."""
+    try:
+        strides = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers, e.g. 1,4,8")
+    if not strides or any(s < 1 for s in strides) or list(strides) != sorted(set(strides)):
+        raise click.BadParameter(f"{text!r}: strides must be positive and strictly increasing")
+    return strides
+
+
+def _size_option(ctx, param, value):
+    return parse_size(value)
+
+
+def _strides_option(ctx, param, value):
+    return parse_strides(value)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(crossnet.__version__, prog_name="crossnet")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details (INFO level).")
+def cli(debug: bool, verbose: bool) -> None:
+    """Cross-scene background subtraction: from raw video to foreground masks."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.argument("scenes", nargs=-1, required=True, type=click.Path())
+@click.option("--method", "methods", multiple=True, default=("mog2",), show_default=True,
+              type=click.Choice(["mog2", "knn"]),
+              help="Method to score; repeat to compare methods side by side on the same frames.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write the scores to this JSON file.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], json_path: str | None,
+             no_progress: bool) -> None:
+    """Score methods on benchmark SCENES (CDnet-2014 rules) and print a per-scene table.
+
+    Each SCENE is a scene folder (CDnet/SBI, UCSD, Wallflower, HOFAM demo layouts) or a folder
+    holding scene folders at any depth.
+    """
+    from pipelines.evaluate import evaluate as run_evaluation
+    from pipelines.evaluate import format_table, write_json
+
+    reports = run_evaluation(scenes, list(dict.fromkeys(methods)), progress=not no_progress)
+    click.echo(format_table(reports))
+    if json_path:
+        write_json(reports, json_path)
+        click.echo(f"wrote {json_path}")
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--scenes", "num_scenes", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Number of scenes to generate.")
+@click.option("--frames", "num_frames", default=100, show_default=True,
+              type=click.IntRange(min=1), help="Frames per scene.")
+@click.option("--size", default="320x240", show_default=True, callback=_size_option,
+              help="Frame size WIDTHxHEIGHT.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed (deterministic).")
+@click.option("--strides", default="1,4,8", show_default=True, callback=_strides_option,
+              help="Strides k of the ground-truth flow from frame t to frame t-k.")
+@click.option("--fps", default=25.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Frame rate of the written .mp4.")
+@click.option("--dynamic-background/--no-dynamic-background", default=True, show_default=True,
+              help="Add rippling background regions (background, with exact flow).")
+@click.option("--jitter", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Camera jitter amplitude in pixels (0 = static camera).")
+@click.option("--overwrite", is_flag=True, help="Regenerate scenes that already exist in OUT.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def synth(out: str, num_scenes: int, num_frames: int, size: tuple[int, int], seed: int,
+          strides: tuple[int, ...], fps: float, dynamic_background: bool, jitter: float,
+          overwrite: bool, no_progress: bool) -> None:
+    """Generate synthetic scenes with exact ground truth into OUT.
+
+    Each scene is written in the CDnet-2014 layout (input/, groundtruth/, ROI.bmp,
+    temporalROI.txt) with an .mp4 of it, the exact flow from frame t to t-k for each stride
+    (flow.h5) and its settings (scene.json).
+    """
+    from pipelines.synth import SynthConfig, generate_scenes
+
+    config = SynthConfig(size=size, num_frames=num_frames, strides=strides, fps=fps,
+                         dynamic_background=dynamic_background, camera_jitter=jitter)
+    paths = generate_scenes(out, num_scenes=num_scenes, config=config, seed=seed,
+                            overwrite=overwrite, progress=not no_progress)
+    for path in paths:
+        click.echo(str(path))
+
+
+FLOW_CHOICES = ("dis-ultrafast", "dis-fast", "dis-medium", "farneback", "raft-small", "raft-large")
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the caches, one <name>.h5 per video.")
+@click.option("--strides", default="1,4,8", show_default=True, callback=_strides_option,
+              help="3D-HOP strides k: flow from frame t to frame t-k for each.")
+@click.option("--flow", "flow_name", default="dis-fast", show_default=True,
+              type=click.Choice(FLOW_CHOICES), help="Flow backend.")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="RAFT checkpoint (torchvision or princeton-vl layout) for raft-* backends.")
+@click.option("--size", default=None, callback=_size_option,
+              help="Stored size WIDTHxHEIGHT (default: each video's own size).")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop each video after N frames.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu or cuda[:N] (classical backends always run on the CPU).")
+@click.option("--batch-frames", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Frames whose flow pairs are estimated in one batch.")
+@click.option("--preview", is_flag=True, help="Also write <name>_preview.png: frame | flow per stride.")
+@click.option("--overwrite", is_flag=True, help="Rebuild caches that are already complete.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def preprocess(inputs: tuple[str, ...], out_dir: str, strides: tuple[int, ...], flow_name: str,
+               weights: str | None, size: tuple[int, int] | None, max_frames: int | None,
+               device: str, batch_frames: int, preview: bool, overwrite: bool,
+               no_progress: bool) -> None:
+    """Cache frames + multi-stride flow stacks (3D-HOP) of each input to HDF5.
+
+    INPUTS are video files, frame folders, scene folders, or folders holding any of them.
+    Complete caches are skipped, interrupted ones resume; a failed video is reported and the
+    others still finish (exit status 1 if any failed).
+    """
+    from flow.backends import make_hop_backend
+    from pipelines.preprocess import preprocess as run_preprocess
+
+    backend = make_hop_backend(flow_name, weights=weights, device=device)
+    summary = run_preprocess(inputs, out_dir, backend=backend, strides=strides, size=size,
+                             max_frames=max_frames, batch_frames=batch_frames, preview=preview,
+                             overwrite=overwrite, progress=not no_progress)
+    for path in summary.written:
+        click.echo(f"wrote {path}")
+    for path in summary.skipped:
+        click.echo(f"skipped {path} (already complete)")
+    for _, reason in summary.failed:
+        click.echo(f"crossnet: error: {reason}", err=True)
+    click.echo(f"{len(summary.written)} written, {len(summary.skipped)} skipped, "
+               f"{len(summary.failed)} failed")
+    if summary.failed:
+        raise click.exceptions.Exit(EXIT_ERROR)
+
+
+@cli.command(name="flow")
+@click.argument("image1", type=click.Path())
+@click.argument("image2", type=click.Path())
+@click.option("--backend", "backend_name", default="dis-medium", show_default=True,
+              type=click.Choice(FLOW_CHOICES), help="Flow backend.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Output .flo file (Middlebury format).")
+@click.option("--png", "png_path", type=click.Path(dir_okay=False),
+              help="Also write the flow colour-coded (Middlebury wheel) to this PNG.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="RAFT checkpoint for raft-*.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
+                 png_path: str | None, weights: str | None, device: str) -> None:
+    """Optical flow from IMAGE1 to IMAGE2, written as .flo.
+
+    Convention: pixel x of IMAGE1 lies at x + flow(x) in IMAGE2.
+    """
+    import torch
+
+    from flow.backends import make_hop_backend
+    from flow.colour import flow_to_colour
+    from flow.io import write_flo
+    from pipelines.imageio import read_image_rgb, write_png_atomic
+
+    first, second = read_image_rgb(image1), read_image_rgb(image2)
+    if first.shape != second.shape:
+        raise InputError(f"{image2}: size {second.shape[1]}x{second.shape[0]} differs from "
+                         f"{image1}: {first.shape[1]}x{first.shape[0]}")
+    backend = make_hop_backend(backend_name, weights=weights, device=device)
+    frames = torch.from_numpy(np.stack([first, second])).permute(0, 3, 1, 2)
+    encoded = backend.encode(frames)
+    flow = backend.estimate(encoded[:1], encoded[1:])[0].numpy()
+    write_flo(out_path, flow)
+    click.echo(f"wrote {out_path}")
+    if png_path:
+        write_png_atomic(png_path, flow_to_colour(flow))
+        click.echo(f"wrote {png_path}")
+
+
+def _not_available(name: str, issue: str, summary: str) -> click.Command:
+    """A listed command that says plainly it is not built yet, instead of pretending."""
+
+    @click.command(name=name, help=f"{summary} (not available yet).",
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def command(args: tuple[str, ...]) -> None:
+        raise click.ClickException(f"'crossnet {name}' is not available yet ({issue}).")
+
+    return command
+
+
+cli.add_command(_not_available(
+    "train", "the HOFAM model is being built", "Train the segmentation model on cached stacks"))
+cli.add_command(_not_available(
+    "segment", "it needs the trained model", "Turn a video into foreground masks"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (also the console script's entry point).
+
+    Args:
+        argv: arguments without the program name; ``None`` reads ``sys.argv[1:]``.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        code = cli.main(args=args, prog_name="crossnet", standalone_mode=False)
+    except click.exceptions.Exit as stop:
+        return stop.exit_code
+    except click.exceptions.Abort:
+        click.echo("crossnet: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except click.ClickException as error:
+        if debug:
+            raise
+        error.show()
+        return error.exit_code
+    except KeyboardInterrupt:
+        click.echo("crossnet: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except (InputError, OSError, ValueError) as error:
+        if debug:
+            raise
+        click.echo(f"crossnet: error: {error}", err=True)
+        return EXIT_ERROR
+    except Exception as error:  # the last line of defence for a CLI user
+        if debug:
+            raise
+        click.echo(f"crossnet: internal error: {type(error).__name__}: {error} "
+                   "(rerun with --debug for the traceback)", err=True)
+        return EXIT_ERROR
+    # Without standalone mode click returns the code of a command that exits early, else the
+    # command's own return value (None).
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""`crossnet evaluate`: run a method online over benchmark scenes and score it by CDnet-2014 rules.
+
+Each method sees every frame of a scene in order (a background model needs the frames before the
+scored ones); only frames with ground truth inside the scene's temporal ROI are scored, only
+pixels inside its ROI. Scores follow :mod:`crossnet.metrics`. Speed (``fps``) counts the method's
+own time per frame, not decoding or scoring, so methods compare fairly on the same frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from crossnet.metrics import VideoScorer, mean_scores
+from pipelines.baselines import BASELINE_NAMES, OpenCVSubtractor
+from pipelines.scenes import Scene, find_scenes
+
+logger = logging.getLogger(__name__)
+
+METHOD_NAMES = BASELINE_NAMES
+
+# The columns printed in the table, in order; every score is in the JSON.
+_TABLE_COLUMNS = ("Re", "Pr", "F", "PWC", "fps")
+
+
+@dataclass
+class SceneResult:
+    """One method's scores on one scene: the CDnet scores, Dice, frames scored and fps."""
+
+    scene: str
+    method: str
+    scores: dict[str, float]
+    fps: float
+    frames_seen: int
+
+
+@dataclass
+class MethodReport:
+    """One method's results over all scenes, in scene order."""
+
+    method: str
+    scenes: list[SceneResult] = field(default_factory=list)
+
+    def mean(self) -> dict[str, float]:
+        """The mean of every score over the scenes (NaN-aware, see :func:`mean_scores`)."""
+        return mean_scores({**result.scores, "fps": result.fps} for result in self.scenes)
+
+    def to_dict(self) -> dict:
+        return {
+            "scenes": {r.scene: {**r.scores, "fps": r.fps} for r in self.scenes},
+            "mean": self.mean(),
+        }
+
+
+def make_method(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A fresh, stateful per-scene method: RGB (H, W, 3) uint8 in, (H, W) uint8 0/255 mask out."""
+    if name in BASELINE_NAMES:
+        return OpenCVSubtractor(name)
+    raise ValueError(f"unknown method {name!r}; expected one of {', '.join(METHOD_NAMES)}")
+
+
+def evaluate_scene(scene: Scene, method: str, *, progress: bool = False) -> SceneResult:
+    """Run ``method`` online over every frame of ``scene`` and score it.
+
+    Args:
+        scene: a benchmark scene with ground truth.
+        method: a name from :data:`METHOD_NAMES`.
+        progress: show a progress bar over the scene's frames.
+
+    Returns:
+        The scene's scores (a NaN score where nothing was scored; a warning is logged).
+    """
+    subtract = make_method(method)
+    scorer = VideoScorer()
+    seconds = 0.0
+    frames_seen = 0
+    frames = tqdm(scene, total=scene.num_frames, desc=f"{method} {scene.name}", unit="frame",
+                  leave=False, disable=not progress)
+    for frame in frames:
+        start = time.perf_counter()
+        prediction = subtract(frame.rgb)
+        seconds += time.perf_counter() - start
+        frames_seen += 1
+        if frame.mask is not None:
+            scorer.add(frame.number, prediction, frame.mask, roi=scene.roi,
+                       temporal_roi=scene.temporal_roi)
+    scores = scorer.result()
+    if scores["frames"] == 0:
+        logger.warning("%s: no frame has ground truth inside the temporal ROI; nothing scored",
+                       scene.path)
+    fps = frames_seen / seconds if seconds > 0 else math.nan
+    return SceneResult(scene=scene.name, method=method, scores=scores, fps=fps,
+                       frames_seen=frames_seen)
+
+
+def evaluate(paths: Iterable[str | os.PathLike], methods: Sequence[str], *,
+             progress: bool = True) -> list[MethodReport]:
+    """Score each method on every scene found under ``paths``, side by side on the same frames.
+
+    Args:
+        paths: scene folders, or folders holding scene folders at any depth.
+        methods: method names from :data:`METHOD_NAMES`; each runs on every scene.
+        progress: show progress bars.
+
+    Returns:
+        One report per method, in the order given.
+
+    Raises:
+        pipelines.errors.InputError: a path holds no scene or a scene cannot be read.
+        ValueError: an unknown method name.
+    """
+    for method in methods:
+        make_method(method)  # fail on an unknown name before any work is done
+    scenes = find_scenes(paths)
+    reports = [MethodReport(method) for method in methods]
+    for scene in tqdm(scenes, desc="scenes", unit="scene", disable=not progress or len(scenes) < 2):
+        for report in reports:
+            report.scenes.append(evaluate_scene(scene, report.method, progress=progress))
+    return reports
+
+
+def format_table(reports: Sequence[MethodReport]) -> str:
+    """A plain-text table: one row per scene and method, then each method's mean."""
+    header = f"{'scene':<28} {'method':<8} " + " ".join(f"{c:>7}" for c in _TABLE_COLUMNS)
+    lines = [header, "-" * len(header)]
+
+    def row(scene: str, method: str, values: dict[str, float]) -> str:
+        cells = " ".join(_format_number(values.get(c, math.nan)) for c in _TABLE_COLUMNS)
+        return f"{scene:<28} {method:<8} {cells}"
+
+    scene_names = [result.scene for result in reports[0].scenes] if reports else []
+    for index, scene in enumerate(scene_names):
+        for report in reports:
+            result = report.scenes[index]
+            lines.append(row(scene, report.method, {**result.scores, "fps": result.fps}))
+    lines.append("-" * len(header))
+    for report in reports:
+        lines.append(row(f"mean of {len(report.scenes)} scenes", report.method, report.mean()))
+    return "\n".join(lines)
+
+
+def _format_number(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return f"{'-':>7}"
+    if abs(value) >= 100:
+        return f"{value:7.1f}"
+    return f"{value:7.4f}" if abs(value) < 10 else f"{value:7.2f}"
+
+
+def write_json(reports: Sequence[MethodReport], path: str | os.PathLike) -> None:
+    """Write the results as JSON, atomically.
+
+    One method: ``{"method": name, "scenes": {scene: {"Re", "Pr", "F", "PWC", "Sp", "FPR", "FNR",
+    "Dice", "frames", "fps"}}, "mean": {...}}``. Several methods:
+    ``{"methods": {name: {"scenes": ..., "mean": ...}}}``. Undefined scores (NaN) are written as
+    ``null`` so the file is strict JSON.
+    """
+    if len(reports) == 1:
+        document = {"method": reports[0].method, **reports[0].to_dict()}
+    else:
+        document = {"methods": {report.method: report.to_dict() for report in reports}}
+    text = json.dumps(_nan_to_none(document), indent=2)
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text + "\n")
+    os.replace(temporary, path)
+
+
+def _nan_to_none(value):
+    if isinstance(value, dict):
+        return {key: _nan_to_none(item) for key, item in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, np.generic):
+        return _nan_to_none(value.item())
+    return value
