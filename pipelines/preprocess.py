@@ -1,0 +1,245 @@
+"""`crossnet preprocess`: videos, frame folders and scenes -> one HDF5 cache per video.
+
+Each cache holds the frames, their 3D-HOP flow stacks and any ground-truth masks (layout in
+:mod:`flow.cache`). Complete caches are skipped; an interrupted cache resumes where it stopped;
+a video that fails is reported and the others still finish. Under ``torchrun`` each rank takes
+every WORLD_SIZE-th video (one file per video, so no two ranks write the same file).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import crossnet
+from flow.cache import (
+    CacheBusyError,
+    CacheInfo,
+    CacheReader,
+    CacheWriter,
+    cache_path_for,
+    is_complete,
+)
+from flow.colour import flow_to_colour
+from flow.hop import build_hops, check_strides
+from pipelines.errors import InputError
+from pipelines.imageio import write_png_atomic
+from pipelines.scenes import find_scenes, is_scene
+from pipelines.sources import FrameFolderSource, Source, VideoSource, list_image_files
+
+logger = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+)
+
+
+@dataclass
+class PreprocessSummary:
+    """What a preprocess run did: caches written, caches already complete, inputs that failed."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (input, one-line reason)
+
+
+def collect_sources(inputs: Iterable[str | os.PathLike], *, size: tuple[int, int] | None,
+                    failed: list[tuple[str, str]]) -> list[Source]:
+    """Every video, frame folder and scene under ``inputs``, in a stable order.
+
+    A file is a video; a folder is a scene (or several, for the HOFAM demo layout), a folder of
+    frames, or else a folder searched recursively for videos, scenes and frame folders. Inputs
+    that cannot be opened are appended to ``failed`` and left out.
+    """
+    sources: list[Source] = []
+    for spec in inputs:
+        try:
+            found = _sources_under(Path(spec), size=size, top=True)
+        except InputError as error:
+            failed.append((str(spec), str(error)))
+            continue
+        for item in found:
+            if isinstance(item, tuple):
+                failed.append(item)
+            else:
+                sources.append(item)
+    return sources
+
+
+def _sources_under(path: Path, *, size, top: bool) -> list:
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_file():
+        if top or path.suffix.lower() in VIDEO_SUFFIXES:
+            return [_guarded(lambda: VideoSource(path, size=size), path)]
+        return []
+    if is_scene(path):
+        return list(find_scenes([path], size=size))
+    if list_image_files(path):
+        return [_guarded(lambda: FrameFolderSource(path, size=size), path)]
+    found = []
+    for child in sorted(path.iterdir()):
+        if not child.name.startswith("."):
+            found.extend(_sources_under(child, size=size, top=False))
+    if top and not found:
+        raise InputError(f"{path}: no video, frame folder or scene under it")
+    return found
+
+
+def _guarded(open_source, path: Path):
+    """Open a source; an unreadable one becomes a (path, reason) failure instead."""
+    try:
+        return open_source()
+    except InputError as error:
+        return (str(path), str(error))
+
+
+def unique_cache_names(sources: Sequence[Source]) -> list[str]:
+    """Cache names from source names; a repeated name gets ``_2``, ``_3``... in input order."""
+    seen: dict[str, int] = {}
+    names = []
+    for source in sources:
+        count = seen.get(source.name, 0) + 1
+        seen[source.name] = count
+        names.append(source.name if count == 1 else f"{source.name}_{count}")
+    return names
+
+
+def shard_for_rank(items: Sequence, *, rank: int | None = None,
+                   world_size: int | None = None) -> list:
+    """The items this process handles under torchrun: every WORLD_SIZE-th, from RANK."""
+    rank = int(os.environ.get("RANK", "0")) if rank is None else rank
+    world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside world size {world_size}")
+    return list(items[rank::world_size])
+
+
+def source_identity(source: Source) -> tuple[int, float]:
+    """(size in bytes, latest mtime) of a source's file, or of all files under its folder."""
+    path = Path(source.path)
+    if path.is_file():
+        stat = path.stat()
+        return stat.st_size, stat.st_mtime
+    files = [p for p in path.rglob("*") if p.is_file()]
+    stats = [p.stat() for p in files]
+    return sum(s.st_size for s in stats), max((s.st_mtime for s in stats), default=0.0)
+
+
+def preprocess_source(source: Source, cache_path: Path, *, backend, strides: Sequence[int],
+                      max_frames: int | None = None, batch_frames: int = 8,
+                      overwrite: bool = False, progress: bool = True) -> bool:
+    """Write the cache of one source. Returns False when a complete cache was already there.
+
+    Raises:
+        InputError: the source cannot be read, yields no frame, or a complete cache made with
+            other settings is in the way (without ``overwrite``).
+    """
+    strides = check_strides(strides)
+    source_size, source_mtime = source_identity(source)
+    info = CacheInfo(strides=strides, backend=backend.name,
+                     weights_sha256=getattr(backend, "weights_sha256", ""),
+                     size=source.frame_size, source_path=str(source.path),
+                     source_size=source_size, source_mtime=source_mtime, fps=source.fps or 0.0,
+                     package_version=crossnet.__version__)
+    if is_complete(cache_path) and not overwrite:
+        with CacheReader(cache_path) as reader:
+            if reader.info.same_content_as(info):
+                return False
+        raise InputError(f"{cache_path}: exists, made from other settings or another version "
+                         "of the source; pass --overwrite to rebuild it")
+    expected = source.num_frames
+    if max_frames is not None and expected is not None:
+        expected = min(expected, max_frames)
+    with CacheWriter.open(cache_path, info=info, expected_frames=expected) as writer:
+        start = writer.frames_written
+        pending: dict[int, object] = {}
+
+        def frames() -> Iterator[torch.Tensor]:
+            for index, frame in enumerate(itertools.islice(iter(source), max_frames)):
+                if index >= start:
+                    pending[index] = frame
+                yield torch.from_numpy(np.ascontiguousarray(frame.rgb)).permute(2, 0, 1)
+
+        bar = tqdm(total=expected, initial=start, desc=source.name, unit="frame", leave=False,
+                   disable=not progress)
+        with bar:
+            for index, stack in build_hops(frames(), backend, strides, batch_frames=batch_frames,
+                                           start=start):
+                frame = pending.pop(index)
+                writer.append(frame.number, frame.rgb, stack.numpy(), frame.mask)
+                bar.update()
+        if writer.frames_written == 0:
+            raise InputError(f"{source.path}: no frames to preprocess")
+        writer.finish()  # os.replace: an old cache under --overwrite is swapped atomically
+    return True
+
+
+def write_preview(cache_path: Path, preview_path: Path) -> None:
+    """A PNG of the middle frame of a cache: the frame, then its flow colour-coded per stride."""
+    with CacheReader(cache_path) as reader:
+        t = len(reader) // 2
+        frame, stacks = reader.frame(t), reader.flow(t)
+        strides = reader.info.strides
+    panels = [frame]
+    for stride, flow in zip(strides, stacks):
+        panel = flow_to_colour(flow.astype(np.float32))
+        cv2.putText(panel, f"k={stride}", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        panels.append(panel)
+    write_png_atomic(preview_path, np.concatenate(panels, axis=1))
+
+
+def preprocess(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *, backend,
+               strides: Sequence[int] = (1, 4, 8), size: tuple[int, int] | None = None,
+               max_frames: int | None = None, batch_frames: int = 8, preview: bool = False,
+               overwrite: bool = False, progress: bool = True) -> PreprocessSummary:
+    """Preprocess every input into ``out_dir``; failures are collected, not raised.
+
+    Args:
+        inputs: video files, frame folders, scene folders, or folders holding any of these.
+        out_dir: where the caches go (created if needed), one ``<name>.h5`` per video.
+        backend: a 3D-HOP backend from :func:`flow.backends.make_hop_backend`.
+        strides: the 3D-HOP strides.
+        size: optional (width, height) stored size; default: each source's own size.
+        max_frames: stop each video after this many frames.
+        batch_frames: frames whose flow pairs go to the backend in one batch.
+        preview: also write ``<name>_preview.png`` per video.
+        overwrite: rebuild caches that exist, even if complete.
+        progress: show progress bars.
+
+    Returns:
+        The summary of this process's share of the inputs.
+    """
+    strides = check_strides(strides)
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    out_dir = Path(out_dir)
+    summary = PreprocessSummary()
+    sources = collect_sources(inputs, size=size, failed=summary.failed)
+    named = shard_for_rank(list(zip(sources, unique_cache_names(sources))))
+    if named:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for source, name in tqdm(named, desc="videos", unit="video", disable=not progress):
+        cache_path = cache_path_for(out_dir, name)
+        try:
+            written = preprocess_source(source, cache_path, backend=backend, strides=strides,
+                                        max_frames=max_frames, batch_frames=batch_frames,
+                                        overwrite=overwrite, progress=progress)
+            if preview:
+                write_preview(cache_path, out_dir / f"{name}_preview.png")
+        except (InputError, ValueError, OSError, CacheBusyError) as error:
+            logger.debug("preprocess failed for %s", source.path, exc_info=True)
+            summary.failed.append((str(source.path), str(error)))
+            continue
+        (summary.written if written else summary.skipped).append(cache_path)
+    return summary

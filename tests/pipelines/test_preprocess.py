@@ -1,0 +1,155 @@
+"""`crossnet preprocess`: known motion in, known 3D-HOP out; skip, resume, failures, sharding."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from flow.backends import make_hop_backend
+from flow.cache import CacheReader, CacheWriter, cache_path_for, is_complete
+from pipelines.cli import main
+from pipelines.preprocess import preprocess, shard_for_rank
+
+SHIFT = 1.0  # pixels per frame, +x: the scene moves right, so flow to an EARLIER frame is -k
+
+
+def _texture(height: int, width: int) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    noise = rng.uniform(0, 255, size=(height, width, 3)).astype(np.float32)
+    return np.clip(cv2.GaussianBlur(noise, (0, 0), 2.0) * 3 - 255, 0, 255).astype(np.uint8)
+
+
+def _write_translating_frames(folder: Path, count: int, size=(96, 72)) -> None:
+    """Frames ``frame_<n>.png``, n = 1..count; frame n is a texture shifted by SHIFT * (n - 1)."""
+    folder.mkdir(parents=True)
+    width, height = size
+    texture = _texture(height + 40, width + 40)
+    for index in range(count):
+        matrix = np.float32([[1, 0, 20 - SHIFT * index], [0, 1, 20]])
+        # Sampling the texture at x + 20 - shift moves the content right by `shift`.
+        frame = cv2.warpAffine(texture, matrix, (width, height),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        cv2.imwrite(str(folder / f"frame_{index + 1}.png"), frame[:, :, ::-1])
+
+
+def test_known_translation_gives_the_known_3d_hop(tmp_path):
+    frames = tmp_path / "clip"
+    _write_translating_frames(frames, 10)
+    summary = preprocess([frames], tmp_path / "cache", backend=make_hop_backend("dis-medium"),
+                         strides=(1, 2, 4), progress=False)
+    assert summary.failed == [] and summary.written == [tmp_path / "cache" / "clip.h5"]
+    with CacheReader(summary.written[0]) as reader:
+        assert len(reader) == 10
+        assert list(reader.frame_numbers) == list(range(1, 11))
+        assert reader.info.strides == (1, 2, 4)
+        assert reader.info.backend == "dis-medium"
+        np.testing.assert_array_equal(reader.frame(3), cv2.imread(str(frames / "frame_4.png"))[:, :, ::-1])
+        assert np.count_nonzero(reader.flow(0)) == 0  # frame 0 paired with itself
+        for t in (2, 6, 9):
+            for s, k in enumerate((1, 2, 4)):
+                earlier = max(t - k, 0)
+                interior = reader.flow(t)[s][:, 12:-12, 12:-12]
+                # u: the point at x in frame t was at x - SHIFT * (t - earlier) in the earlier frame
+                assert np.median(interior[0]) == pytest.approx(-SHIFT * (t - earlier), abs=0.15)
+                assert np.median(interior[1]) == pytest.approx(0.0, abs=0.15)
+        assert reader.mask(0) is None
+
+
+def test_complete_caches_are_skipped_and_partial_ones_resume(tmp_path):
+    frames = tmp_path / "clip"
+    _write_translating_frames(frames, 9)
+    backend = make_hop_backend("dis-fast")
+    reference = preprocess([frames], tmp_path / "ref", backend=backend, strides=(1, 3),
+                           progress=False).written[0]
+
+    # An interrupted run: the first 4 frames of the same cache were committed, then it stopped.
+    out = tmp_path / "out"
+    out.mkdir()
+    with CacheReader(reference) as done:
+        info = done.info
+        writer = CacheWriter.open(cache_path_for(out, "clip"), info=info)
+        for t in range(4):
+            writer.append(int(done.frame_numbers[t]), done.frame(t), done.flow(t), None)
+        writer.close()
+    assert not is_complete(cache_path_for(out, "clip"))
+
+    summary = preprocess([frames], out, backend=backend, strides=(1, 3), progress=False)
+    assert summary.written == [cache_path_for(out, "clip")]
+    with CacheReader(reference) as expected, CacheReader(summary.written[0]) as resumed:
+        assert len(resumed) == len(expected) == 9
+        for t in range(9):
+            np.testing.assert_array_equal(resumed.frame(t), expected.frame(t))
+            np.testing.assert_array_equal(resumed.flow(t), expected.flow(t))
+
+    again = preprocess([frames], out, backend=backend, strides=(1, 3), progress=False)
+    assert again.skipped == summary.written and again.written == []
+
+    other = preprocess([frames], out, backend=backend, strides=(1, 2), progress=False)
+    assert len(other.failed) == 1 and "--overwrite" in other.failed[0][1]
+    rebuilt = preprocess([frames], out, backend=backend, strides=(1, 2), overwrite=True,
+                         progress=False)
+    assert rebuilt.written == summary.written
+    with CacheReader(rebuilt.written[0]) as reader:
+        assert reader.info.strides == (1, 2)
+
+
+def test_a_bad_video_is_reported_and_the_rest_still_finish(tmp_path, capsys):
+    inputs = tmp_path / "inputs"
+    _write_translating_frames(inputs / "good", 5)
+    (inputs / "broken.mp4").write_text("not a video")
+    out = tmp_path / "out"
+    code = main(["preprocess", str(inputs), "--out", str(out), "--strides", "1,2", "--preview",
+                 "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert is_complete(out / "good.h5")
+    preview = cv2.imread(str(out / "good_preview.png"))
+    assert preview.shape == (72, 96 * 3, 3)  # frame | flow k=1 | flow k=2
+    errors = [line for line in captured.err.splitlines() if line.startswith("crossnet: error")]
+    assert len(errors) == 1 and "broken.mp4" in errors[0]
+    assert "1 written, 0 skipped, 1 failed" in captured.out
+    assert "Traceback" not in captured.err
+
+
+def test_size_and_max_frames(tmp_path):
+    frames = tmp_path / "clip"
+    _write_translating_frames(frames, 8)
+    summary = preprocess([frames], tmp_path / "out", backend=make_hop_backend("dis-ultrafast"),
+                         strides=(1,), size=(48, 36), max_frames=5, progress=False)
+    with CacheReader(summary.written[0]) as reader:
+        assert len(reader) == 5
+        assert reader.frame(0).shape == (36, 48, 3)
+        assert reader.flow(4).shape == (1, 2, 36, 48)
+
+
+def test_scene_folders_keep_their_masks(shared_data, tmp_path):
+    summary = preprocess([shared_data / "UCSD_BGS" / "rain"], tmp_path,
+                         backend=make_hop_backend("dis-ultrafast"), strides=(1, 2),
+                         progress=False)
+    with CacheReader(summary.written[0]) as reader:
+        assert list(reader.frame_numbers) == list(range(75, 89))
+        mask = reader.mask(0)
+        gt = cv2.imread(str(shared_data / "UCSD_BGS/rain/groundtruth/gt0075.png"), 0)
+        np.testing.assert_array_equal(mask, gt)
+
+
+def test_sharding_splits_inputs_between_ranks():
+    items = list("abcdefg")
+    assert shard_for_rank(items, rank=0, world_size=3) == ["a", "d", "g"]
+    assert shard_for_rank(items, rank=2, world_size=3) == ["c", "f"]
+    shards = [shard_for_rank(items, rank=r, world_size=3) for r in range(3)]
+    assert sorted(item for shard in shards for item in shard) == items
+    with pytest.raises(ValueError, match="rank 3 is outside world size 3"):
+        shard_for_rank(items, rank=3, world_size=3)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["preprocess", str(tmp_path / "missing"), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 1
+    assert "missing: no such file or folder" in capsys.readouterr().err
+    assert main(["preprocess", str(tmp_path), "--out", str(tmp_path / "o"), "--flow",
+                 "raft-small"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--weights" in err[0]
+    assert main(["preprocess", str(tmp_path), "--out", "o", "--strides", "4,1"]) == 2
