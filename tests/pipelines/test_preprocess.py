@@ -153,3 +153,37 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--weights" in err[0]
     assert main(["preprocess", str(tmp_path), "--out", "o", "--strides", "4,1"]) == 2
+
+
+def test_synthetic_scene_end_to_end_matches_its_exact_flow_and_masks(tmp_path):
+    import h5py
+
+    from flow.metrics import endpoint_error
+    from pipelines.synth import SynthConfig, generate_scenes
+
+    config = SynthConfig(size=(96, 72), num_frames=12, strides=(1, 4), noise_sigma=1.0,
+                         camera_jitter=0.0)
+    scene = generate_scenes(tmp_path / "synth", num_scenes=1, config=config, seed=11,
+                            progress=False)[0]
+    summary = preprocess([tmp_path / "synth"], tmp_path / "cache",
+                         backend=make_hop_backend("dis-medium"), strides=(1, 4), progress=False)
+    assert summary.failed == [] and len(summary.written) == 1
+    with h5py.File(scene / "flow.h5", "r") as exact, CacheReader(summary.written[0]) as cache:
+        assert len(cache) == 12
+        assert list(cache.frame_numbers) == list(range(1, 13))
+        errors, zero_errors = [], []
+        for t in range(1, 12):
+            truth = exact["flow"][t]
+            np.testing.assert_array_equal(
+                cache.mask(t), cv2.imread(str(scene / "groundtruth" / f"gt{t + 1:06d}.png"), 0))
+            for s in range(2):
+                moving = np.linalg.norm(truth[s], axis=0) > 1.0  # objects that moved > 1 px
+                if moving.sum() < 20:
+                    continue
+                errors.append(endpoint_error(cache.flow(t)[s], truth[s], moving))
+                zero_errors.append(endpoint_error(np.zeros_like(truth[s]), truth[s], moving))
+    assert len(errors) >= 10
+    # Measured here: DIS-medium 1.44 px mean EPE on moving pixels vs 2.16 px for zero flow (small
+    # objects are DIS's weak spot). This checks the wiring: the cache holds flow that tracks the
+    # scene's exact motion, with the right sign and stride.
+    assert np.mean(errors) < 0.8 * np.mean(zero_errors), (np.mean(errors), np.mean(zero_errors))
