@@ -1,7 +1,8 @@
 """`crossnet preprocess`: videos, frame folders and scenes -> one HDF5 cache per video.
 
 Each cache holds the frames, their 3D-HOP flow stacks and any ground-truth masks (layout in
-:mod:`flow.cache`). Complete caches are skipped; an interrupted cache resumes where it stopped;
+:mod:`flow.cache`). A scene's ROI is folded into its masks: pixels outside ``ROI.bmp`` are stored
+as 85, CDnet's own "outside ROI" label, so the cache alone says what is scored. Complete caches are skipped; an interrupted cache resumes where it stopped;
 a video that fails is reported and the others still finish. Under ``torchrun`` each rank takes
 every WORLD_SIZE-th video (one file per video, so no two ranks write the same file).
 """
@@ -21,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 import crossnet
+from crossnet.metrics import OUTSIDE_ROI
 from flow.cache import (
     CacheBusyError,
     CacheInfo,
@@ -176,12 +178,27 @@ def preprocess_source(source: Source, cache_path: Path, *, backend, strides: Seq
             for index, stack in build_hops(frames(), backend, strides, batch_frames=batch_frames,
                                            start=start):
                 frame = pending.pop(index)
-                writer.append(frame.number, frame.rgb, stack.numpy(), frame.mask)
+                writer.append(frame.number, frame.rgb, stack.numpy(),
+                              with_roi(frame.mask, getattr(source, "roi", None)))
                 bar.update()
         if writer.frames_written == 0:
             raise InputError(f"{source.path}: no frames to preprocess")
         writer.finish()  # os.replace: an old cache under --overwrite is swapped atomically
     return True
+
+
+def with_roi(mask: np.ndarray | None, roi: np.ndarray | None) -> np.ndarray | None:
+    """Ground-truth labels with the pixels outside ``roi`` set to 85 (CDnet's outside-ROI label).
+
+    Args:
+        mask: (H, W) uint8 CDnet labels, or None (no ground truth: stays None).
+        roi: (H, W) bool, True where scored, or None (everything scored).
+    """
+    if mask is None or roi is None:
+        return mask
+    if roi.shape != mask.shape:
+        raise ValueError(f"ROI shape {roi.shape} differs from the mask shape {mask.shape}")
+    return np.where(roi, mask, OUTSIDE_ROI).astype(np.uint8)
 
 
 def write_preview(cache_path: Path, preview_path: Path) -> None:

@@ -187,3 +187,15 @@ def test_synthetic_scene_end_to_end_matches_its_exact_flow_and_masks(tmp_path):
     # objects are DIS's weak spot). This checks the wiring: the cache holds flow that tracks the
     # scene's exact motion, with the right sign and stride.
     assert np.mean(errors) < 0.8 * np.mean(zero_errors), (np.mean(errors), np.mean(zero_errors))
+
+
+def test_roi_is_folded_into_the_cached_masks_as_outside_roi():
+    from pipelines.preprocess import with_roi
+
+    mask = np.array([[0, 255], [170, 50]], dtype=np.uint8)
+    roi = np.array([[True, False], [True, True]])
+    np.testing.assert_array_equal(with_roi(mask, roi), [[0, 85], [170, 50]])
+    assert with_roi(None, roi) is None
+    np.testing.assert_array_equal(with_roi(mask, None), mask)
+    with pytest.raises(ValueError, match="ROI shape"):
+        with_roi(mask, np.ones((3, 2), bool))
