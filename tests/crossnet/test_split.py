@@ -1,0 +1,40 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from crossnet.split import Split, load_split
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_repository_split_is_disjoint_and_covers_every_real_scene(shared_data_names):
+    split = load_split(REPO / "splits" / "cross_scene_v1.json")
+    named = set(split.train) | set(split.validation) | set(split.test)
+    assert named == shared_data_names  # every real scene is placed, and nothing else
+    assert {"CAVIAR1", "CAVIAR2"} <= set(split.test)  # one camera: kept together
+
+
+def test_parts_and_patterns():
+    split = Split(name="s", train=("a",), validation=("v",), test=("t", "scene_009"),
+                  train_patterns=("scene_*",))
+    assert split.part_of("a") == "train"
+    assert split.part_of("scene_001") == "train"
+    assert split.part_of("scene_009") == "test"  # listed test scenes win over patterns
+    assert split.part_of("v") == "validation"
+    assert split.part_of("other") is None
+    paths = ["x/a.h5", "y/scene_002.h5", "z/v.h5", "z/t.h5"]
+    assert split.select(paths, "train") == [Path("x/a.h5"), Path("y/scene_002.h5")]
+    assert split.select(paths, "test") == [Path("z/t.h5")]
+
+
+def test_bad_splits_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="b in both train and test"):
+        Split(name="s", train=("a", "b"), validation=(), test=("b",))
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({"train": []}))
+    with pytest.raises(ValueError, match="misses validation, test"):
+        load_split(path)
+    path.write_text("{")
+    with pytest.raises(ValueError, match="not a JSON split file"):
+        load_split(path)
