@@ -15,7 +15,7 @@ import click
 import numpy as np
 
 import crossnet
-from pipelines.errors import InputError
+from pipelines.errors import InputError, TrainingDiverged
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +217,67 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
         click.echo(f"wrote {png_path}")
 
 
+@cli.command()
+@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(),
+              help="Folder of caches from `crossnet preprocess` (repeatable; searched recursively).")
+@click.option("--split", "split_path", required=True, type=click.Path(dir_okay=False),
+              help="Cross-scene split JSON (e.g. splits/cross_scene_v1.json).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder: last.pt, best.pt, log.jsonl, config.json.")
+@click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Samples per step and process.")
+@click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Peak learning rate (one-cycle schedule, AdamW).")
+@click.option("--samples-per-epoch", default=2000, show_default=True,
+              type=click.IntRange(min=1), help="Scene-balanced samples drawn per epoch.")
+@click.option("--crop", default="160x160", show_default=True, callback=_size_option,
+              help="Training crop WIDTHxHEIGHT.")
+@click.option("--composite-fraction", default=0.3, show_default=True,
+              type=click.FloatRange(0, 1), help="Share of composited samples.")
+@click.option("--flow-encoding", default="uvm", show_default=True,
+              type=click.Choice(["uvm", "magnitude"]), help="How the 3D-HOP enters the model.")
+@click.option("--background/--no-background", default=False, show_default=True,
+              help="Feed a running background estimate to the appearance branch.")
+@click.option("--cmdff/--no-cmdff", default=True, show_default=True,
+              help="Cross-modal dynamic feature filter (off: plain concatenation).")
+@click.option("--attention/--no-attention", default=True, show_default=True,
+              help="Attention-gated skip connections (off: plain skips).")
+@click.option("--size-balanced/--no-size-balanced", default=True, show_default=True,
+              help="Size-balanced pixel weights in the loss.")
+@click.option("--amp", is_flag=True, help="bf16 autocast.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
+              help="Data-loading worker processes per training process.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_epoch, crop,
+          composite_fraction, flow_encoding, background, cmdff, attention, size_balanced, amp,
+          workers, seed, resume, device, no_progress) -> None:
+    """Train the HOFAM segmentation model on cached 3D-HOP stacks and masks.
+
+    Trains on the split's training scenes (plus composites), reports validation F per epoch on
+    its validation scenes, never touches its test scenes. Works under
+    `torchrun --nproc_per_node=N crossnet train ...`.
+    """
+    from crossnet.hofam import HofamConfig
+    from crossnet.losses import LossConfig
+    from pipelines.train import TrainConfig
+    from pipelines.train import train as run_training
+
+    config = TrainConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, samples_per_epoch=samples_per_epoch,
+        crop_size=(crop[1], crop[0]), composite_fraction=composite_fraction, amp=amp,
+        seed=seed, num_workers=workers,
+        model=HofamConfig(flow_encoding=flow_encoding, use_background=background, cmdff=cmdff,
+                          attention=attention),
+        loss=LossConfig(size_balanced=size_balanced))
+    best = run_training(data_dirs, split_path, out_dir, config, device=device, resume=resume,
+                        progress=not no_progress)
+    click.echo(f"best checkpoint: {best}")
+
+
 def _not_available(name: str, issue: str, summary: str) -> click.Command:
     """A listed command that says plainly it is not built yet, instead of pretending."""
 
@@ -229,8 +290,6 @@ def _not_available(name: str, issue: str, summary: str) -> click.Command:
     return command
 
 
-cli.add_command(_not_available(
-    "train", "the HOFAM model is being built", "Train the segmentation model on cached stacks"))
 cli.add_command(_not_available(
     "segment", "it needs the trained model", "Turn a video into foreground masks"))
 
@@ -258,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("crossnet: interrupted", err=True)
         return EXIT_INTERRUPTED
-    except (InputError, OSError, ValueError) as error:
+    except (InputError, OSError, ValueError, TrainingDiverged) as error:
         if debug:
             raise
         click.echo(f"crossnet: error: {error}", err=True)

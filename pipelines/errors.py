@@ -7,3 +7,7 @@ class InputError(Exception):
     The message must name the offending file or value and say what is wrong, e.g.
     ``"clip.mp4: not a readable video (OpenCV could not decode any frame)"``.
     """
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the last good checkpoint is left as it was."""

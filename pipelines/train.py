@@ -1,0 +1,389 @@
+"""`crossnet train`: the HOFAM segmentation model on cached 3D-HOP stacks and ground-truth masks.
+
+Data: every complete cache (``<scene>.h5`` from ``crossnet preprocess``) under ``--data`` whose
+scene is in the split's training part, plus composites (objects of one training scene pasted,
+moving, into another, with the 3D-HOP recomputed). Validation F (CDnet rules) is measured after
+every epoch on the split's validation scenes, which are never trained on; test scenes are never
+touched here.
+
+Outputs in the run folder: ``last.pt`` (everything needed to resume) and ``best.pt`` (best
+validation F), both written atomically; ``log.jsonl`` (one JSON line per epoch);
+``config.json``. ``--resume`` continues the same schedule from ``last.pt``; every random choice
+is derived from (seed, epoch, rank), so a resumed run reproduces the uninterrupted one.
+
+Under ``torchrun --nproc_per_node=N`` each process trains on its own share of every epoch's
+samples (DistributedDataParallel; gloo on CPU, nccl on GPU); rank 0 validates and writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import ConcatDataset, DataLoader
+from tqdm import tqdm
+
+import crossnet
+from crossnet.augment import AugmentConfig, augment_batch
+from crossnet.checkpoint import load_checkpoint, save_checkpoint
+from crossnet.data import CacheFrameDataset, scene_balanced_weights
+from crossnet.hofam import HofamConfig, build_hofam
+from crossnet.losses import LossConfig, SegmentationLoss
+from crossnet.metrics import VideoScorer, mean_scores
+from crossnet.split import Split, load_split
+from flow.backends import resolve_device
+from flow.cache import CacheReader, is_complete
+from pipelines.errors import InputError, TrainingDiverged
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (saved in every checkpoint and in ``config.json``).
+
+    Attributes:
+        epochs: passes of ``samples_per_epoch`` samples each.
+        batch_size: samples per step and process.
+        lr: peak learning rate of the one-cycle schedule (AdamW).
+        weight_decay: AdamW weight decay.
+        samples_per_epoch: samples drawn per epoch over all processes (scene-balanced, with
+            replacement: each training scene is equally likely, whatever its length).
+        crop_size: (height, width) of the training crops.
+        composite_fraction: share of samples that are composites.
+        composite_flow: flow backend that recomputes the 3D-HOP of composites.
+        grad_clip: gradient norm clip.
+        amp: bf16 autocast (CPU and CUDA).
+        seed: the seed every random choice derives from.
+        num_workers: data-loading worker processes per training process.
+        threshold: probability above which a pixel is foreground (validation F).
+        model: the HOFAM configuration (strides are set from the caches).
+        loss: the loss configuration.
+        augment: the augmentation configuration.
+    """
+
+    epochs: int = 20
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    samples_per_epoch: int = 2000
+    crop_size: tuple[int, int] = (160, 160)
+    composite_fraction: float = 0.3
+    composite_flow: str = "dis-fast"
+    grad_clip: float = 1.0
+    amp: bool = False
+    seed: int = 0
+    num_workers: int = 2
+    threshold: float = 0.5
+    model: HofamConfig = field(default_factory=HofamConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "samples_per_epoch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.composite_fraction <= 1.0:
+            raise ValueError(f"composite_fraction must be in [0, 1], got {self.composite_fraction}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["crop_size"] = list(self.crop_size)
+        values["model"] = self.model.to_dict()
+        values["loss"] = self.loss.to_dict()
+        values["augment"] = dataclasses.asdict(self.augment)
+        return values
+
+
+@dataclass
+class EpochRecord:
+    """One line of ``log.jsonl``."""
+
+    epoch: int
+    train_loss: float
+    validation_f: float
+    validation: dict[str, float]
+    best_f: float
+    seconds: float
+    lr: float
+
+
+def find_caches(data_dirs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Every complete ``*.h5`` cache under the given folders (recursively), sorted."""
+    caches: list[Path] = []
+    for directory in data_dirs:
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise InputError(f"{directory}: no such folder of caches")
+        found = sorted(p for p in directory.rglob("*.h5") if is_complete(p))
+        if not found:
+            raise InputError(f"{directory}: no complete cache (*.h5 from crossnet preprocess)")
+        caches.extend(found)
+    return caches
+
+
+def cache_strides(caches: Sequence[Path]) -> tuple[int, ...]:
+    """The strides shared by all caches (InputError naming the first that differs)."""
+    strides = None
+    for path in caches:
+        with CacheReader(path) as reader:
+            own = tuple(reader.info.strides)
+        if strides is None:
+            strides = own
+        elif own != strides:
+            raise InputError(f"{path}: strides {own} differ from {strides} of {caches[0]}")
+    return strides
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _generator(*keys: int) -> torch.Generator:
+    """A torch generator seeded from a tuple of integers (seed, epoch, rank, ...)."""
+    seed = int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+    return torch.Generator().manual_seed(seed)
+
+
+def _to_model_inputs(batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
+    inputs = {"frames": batch["frame"].to(device).float() / 255.0,
+              "hop": batch["hop"].to(device).float()}
+    if "background" in batch:
+        inputs["background"] = batch["background"].to(device).float() / 255.0
+    return inputs
+
+
+@torch.inference_mode()
+def validate(model: torch.nn.Module, caches: Sequence[Path], *, device: torch.device,
+             use_background: bool, threshold: float, amp: bool) -> dict[str, float]:
+    """F (CDnet rules) per validation scene, on every frame with ground truth, whole frames."""
+    model.eval()
+    results = {}
+    for path in caches:
+        dataset = CacheFrameDataset([path], crop_size=None, use_background=use_background)
+        scorer = VideoScorer()
+        for index in range(len(dataset)):
+            item = dataset[index]
+            batch = {key: value[None] if torch.is_tensor(value) else value
+                     for key, value in item.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(**_to_model_inputs(batch, device))
+            prediction = (torch.sigmoid(logits.float())[0, 0] > threshold).cpu().numpy()
+            scorer.add(index, prediction, item["labels"].numpy())
+        results[path.stem] = scorer.result()["F"]
+    model.train()
+    return results
+
+
+def _build_training_set(train_caches: Sequence[Path], config: TrainConfig,
+                        model_config: HofamConfig):
+    real = CacheFrameDataset(train_caches, crop_size=config.crop_size,
+                             use_background=model_config.use_background, seed=config.seed)
+    real_weights = scene_balanced_weights(real)
+    real_weights = real_weights / real_weights.sum()
+    if config.composite_fraction == 0 or len(train_caches) < 2:
+        return real, real_weights, [real]
+    from crossnet.composite import CompositeDataset
+    from flow.backends import make_hop_backend
+
+    composites = CompositeDataset(train_caches, train_caches,
+                                  backend=make_hop_backend(config.composite_flow),
+                                  strides=model_config.strides, crop_size=config.crop_size,
+                                  length=max(config.samples_per_epoch, 1), seed=config.seed,
+                                  use_background=model_config.use_background)
+    composite_weights = torch.full((len(composites),), 1.0 / len(composites))
+    weights = torch.cat([real_weights * (1 - config.composite_fraction),
+                         composite_weights * config.composite_fraction])
+    return ConcatDataset([real, composites]), weights, [real, composites]
+
+
+def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLike,
+          out_dir: str | os.PathLike, config: TrainConfig, *, device: str = "auto",
+          resume: bool = False, progress: bool = True) -> Path:
+    """Train HOFAM; returns the path of the best checkpoint (``best.pt``).
+
+    Raises:
+        InputError: no training caches, a run folder in the way, nothing to resume.
+        TrainingDiverged: the loss became NaN or infinite (``last.pt`` keeps the last good
+            epoch).
+    """
+    split = split if isinstance(split, Split) else load_split(split)
+    out_dir = Path(out_dir)
+    caches = find_caches(data_dirs)
+    train_caches = split.select(caches, "train")
+    validation_caches = split.select(caches, "validation")
+    if not train_caches:
+        raise InputError(f"no training scene of split {split.name!r} among the "
+                         f"{len(caches)} caches under {', '.join(map(str, data_dirs))}")
+    strides = cache_strides(train_caches + validation_caches)
+    model_config = dataclasses.replace(config.model, strides=strides)
+    config = dataclasses.replace(config, model=model_config)
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+        dist.init_process_group(backend=backend)
+    rank, world_size = _rank_and_world()
+    if world_size > 1 and torch.cuda.is_available() and device != "cpu":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        run_device = torch.device("cuda", local_rank)
+    else:
+        run_device = resolve_device(device)
+
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if rank == 0:
+        if last_path.exists() and not resume:
+            raise InputError(f"{out_dir}: holds a run already (last.pt); pass --resume to "
+                             "continue it, or choose another --out")
+        if resume and not last_path.exists():
+            raise InputError(f"{last_path}: nothing to resume")
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(config.seed)
+    model = build_hofam(model_config).to(run_device)
+    criterion = SegmentationLoss(config.loss)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, config.samples_per_epoch // (config.batch_size * world_size))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
+        pct_start=0.15)
+    start_epoch, best_f, history = 0, -math.inf, []
+    if resume:
+        checkpoint = load_checkpoint(last_path, map_location=run_device)
+        if _resumable_settings(checkpoint["train_config"]) != _resumable_settings(
+                config.to_dict()):
+            raise InputError(f"{last_path}: was trained with other settings; resume with the "
+                             "same options")
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        start_epoch = int(checkpoint["epoch"])
+        best_f = float(checkpoint["best_f"])
+        history = list(checkpoint.get("history", []))
+    trained = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
+
+    dataset, weights, parts = _build_training_set(train_caches, config, model_config)
+    if model_config.use_background:
+        for part in parts:  # once, here: otherwise every worker re-reads every video per epoch
+            part.prepare_backgrounds()
+    if rank == 0:
+        (out_dir / "config.json").write_text(json.dumps(
+            {"train_config": config.to_dict(), "split": split.to_dict(),
+             "train_caches": [str(p) for p in train_caches],
+             "validation_caches": [str(p) for p in validation_caches],
+             "code_version": crossnet.__version__}, indent=2) + "\n")
+    samples_per_rank = steps_per_epoch * config.batch_size
+
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        for part in parts:
+            part.set_epoch(epoch)
+        indices = torch.multinomial(weights, samples_per_rank, replacement=True,
+                                    generator=_generator(config.seed, epoch, rank)).tolist()
+        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=indices,
+                            num_workers=config.num_workers, drop_last=True,
+                            persistent_workers=False)
+        augment_generator = torch.Generator(device=run_device).manual_seed(
+            _generator(config.seed, epoch, rank, 1).initial_seed())
+        trained.train()
+        losses = []
+        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+                   unit="step", leave=False, disable=not progress or rank != 0)
+        for batch in bar:
+            batch = {k: v.to(run_device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = augment_batch(batch, config.augment, augment_generator)
+            with torch.autocast(run_device.type, dtype=torch.bfloat16, enabled=config.amp):
+                logits = trained(**_to_model_inputs(batch, run_device))
+            loss, _ = criterion(logits.float(), batch["labels"])
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"the loss became {loss.item()} in epoch {epoch + 1}; {last_path} keeps the "
+                    "last good epoch (try a lower --lr)")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        train_loss = float(np.mean(losses))
+        if world_size > 1:
+            total = torch.tensor([train_loss], device=run_device)
+            dist.all_reduce(total)
+            train_loss = total.item() / world_size
+        if rank == 0:
+            per_scene = (validate(model, validation_caches, device=run_device,
+                                  use_background=model_config.use_background,
+                                  threshold=config.threshold, amp=config.amp)
+                         if validation_caches else {})
+            # F is undefined (NaN) while a model predicts no foreground at all; for choosing
+            # checkpoints that is the worst case, F = 0.
+            per_scene = {name: 0.0 if math.isnan(f) else f for name, f in per_scene.items()}
+            validation_f = (mean_scores({"F": f} for f in per_scene.values())["F"]
+                            if per_scene else math.nan)
+            # Without validation scenes the newest epoch counts as the best.
+            improved = validation_f > best_f if per_scene else True
+            best_f = max(best_f, validation_f) if per_scene else best_f
+            record = EpochRecord(epoch=epoch + 1, train_loss=train_loss,
+                                 validation_f=validation_f, validation=per_scene,
+                                 best_f=best_f, seconds=time.perf_counter() - started,
+                                 lr=scheduler.get_last_lr()[0])
+            history.append(dataclasses.asdict(record))
+            checkpoint = {"model": model.state_dict(), "model_config": model_config.to_dict(),
+                          "train_config": config.to_dict(), "split": split.to_dict(),
+                          "code_version": crossnet.__version__, "epoch": epoch + 1,
+                          "best_f": best_f, "history": history,
+                          "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict()}
+            save_checkpoint(last_path, checkpoint)
+            if improved:
+                save_checkpoint(best_path, {k: v for k, v in checkpoint.items()
+                                            if k not in ("optimizer", "scheduler")})
+            _write_log(out_dir / "log.jsonl", history)
+            tqdm.write(f"epoch {epoch + 1}/{config.epochs}  train loss {train_loss:.4f}  "
+                       f"validation F {validation_f:.4f}  best {best_f:.4f}  "
+                       f"({record.seconds:.0f} s)")
+        if world_size > 1:
+            dist.barrier()
+    return best_path
+
+
+def _resumable_settings(train_config: dict) -> dict:
+    """The settings a resumed run must share with the original: all but the worker count
+    (samples are seeded per index, so workers do not change them)."""
+    normalised = json.loads(json.dumps(train_config))
+    normalised.pop("num_workers", None)
+    return normalised
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    """Rewrite the JSONL log from the checkpoint's history, atomically: after a resume the log
+    holds each epoch exactly once."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("".join(json.dumps(_nan_to_none(line)) + "\n" for line in history))
+    os.replace(temporary, path)
+
+
+def _nan_to_none(value):
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,147 @@
+"""`crossnet train`: a real (tiny) run, resume == uninterrupted, NaN stops cleanly, DDP with gloo."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import pipelines.train as train_module
+from crossnet.checkpoint import load_checkpoint
+from crossnet.hofam import HofamConfig
+from crossnet.split import Split
+from flow.backends import make_hop_backend
+from pipelines.cli import main
+from pipelines.errors import InputError, TrainingDiverged
+from pipelines.preprocess import preprocess
+from pipelines.synth import SynthConfig, generate_scenes
+from pipelines.train import TrainConfig, train
+
+REPO = Path(__file__).resolve().parents[2]
+SPLIT = Split(name="tiny", train=(), validation=("scene_003",), test=(),
+              train_patterns=("scene_00[0-2]",))
+
+
+@pytest.fixture(scope="module")
+def caches(tmp_path_factory) -> Path:
+    """Four tiny synthetic scenes, preprocessed: three train, one validates."""
+    root = tmp_path_factory.mktemp("synthetic")
+    config = SynthConfig(size=(64, 48), num_frames=24, strides=(1, 2), min_objects=2,
+                         max_objects=3, min_object_size=0.2, max_object_size=0.4)
+    generate_scenes(root / "scenes", num_scenes=4, config=config, seed=5, progress=False)
+    summary = preprocess([root / "scenes"], root / "cache",
+                         backend=make_hop_backend("dis-ultrafast"), strides=(1, 2),
+                         progress=False)
+    assert len(summary.written) == 4
+    return root / "cache"
+
+
+def _config(**changes) -> TrainConfig:
+    values = {"epochs": 2, "batch_size": 4, "lr": 2e-3, "samples_per_epoch": 16,
+              "crop_size": (32, 48), "composite_fraction": 0.25, "num_workers": 0, "seed": 3,
+              "model": HofamConfig(widths=(8, 16, 16, 16))}
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def _states_equal(first: dict, second: dict) -> None:
+    assert first.keys() == second.keys()
+    for key, value in first.items():
+        torch.testing.assert_close(value, second[key], rtol=0, atol=0, msg=key)
+
+
+def test_a_run_writes_checkpoints_and_a_log(caches, tmp_path):
+    best = train([caches], SPLIT, tmp_path / "run", _config(), device="cpu", progress=False)
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert best == tmp_path / "run" / "best.pt" and best.exists()
+    assert last["epoch"] == 2
+    assert last["model_config"]["strides"] == [1, 2]  # taken from the caches
+    assert last["split"]["validation"] == ["scene_003"]
+    assert last["train_config"]["composite_fraction"] == 0.25
+    lines = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2]
+    assert set(lines[0]["validation"]) == {"scene_003"}
+    assert all(0.0 <= line["validation_f"] <= 1.0 for line in lines)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert [Path(p).stem for p in config["train_caches"]] == ["scene_000", "scene_001",
+                                                              "scene_002"]
+    with pytest.raises(InputError, match="pass --resume"):
+        train([caches], SPLIT, tmp_path / "run", _config(), device="cpu", progress=False)
+
+
+def test_resume_reproduces_the_uninterrupted_run(caches, tmp_path, monkeypatch):
+    train([caches], SPLIT, tmp_path / "whole", _config(), device="cpu", progress=False)
+    whole = load_checkpoint(tmp_path / "whole" / "last.pt")
+
+    real_validate = train_module.validate
+    calls = []
+
+    def validate_then_die(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second epoch dies before its checkpoint is written
+            raise KeyboardInterrupt
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "validate", validate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train([caches], SPLIT, tmp_path / "cut", _config(), device="cpu", progress=False)
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
+    monkeypatch.setattr(train_module, "validate", real_validate)
+    train([caches], SPLIT, tmp_path / "cut", _config(), device="cpu", resume=True,
+          progress=False)
+    resumed = load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert resumed["epoch"] == 2
+    _states_equal(resumed["model"], whole["model"])
+    assert [h["train_loss"] for h in resumed["history"]] == pytest.approx(
+        [h["train_loss"] for h in whole["history"]], rel=1e-6)
+    with pytest.raises(InputError, match="other settings"):
+        train([caches], SPLIT, tmp_path / "cut", _config(lr=1e-3), device="cpu", resume=True,
+              progress=False)
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(caches, tmp_path,
+                                                                      monkeypatch):
+    real_forward = train_module.SegmentationLoss.forward
+    steps = []
+
+    def forward_that_explodes(self, logits, labels, roi=None):
+        steps.append(1)
+        total, parts = real_forward(self, logits, labels, roi)
+        return (total * float("nan"), parts) if len(steps) > 4 else (total, parts)
+
+    monkeypatch.setattr(train_module.SegmentationLoss, "forward", forward_that_explodes)
+    with pytest.raises(TrainingDiverged, match="loss became nan in epoch 2"):
+        train([caches], SPLIT, tmp_path / "run", _config(), device="cpu", progress=False)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 1
+
+
+def test_cli_reports_missing_data_in_one_line(tmp_path, capsys):
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps(SPLIT.to_dict()))
+    code = main(["train", "--data", str(tmp_path / "nothing"), "--split", str(split), "--out",
+                 str(tmp_path / "run"), "--no-progress"])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"crossnet: error: {tmp_path / 'nothing'}: no such folder of caches"]
+
+
+def test_two_process_gloo_ddp_run(caches, tmp_path):
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps(SPLIT.to_dict()))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "-m", "pipelines.cli", "train", "--data", str(caches),
+               "--split", str(split), "--out", str(tmp_path / "run"), "--epochs", "1",
+               "--batch-size", "4", "--samples-per-epoch", "16", "--crop", "48x32",
+               "--workers", "0", "--device", "cpu", "--no-progress"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True,
+                            timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert checkpoint["epoch"] == 1
+    assert checkpoint["train_config"]["batch_size"] == 4
+    # Two ranks of batch 4 share 16 samples: 2 steps each, one optimizer step per step.
+    assert checkpoint["scheduler"]["last_epoch"] == 2
