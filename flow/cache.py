@@ -45,7 +45,7 @@ name                type             meaning
 format_version      int64            1 for this layout; readers reject any other value
 complete            uint8            1 once every frame is written (set by ``finish``), else 0
 strides             int64 (S,)       the strides k_s, positive, strictly increasing
-flow_backend        str              name of the flow method (e.g. ``"dis_fast"``)
+flow_backend        str              name of the flow method (e.g. ``"dis-fast"``)
 weights_sha256      str              sha256 (hex) of the backend's weights file, "" if none
 size                int64 (2,)       stored size (W, H)
 source_path         str              the video / folder the frames came from, as given

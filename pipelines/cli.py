@@ -53,6 +53,9 @@ def _strides_option(ctx, param, value):
     return parse_strides(value)
 
 
+FLOW_CHOICES = ("dis-ultrafast", "dis-fast", "dis-medium", "farneback", "raft-small", "raft-large")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(crossnet.__version__, prog_name="crossnet")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
@@ -66,22 +69,43 @@ def cli(debug: bool, verbose: bool) -> None:
 @cli.command()
 @click.argument("scenes", nargs=-1, required=True, type=click.Path())
 @click.option("--method", "methods", multiple=True, default=("mog2",), show_default=True,
-              type=click.Choice(["mog2", "knn"]),
+              type=click.Choice(["crossnet", "mog2", "knn"]),
               help="Method to score; repeat to compare methods side by side on the same frames.")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Segmentation checkpoint for --method crossnet.")
+@click.option("--flow", "flow_name", default=None, type=click.Choice(FLOW_CHOICES),
+              help="Flow backend for crossnet (default: the one the model was trained with).")
+@click.option("--size", default=None, callback=_size_option,
+              help="crossnet processing size WIDTHxHEIGHT (default: each scene's own size).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the scores to this JSON file.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], json_path: str | None,
-             no_progress: bool) -> None:
+def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], weights: str | None,
+             flow_name: str | None, size: tuple[int, int] | None, device: str,
+             json_path: str | None, no_progress: bool) -> None:
     """Score methods on benchmark SCENES (CDnet-2014 rules) and print a per-scene table.
 
     Each SCENE is a scene folder (CDnet/SBI, UCSD, Wallflower, HOFAM demo layouts) or a folder
     holding scene folders at any depth.
     """
+    from pipelines.evaluate import ModelMethod, format_table, write_json
     from pipelines.evaluate import evaluate as run_evaluation
-    from pipelines.evaluate import format_table, write_json
 
-    reports = run_evaluation(scenes, list(dict.fromkeys(methods)), progress=not no_progress)
+    model = None
+    if "crossnet" in methods:
+        from flow.backends import make_hop_backend, resolve_device
+        from pipelines.segment import load_segmentation_model
+
+        if weights is None:
+            raise click.UsageError("--method crossnet needs --weights (no bundled model yet)")
+        run_device = resolve_device(device)
+        segmentation = load_segmentation_model(weights, device=run_device)
+        backend = make_hop_backend(flow_name or segmentation.flow_backend, device=str(run_device))
+        model = ModelMethod(segmentation=segmentation, backend=backend, size=size,
+                            device=str(run_device))
+    reports = run_evaluation(scenes, list(dict.fromkeys(methods)), model=model,
+                             progress=not no_progress)
     click.echo(format_table(reports))
     if json_path:
         write_json(reports, json_path)
@@ -124,9 +148,6 @@ def synth(out: str, num_scenes: int, num_frames: int, size: tuple[int, int], see
                             overwrite=overwrite, progress=not no_progress)
     for path in paths:
         click.echo(str(path))
-
-
-FLOW_CHOICES = ("dis-ultrafast", "dis-fast", "dis-medium", "farneback", "raft-small", "raft-large")
 
 
 @cli.command()

@@ -2,8 +2,9 @@
 
 Each method sees every frame of a scene in order (a background model needs the frames before the
 scored ones); only frames with ground truth inside the scene's temporal ROI are scored, only
-pixels inside its ROI. Scores follow :mod:`crossnet.metrics`. Speed (``fps``) counts the method's
-own time per frame, not decoding or scoring, so methods compare fairly on the same frames.
+pixels inside its ROI. Scores follow :mod:`crossnet.metrics`. Speed (``fps``) is frames per
+second of reading the frames plus the method (for ``crossnet``: flow and model), not scoring, so
+methods compare fairly on the same frames.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pipelines.scenes import Scene, find_scenes
 
 logger = logging.getLogger(__name__)
 
-METHOD_NAMES = BASELINE_NAMES
+METHOD_NAMES = ("crossnet", *BASELINE_NAMES)
 
 # The columns printed in the table, in order; every score is in the JSON.
 _TABLE_COLUMNS = ("Re", "Pr", "F", "PWC", "fps")
@@ -61,38 +62,75 @@ class MethodReport:
         }
 
 
+@dataclass(frozen=True)
+class ModelMethod:
+    """What the ``crossnet`` method needs: the loaded model and its flow backend."""
+
+    segmentation: object  # pipelines.segment.SegmentationModel
+    backend: object  # a flow.hop.HopBackend
+    size: tuple[int, int] | None = None
+    device: str = "cpu"
+
+
 def make_method(name: str) -> Callable[[np.ndarray], np.ndarray]:
-    """A fresh, stateful per-scene method: RGB (H, W, 3) uint8 in, (H, W) uint8 0/255 mask out."""
+    """A fresh, stateful per-scene baseline: RGB (H, W, 3) uint8 in, (H, W) 0/255 mask out."""
     if name in BASELINE_NAMES:
         return OpenCVSubtractor(name)
     raise ValueError(f"unknown method {name!r}; expected one of {', '.join(METHOD_NAMES)}")
 
 
-def evaluate_scene(scene: Scene, method: str, *, progress: bool = False) -> SceneResult:
+def _baseline_predictions(scene: Scene, method: str):
+    subtract = make_method(method)
+    for frame in scene:
+        yield frame, subtract(frame.rgb)
+
+
+def _model_predictions(scene: Scene, model: ModelMethod):
+    from pipelines.segment import segment_frames
+
+    yield from segment_frames(scene, model.segmentation, backend=model.backend, size=model.size,
+                              device=model.device)
+
+
+def evaluate_scene(scene: Scene, method: str, *, model: ModelMethod | None = None,
+                   progress: bool = False) -> SceneResult:
     """Run ``method`` online over every frame of ``scene`` and score it.
 
     Args:
         scene: a benchmark scene with ground truth.
         method: a name from :data:`METHOD_NAMES`.
+        model: the loaded model, for the ``crossnet`` method.
         progress: show a progress bar over the scene's frames.
 
     Returns:
-        The scene's scores (a NaN score where nothing was scored; a warning is logged).
+        The scene's scores (a NaN score where nothing was scored; a warning is logged). For
+        ``crossnet`` the time counts flow and model together, as a user experiences it.
     """
-    subtract = make_method(method)
+    if method == "crossnet":
+        if model is None:
+            raise ValueError("the crossnet method needs a model (weights)")
+        predictions = _model_predictions(scene, model)
+    else:
+        predictions = _baseline_predictions(scene, method)
     scorer = VideoScorer()
     seconds = 0.0
     frames_seen = 0
-    frames = tqdm(scene, total=scene.num_frames, desc=f"{method} {scene.name}", unit="frame",
-                  leave=False, disable=not progress)
-    for frame in frames:
-        start = time.perf_counter()
-        prediction = subtract(frame.rgb)
-        seconds += time.perf_counter() - start
-        frames_seen += 1
-        if frame.mask is not None:
-            scorer.add(frame.number, prediction, frame.mask, roi=scene.roi,
-                       temporal_roi=scene.temporal_roi)
+    bar = tqdm(total=scene.num_frames, desc=f"{method} {scene.name}", unit="frame",
+               leave=False, disable=not progress)
+    with bar:
+        while True:
+            # Time the method (reading frames included for both kinds: the sources are shared).
+            start = time.perf_counter()
+            item = next(predictions, None)
+            seconds += time.perf_counter() - start
+            if item is None:
+                break
+            frame, prediction = item
+            frames_seen += 1
+            bar.update()
+            if frame.mask is not None:
+                scorer.add(frame.number, prediction, frame.mask, roi=scene.roi,
+                           temporal_roi=scene.temporal_roi)
     scores = scorer.result()
     if scores["frames"] == 0:
         logger.warning("%s: no frame has ground truth inside the temporal ROI; nothing scored",
@@ -103,12 +141,13 @@ def evaluate_scene(scene: Scene, method: str, *, progress: bool = False) -> Scen
 
 
 def evaluate(paths: Iterable[str | os.PathLike], methods: Sequence[str], *,
-             progress: bool = True) -> list[MethodReport]:
+             model: ModelMethod | None = None, progress: bool = True) -> list[MethodReport]:
     """Score each method on every scene found under ``paths``, side by side on the same frames.
 
     Args:
         paths: scene folders, or folders holding scene folders at any depth.
         methods: method names from :data:`METHOD_NAMES`; each runs on every scene.
+        model: the loaded model, needed by the ``crossnet`` method.
         progress: show progress bars.
 
     Returns:
@@ -118,13 +157,18 @@ def evaluate(paths: Iterable[str | os.PathLike], methods: Sequence[str], *,
         pipelines.errors.InputError: a path holds no scene or a scene cannot be read.
         ValueError: an unknown method name.
     """
-    for method in methods:
-        make_method(method)  # fail on an unknown name before any work is done
+    for method in methods:  # fail on a bad method before any work is done
+        if method == "crossnet":
+            if model is None:
+                raise ValueError("the crossnet method needs a model (weights)")
+        else:
+            make_method(method)
     scenes = find_scenes(paths)
     reports = [MethodReport(method) for method in methods]
     for scene in tqdm(scenes, desc="scenes", unit="scene", disable=not progress or len(scenes) < 2):
         for report in reports:
-            report.scenes.append(evaluate_scene(scene, report.method, progress=progress))
+            report.scenes.append(evaluate_scene(scene, report.method, model=model,
+                                                progress=progress))
     return reports
 
 

@@ -231,6 +231,8 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
         raise InputError(f"no training scene of split {split.name!r} among the "
                          f"{len(caches)} caches under {', '.join(map(str, data_dirs))}")
     strides = cache_strides(train_caches + validation_caches)
+    with CacheReader(train_caches[0]) as reader:
+        flow_backend = reader.info.backend  # what segment must use to feed this model
     model_config = dataclasses.replace(config.model, strides=strides)
     config = dataclasses.replace(config, model=model_config)
 
@@ -348,7 +350,8 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
             history.append(dataclasses.asdict(record))
             checkpoint = {"model": model.state_dict(), "model_config": model_config.to_dict(),
                           "train_config": config.to_dict(), "split": split.to_dict(),
-                          "code_version": crossnet.__version__, "epoch": epoch + 1,
+                          "code_version": crossnet.__version__, "flow_backend": flow_backend,
+                          "epoch": epoch + 1,
                           "best_f": best_f, "history": history,
                           "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict()}

@@ -21,7 +21,7 @@ def test_version_and_help_list_the_commands(capsys):
         assert f"  {command}" in listed
 
 
-@pytest.mark.parametrize("command", ["train", "segment"])
+@pytest.mark.parametrize("command", ["segment"])
 def test_commands_not_built_yet_say_so(command, capsys):
     assert main([command, "anything", "--whatever"]) == 1
     err = capsys.readouterr().err

@@ -1,0 +1,130 @@
+"""Segmentation, streaming: any source in, ``(frame, mask)`` out, one frame at a time.
+
+:func:`segment_frames` reads frames from a source, keeps only what the 3D-HOP of the next frames
+needs (the encodings of the last ``max(strides)`` frames, see :mod:`flow.hop`) plus at most
+``batch_frames`` frames waiting for the model, builds each frame's 3D-HOP, runs HOFAM and yields
+the mask at the frame's own size. Memory stays constant for any length of video.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from crossnet.background import RunningBackground, to_uint8
+from crossnet.blocks import fold_batchnorm
+from crossnet.checkpoint import load_checkpoint
+from crossnet.hofam import HOFAM, HofamConfig, build_hofam
+from flow.hop import build_hops
+from pipelines.sources import Frame, Source, resize_rgb
+
+
+@dataclass(frozen=True)
+class SegmentationModel:
+    """A loaded HOFAM ready for inference, with what it expects.
+
+    Attributes:
+        model: the network in eval mode (BatchNorm folded into the convolutions).
+        config: its configuration (strides, background input...).
+        flow_backend: the flow backend it was trained with (from its checkpoint).
+        source: where the weights came from.
+    """
+
+    model: HOFAM
+    config: HofamConfig
+    flow_backend: str
+    source: str
+
+
+def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.device = "cpu"
+                            ) -> SegmentationModel:
+    """Load a crossnet checkpoint for inference.
+
+    Raises:
+        ValueError: not a crossnet checkpoint, or its weights do not fit its configuration.
+        FileNotFoundError: no such file.
+    """
+    checkpoint = load_checkpoint(weights)
+    config = HofamConfig.from_dict(checkpoint["model_config"])
+    model = build_hofam(config)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise ValueError(f"{weights}: weights do not fit the checkpoint's model configuration "
+                         f"({str(error).splitlines()[0]})") from error
+    model = fold_batchnorm(copy.deepcopy(model).eval()).to(device)
+    backend = str(checkpoint.get("flow_backend", "dis-fast"))
+    return SegmentationModel(model=model, config=config, flow_backend=backend,
+                             source=str(Path(weights)))
+
+
+@torch.inference_mode()
+def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
+                   size: tuple[int, int] | None = None, threshold: float = 0.5,
+                   batch_frames: int = 4, device: str | torch.device = "cpu",
+                   background_rate: float = 0.05) -> Iterator[tuple[Frame, np.ndarray]]:
+    """Yield ``(frame, mask)`` for every frame of ``source``, in order.
+
+    Args:
+        source: any frame source (video, folder, scene, stream).
+        segmentation: the model, from :func:`load_segmentation_model`.
+        backend: a 3D-HOP flow backend (:func:`flow.backends.make_hop_backend`).
+        size: processing size (width, height) for flow and model; None keeps the source's size.
+            Masks are always returned at the frame's own size.
+        threshold: foreground probability threshold.
+        batch_frames: frames per flow/model batch (latency vs throughput).
+        device: where the model runs.
+        background_rate: EMA rate of the running background (when the model takes one).
+
+    Yields:
+        The source's frame and its mask, (H, W) uint8, 255 foreground and 0 background.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    config = segmentation.config
+    device = torch.device(device)
+    logit_threshold = float(np.log(threshold / (1 - threshold)))
+    pending: dict[int, tuple[Frame, np.ndarray, np.ndarray | None]] = {}
+    background = RunningBackground(rate=background_rate) if config.use_background else None
+
+    def processing_frames() -> Iterator[torch.Tensor]:
+        for index, frame in enumerate(source):
+            small = resize_rgb(frame.rgb, size) if size is not None else frame.rgb
+            estimate = to_uint8(background.advance(small)) if background is not None else None
+            pending[index] = (frame, small, estimate)
+            yield torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1)
+
+    batch: list[tuple[int, torch.Tensor]] = []
+    for index, stack in build_hops(processing_frames(), backend, config.strides,
+                                   batch_frames=batch_frames):
+        batch.append((index, stack))
+        if len(batch) == batch_frames:
+            yield from _run_model(batch, pending, segmentation.model, device, logit_threshold)
+            batch = []
+    if batch:
+        yield from _run_model(batch, pending, segmentation.model, device, logit_threshold)
+
+
+def _run_model(batch, pending, model, device, logit_threshold):
+    entries = [pending.pop(index) for index, _ in batch]
+    frames = torch.stack([torch.from_numpy(small).permute(2, 0, 1) for _, small, _ in entries])
+    inputs = {"frames": frames.to(device).float() / 255.0,
+              "hop": torch.stack([stack for _, stack in batch]).to(device)}
+    if entries[0][2] is not None:
+        backgrounds = torch.stack([torch.from_numpy(np.ascontiguousarray(b)).permute(2, 0, 1)
+                                   for _, _, b in entries])
+        inputs["background"] = backgrounds.to(device).float() / 255.0
+    logits = model(**inputs)[:, 0].float().cpu().numpy()
+    for (frame, small, _), logit in zip(entries, logits):
+        height, width = frame.rgb.shape[:2]
+        if logit.shape != (height, width):
+            # Interpolate the logits, then threshold: smoother edges than resizing a binary mask.
+            logit = cv2.resize(logit, (width, height), interpolation=cv2.INTER_LINEAR)
+        yield frame, np.where(logit > logit_threshold, 255, 0).astype(np.uint8)

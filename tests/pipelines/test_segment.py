@@ -1,0 +1,80 @@
+"""Streaming segmentation: one mask per frame, at the frame's size, in order, model plumbing."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from crossnet.checkpoint import save_checkpoint
+from crossnet.hofam import HofamConfig, build_hofam
+from flow.backends import make_hop_backend
+from pipelines.cli import main
+from pipelines.scenes import open_scene
+from pipelines.segment import load_segmentation_model, segment_frames
+from pipelines.synth import SynthConfig, generate_scenes
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    root = tmp_path_factory.mktemp("segment")
+    config = SynthConfig(size=(64, 48), num_frames=9, strides=(1, 2))
+    return generate_scenes(root, num_scenes=1, config=config, seed=2, progress=False)[0]
+
+
+def _constant_model(path, logit: float, **config):
+    """A checkpoint whose model outputs ``logit`` everywhere (head weights zero, bias set)."""
+    torch.manual_seed(0)
+    model = build_hofam(HofamConfig(strides=(1, 2), **config))
+    with torch.no_grad():
+        model.head.conv.weight.zero_()
+        model.head.conv.bias.fill_(logit)
+    save_checkpoint(path, {"model": model.state_dict(), "model_config": model.config.to_dict(),
+                           "flow_backend": "dis-ultrafast"})
+    return path
+
+
+@pytest.mark.parametrize(("logit", "value"), [(6.0, 255), (-6.0, 0)])
+@pytest.mark.parametrize("size", [None, (32, 24)])
+def test_masks_come_in_order_at_the_frames_own_size(scene, tmp_path, logit, value, size):
+    segmentation = load_segmentation_model(_constant_model(tmp_path / "m.pt", logit))
+    assert segmentation.flow_backend == "dis-ultrafast"
+    source = open_scene(scene)
+    results = list(segment_frames(source, segmentation, backend=make_hop_backend("dis-ultrafast"),
+                                  size=size, batch_frames=4))
+    assert [frame.number for frame, _ in results] == list(range(1, 10))
+    for frame, mask in results:
+        assert mask.shape == frame.rgb.shape[:2] == (48, 64)
+        assert mask.dtype == np.uint8 and (mask == value).all()
+
+
+def test_a_random_model_with_background_input_runs(scene, tmp_path):
+    torch.manual_seed(1)
+    model = build_hofam(HofamConfig(strides=(1, 2), use_background=True))
+    save_checkpoint(tmp_path / "bg.pt", {"model": model.state_dict(),
+                                         "model_config": model.config.to_dict()})
+    segmentation = load_segmentation_model(tmp_path / "bg.pt")
+    masks = [mask for _, mask in segment_frames(open_scene(scene), segmentation,
+                                                backend=make_hop_backend("dis-ultrafast"))]
+    assert len(masks) == 9 and set(np.unique(np.stack(masks))) <= {0, 255}
+
+
+def test_a_checkpoint_for_another_configuration_is_refused(tmp_path):
+    model = build_hofam(HofamConfig(strides=(1, 2)))
+    config = model.config.to_dict() | {"widths": [8, 16, 32, 128]}
+    save_checkpoint(tmp_path / "odd.pt", {"model": model.state_dict(), "model_config": config})
+    with pytest.raises(ValueError, match="do not fit the checkpoint's model configuration"):
+        load_segmentation_model(tmp_path / "odd.pt")
+
+
+def test_evaluate_scores_the_model_next_to_the_baselines(scene, tmp_path):
+    weights = _constant_model(tmp_path / "all.pt", 6.0)
+    out = tmp_path / "scores.json"
+    code = main(["evaluate", str(scene), "--method", "crossnet", "--method", "mog2",
+                 "--weights", str(weights), "--json", str(out), "--no-progress"])
+    assert code == 0
+    report = json.loads(out.read_text())["methods"]
+    everything = report["crossnet"]["scenes"][scene.name]
+    assert everything["Re"] == 1.0 and everything["FNR"] == 0.0  # all-foreground model
+    assert report["mog2"]["scenes"][scene.name]["frames"] == everything["frames"] == 9
+    assert main(["evaluate", str(scene), "--method", "crossnet"]) == 2  # needs --weights
