@@ -29,13 +29,16 @@ lint: install
 	$(BIN)/ruff check crossnet flow pipelines tests benchmarks
 
 # The main job. Until the segmentation model ships, the best working pipeline is: make a synthetic
-# scene with exact ground truth, score the MOG2 baseline on it, and on a real UCSD scene if present.
+# scene with exact ground truth, cache its frames + 3D-HOP flow stacks (with a preview picture),
+# and score the MOG2/KNN baselines on it and on the real UCSD scenes when ../shared/data is there.
 demo: install
-	$(BIN)/crossnet synth $(DEMO_DIR)/synth --scenes 1 --frames 150 --size 320x240 --seed 0
-	$(BIN)/crossnet evaluate $(DEMO_DIR)/synth/scene_000 --method mog2 --method knn --json $(DEMO_DIR)/synth_eval.json
+	$(BIN)/crossnet synth $(DEMO_DIR)/synth --scenes 1 --frames 150 --size 320x240 --seed 0 --no-progress
+	$(BIN)/crossnet preprocess $(DEMO_DIR)/synth --out $(DEMO_DIR)/cache --strides 1,4,8 --preview --no-progress
+	$(BIN)/crossnet evaluate $(DEMO_DIR)/synth/scene_000 --method mog2 --method knn --json $(DEMO_DIR)/synth_eval.json --no-progress
 	@if [ -d $(SHARED_DATA)/UCSD_BGS ]; then \
-	  $(BIN)/crossnet evaluate $(SHARED_DATA)/UCSD_BGS --method mog2 --json $(DEMO_DIR)/ucsd_mog2.json; fi
-	@echo "demo outputs in $(DEMO_DIR)/ (scene frames, ground truth, flow, video, metrics JSON)"
+	  $(BIN)/crossnet evaluate $(SHARED_DATA)/UCSD_BGS --method mog2 --method knn --json $(DEMO_DIR)/ucsd_eval.json --no-progress; fi
+	@echo "demo outputs in $(DEMO_DIR)/: synth/scene_000 (frames, ground truth, flow.h5, .mp4),"
+	@echo "  cache/scene_000.h5 and cache/scene_000_preview.png (frame | flow per stride), *_eval.json"
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) *.egg-info .pytest_cache

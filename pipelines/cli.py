@@ -299,20 +299,54 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
     click.echo(f"best checkpoint: {best}")
 
 
-def _not_available(name: str, issue: str, summary: str) -> click.Command:
-    """A listed command that says plainly it is not built yet, instead of pretending."""
+@cli.command()
+@click.argument("source")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the masks, binNNNNNN.png (0/255) by the frame's own number.")
+@click.option("--weights", required=True, type=click.Path(dir_okay=False),
+              help="Segmentation checkpoint (best.pt from `crossnet train`).")
+@click.option("--flow", "flow_name", default=None, type=click.Choice(FLOW_CHOICES),
+              help="Flow backend (default: the one the model was trained with).")
+@click.option("--size", default=None, callback=_size_option,
+              help="Processing size WIDTHxHEIGHT; masks are written at the input's size.")
+@click.option("--threshold", default=0.5, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Foreground probability threshold.")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Frames per flow/model batch.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--video", "video_path", type=click.Path(dir_okay=False),
+              help="Also write the masks as an mp4.")
+@click.option("--overlay", "overlay_path", type=click.Path(dir_okay=False),
+              help="Also write an mp4 of the frames with the foreground tinted red.")
+@click.option("--overwrite", is_flag=True, help="Rewrite masks that already exist in --out.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
+            size: tuple[int, int] | None, threshold: float, batch_size: int, device: str,
+            video_path: str | None, overlay_path: str | None, overwrite: bool,
+            no_progress: bool) -> None:
+    """Foreground masks for SOURCE: a video file, a frame folder, a scene folder, a camera
+    index or a stream URL.
+    """
+    from pathlib import Path
 
-    @click.command(name=name, help=f"{summary} (not available yet).",
-                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def command(args: tuple[str, ...]) -> None:
-        raise click.ClickException(f"'crossnet {name}' is not available yet ({issue}).")
+    from flow.backends import make_hop_backend, resolve_device
+    from pipelines.segment import load_segmentation_model, segment_to_folder
+    from pipelines.sources import open_source
 
-    return command
-
-
-cli.add_command(_not_available(
-    "segment", "it needs the trained model", "Turn a video into foreground masks"))
+    run_device = resolve_device(device)
+    segmentation = load_segmentation_model(weights, device=run_device)
+    backend = make_hop_backend(flow_name or segmentation.flow_backend, device=str(run_device))
+    summary = segment_to_folder(
+        open_source(source), segmentation, Path(out_dir), backend=backend, size=size,
+        threshold=threshold, batch_frames=batch_size, device=run_device,
+        video=Path(video_path) if video_path else None,
+        overlay=Path(overlay_path) if overlay_path else None, overwrite=overwrite,
+        progress=not no_progress)
+    click.echo(f"{summary.frames} masks in {summary.mask_dir} ({summary.fps:.1f} frames/s)")
+    for path in (summary.video, summary.overlay):
+        if path is not None:
+            click.echo(f"wrote {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -128,3 +128,105 @@ def _run_model(batch, pending, model, device, logit_threshold):
             # Interpolate the logits, then threshold: smoother edges than resizing a binary mask.
             logit = cv2.resize(logit, (width, height), interpolation=cv2.INTER_LINEAR)
         yield frame, np.where(logit > logit_threshold, 255, 0).astype(np.uint8)
+
+
+@dataclass
+class SegmentSummary:
+    """What :func:`segment_to_folder` wrote."""
+
+    frames: int
+    seconds: float
+    mask_dir: Path
+    video: Path | None = None
+    overlay: Path | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+
+class _VideoOut:
+    """An mp4 written under a temporary name and renamed when closed cleanly."""
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
+        self.path = path
+        self._temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        self._writer = cv2.VideoWriter(str(self._temporary), cv2.VideoWriter_fourcc(*"mp4v"),
+                                       fps, size)
+        if not self._writer.isOpened():
+            raise OSError(f"{path}: OpenCV cannot write an mp4 video here")
+
+    def write(self, bgr: np.ndarray) -> None:
+        self._writer.write(bgr)
+
+    def close(self, *, complete: bool) -> None:
+        self._writer.release()
+        if complete:
+            os.replace(self._temporary, self.path)
+        else:
+            self._temporary.unlink(missing_ok=True)
+
+
+def overlay_frame(rgb: np.ndarray, mask: np.ndarray, *, alpha: float = 0.5) -> np.ndarray:
+    """The frame with its foreground tinted red, as BGR uint8 (for OpenCV writers)."""
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    foreground = mask > 0
+    red = np.array([0, 0, 255], dtype=np.float32)
+    bgr[foreground] = ((1 - alpha) * bgr[foreground] + alpha * red).astype(np.uint8)
+    return bgr
+
+
+def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: Path, *,
+                      backend, size: tuple[int, int] | None = None, threshold: float = 0.5,
+                      batch_frames: int = 4, device: str | torch.device = "cpu",
+                      video: Path | None = None, overlay: Path | None = None,
+                      overwrite: bool = False, progress: bool = True) -> SegmentSummary:
+    """Segment ``source`` into ``out_dir/binNNNNNN.png`` (0/255, the frame's own number).
+
+    Masks already in ``out_dir`` are kept unless ``overwrite``: a rerun after an interruption
+    writes only what is missing (the flow still runs from the start, since the 3D-HOP of a
+    frame needs the frames before it). Optional mp4s of the masks and of the overlay, written
+    under temporary names and renamed when complete. ``source`` must yield frames at their own
+    size (open it without ``size``); ``size`` here is the processing size.
+    """
+    import time
+
+    from tqdm import tqdm
+
+    from pipelines.imageio import write_png_atomic
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fps = source.fps or 25.0
+    width, height = source.frame_size
+    writers = {}
+    try:
+        if video is not None:
+            writers["video"] = _VideoOut(video, fps, (width, height))
+        if overlay is not None:
+            writers["overlay"] = _VideoOut(overlay, fps, (width, height))
+        frames = 0
+        started = time.perf_counter()
+        bar = tqdm(total=source.num_frames, desc=source.name, unit="frame", disable=not progress)
+        with bar:
+            for frame, mask in segment_frames(source, segmentation, backend=backend, size=size,
+                                              threshold=threshold, batch_frames=batch_frames,
+                                              device=device):
+                path = out_dir / f"bin{frame.number:06d}.png"
+                if overwrite or not path.exists():
+                    write_png_atomic(path, mask)
+                if "video" in writers:
+                    writers["video"].write(cv2.cvtColor(mask, cv2.COLOR_GRAY2BGR))
+                if "overlay" in writers:
+                    writers["overlay"].write(overlay_frame(frame.rgb, mask))
+                frames += 1
+                bar.update()
+        seconds = time.perf_counter() - started
+    except BaseException:
+        for writer in writers.values():
+            writer.close(complete=False)
+        raise
+    for writer in writers.values():
+        writer.close(complete=True)
+    return SegmentSummary(frames=frames, seconds=seconds, mask_dir=out_dir, video=video,
+                          overlay=overlay)
+

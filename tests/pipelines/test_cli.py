@@ -21,13 +21,6 @@ def test_version_and_help_list_the_commands(capsys):
         assert f"  {command}" in listed
 
 
-@pytest.mark.parametrize("command", ["segment"])
-def test_commands_not_built_yet_say_so(command, capsys):
-    assert main([command, "anything", "--whatever"]) == 1
-    err = capsys.readouterr().err
-    assert f"'crossnet {command}' is not available yet" in err
-
-
 def test_console_script_exits_non_zero_with_one_line_and_no_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "pipelines.cli", "evaluate",
                              str(tmp_path / "absent")], check=False, capture_output=True,

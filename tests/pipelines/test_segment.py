@@ -78,3 +78,30 @@ def test_evaluate_scores_the_model_next_to_the_baselines(scene, tmp_path):
     assert everything["Re"] == 1.0 and everything["FNR"] == 0.0  # all-foreground model
     assert report["mog2"]["scenes"][scene.name]["frames"] == everything["frames"] == 9
     assert main(["evaluate", str(scene), "--method", "crossnet"]) == 2  # needs --weights
+
+
+def test_segment_command_writes_numbered_masks_and_videos_and_resumes(scene, tmp_path, capsys):
+    import cv2
+
+    weights = _constant_model(tmp_path / "all.pt", 6.0)
+    clip = scene / f"{scene.name}.mp4"
+    out = tmp_path / "masks"
+    args = ["segment", str(clip), "--out", str(out), "--weights", str(weights),
+            "--video", str(tmp_path / "masks.mp4"), "--overlay", str(tmp_path / "overlay.mp4"),
+            "--size", "32x24", "--no-progress"]
+    assert main(args) == 0
+    assert "9 masks in" in capsys.readouterr().out
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"bin{n:06d}.png" for n in range(1, 10)]  # 1-based video frame numbers
+    mask = cv2.imread(str(out / "bin000004.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (48, 64) and (mask == 255).all()
+    for video in ("masks.mp4", "overlay.mp4"):
+        capture = cv2.VideoCapture(str(tmp_path / video))
+        assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 9
+        capture.release()
+    stamp = (out / "bin000004.png").stat().st_mtime_ns
+    assert main(args) == 0  # a rerun keeps the masks already written
+    assert (out / "bin000004.png").stat().st_mtime_ns == stamp
+    assert main(["segment", str(tmp_path / "absent.mp4"), "--out", str(out),
+                 "--weights", str(weights)]) == 1
+    assert "absent.mp4" in capsys.readouterr().err
