@@ -140,7 +140,8 @@ def main() -> None:
     body = (
         f"Test split `{split.name}` ({len(split.test)} scenes, never trained on or tuned on); "
         f"CDnet-2014 F per scene through the streaming `segment` path (DIS-fast 3D-HOP online, "
-        f"threshold 0.5), mean over scenes each weighing the same. Every row: "
+        f"each model's threshold, picked on validation scenes), mean over scenes each "
+        f"weighing the same. Every row: "
         f"{args.epochs} epochs x {args.samples_per_epoch} samples, batch {args.batch_size}, "
         f"crop {args.crop}x{args.crop}, AdamW one-cycle lr 2e-3, composites 30 %, seed 0, on "
         f"this CPU; training scenes: the split's train part"

@@ -309,9 +309,10 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
               help="Flow backend (default: the one the model was trained with).")
 @click.option("--size", default=None, callback=_size_option,
               help="Processing size WIDTHxHEIGHT; masks are written at the input's size.")
-@click.option("--threshold", default=0.5, show_default=True,
+@click.option("--threshold", default=None,
               type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Foreground probability threshold.")
+              help="Foreground probability threshold (default: the model's, picked on "
+                   "validation scenes in training).")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1),
               help="Frames per flow/model batch.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
@@ -322,7 +323,7 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
 @click.option("--overwrite", is_flag=True, help="Rewrite masks that already exist in --out.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
-            size: tuple[int, int] | None, threshold: float, batch_size: int, device: str,
+            size: tuple[int, int] | None, threshold: float | None, batch_size: int, device: str,
             video_path: str | None, overlay_path: str | None, overwrite: bool,
             no_progress: bool) -> None:
     """Foreground masks for SOURCE: a video file, a frame folder, a scene folder, a camera

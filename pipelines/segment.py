@@ -34,12 +34,15 @@ class SegmentationModel:
         model: the network in eval mode (BatchNorm folded into the convolutions).
         config: its configuration (strides, background input...).
         flow_backend: the flow backend it was trained with (from its checkpoint).
+        threshold: the foreground-probability threshold picked on validation scenes in
+            training (0.5 for checkpoints without one).
         source: where the weights came from.
     """
 
     model: HOFAM
     config: HofamConfig
     flow_backend: str
+    threshold: float
     source: str
 
 
@@ -62,12 +65,13 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
     model = fold_batchnorm(copy.deepcopy(model).eval()).to(device)
     backend = str(checkpoint.get("flow_backend", "dis-fast"))
     return SegmentationModel(model=model, config=config, flow_backend=backend,
+                             threshold=float(checkpoint.get("threshold", 0.5)),
                              source=str(Path(weights)))
 
 
 @torch.inference_mode()
 def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
-                   size: tuple[int, int] | None = None, threshold: float = 0.5,
+                   size: tuple[int, int] | None = None, threshold: float | None = None,
                    batch_frames: int = 4, device: str | torch.device = "cpu",
                    background_rate: float = 0.05) -> Iterator[tuple[Frame, np.ndarray]]:
     """Yield ``(frame, mask)`` for every frame of ``source``, in order.
@@ -78,7 +82,8 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
         backend: a 3D-HOP flow backend (:func:`flow.backends.make_hop_backend`).
         size: processing size (width, height) for flow and model; None keeps the source's size.
             Masks are always returned at the frame's own size.
-        threshold: foreground probability threshold.
+        threshold: foreground probability threshold; None uses the model's own (picked on
+            validation scenes in training).
         batch_frames: frames per flow/model batch (latency vs throughput).
         device: where the model runs.
         background_rate: EMA rate of the running background (when the model takes one).
@@ -86,6 +91,7 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
     Yields:
         The source's frame and its mask, (H, W) uint8, 255 foreground and 0 background.
     """
+    threshold = segmentation.threshold if threshold is None else threshold
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     config = segmentation.config
@@ -177,7 +183,8 @@ def overlay_frame(rgb: np.ndarray, mask: np.ndarray, *, alpha: float = 0.5) -> n
 
 
 def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: Path, *,
-                      backend, size: tuple[int, int] | None = None, threshold: float = 0.5,
+                      backend, size: tuple[int, int] | None = None,
+                      threshold: float | None = None,
                       batch_frames: int = 4, device: str | torch.device = "cpu",
                       video: Path | None = None, overlay: Path | None = None,
                       overwrite: bool = False, progress: bool = True) -> SegmentSummary:

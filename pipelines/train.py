@@ -67,7 +67,8 @@ class TrainConfig:
         amp: bf16 autocast (CPU and CUDA).
         seed: the seed every random choice derives from.
         num_workers: data-loading worker processes per training process.
-        threshold: probability above which a pixel is foreground (validation F).
+        validation_thresholds: foreground-probability thresholds tried on the validation
+            scenes; the best (by mean F) is stored in the checkpoint and used by ``segment``.
         model: the HOFAM configuration (strides are set from the caches).
         loss: the loss configuration.
         augment: the augmentation configuration.
@@ -85,7 +86,7 @@ class TrainConfig:
     amp: bool = False
     seed: int = 0
     num_workers: int = 2
-    threshold: float = 0.5
+    validation_thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
     model: HofamConfig = field(default_factory=HofamConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -98,10 +99,15 @@ class TrainConfig:
             raise ValueError(f"composite_fraction must be in [0, 1], got {self.composite_fraction}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not self.validation_thresholds or not all(
+                0 < t < 1 for t in self.validation_thresholds):
+            raise ValueError("validation_thresholds must be probabilities in (0, 1), got "
+                             f"{self.validation_thresholds}")
 
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values["crop_size"] = list(self.crop_size)
+        values["validation_thresholds"] = list(self.validation_thresholds)
         values["model"] = self.model.to_dict()
         values["loss"] = self.loss.to_dict()
         values["augment"] = dataclasses.asdict(self.augment)
@@ -115,6 +121,7 @@ class EpochRecord:
     epoch: int
     train_loss: float
     validation_f: float
+    threshold: float
     validation: dict[str, float]
     best_f: float
     seconds: float
@@ -170,24 +177,36 @@ def _to_model_inputs(batch: dict, device: torch.device) -> dict[str, torch.Tenso
 
 @torch.inference_mode()
 def validate(model: torch.nn.Module, caches: Sequence[Path], *, device: torch.device,
-             use_background: bool, threshold: float, amp: bool) -> dict[str, float]:
-    """F (CDnet rules) per validation scene, on every frame with ground truth, whole frames."""
+             use_background: bool, thresholds: Sequence[float], amp: bool
+             ) -> tuple[float, dict[str, float]]:
+    """Pick the threshold with the best mean F over the validation scenes.
+
+    Every frame with ground truth of every scene, whole frames, CDnet rules; F per scene (NaN,
+    i.e. no foreground predicted, counts as 0 here: for choosing, that is the worst case).
+
+    Returns:
+        (threshold, F per scene at that threshold).
+    """
     model.eval()
-    results = {}
+    scores = {threshold: {} for threshold in thresholds}
     for path in caches:
         dataset = CacheFrameDataset([path], crop_size=None, use_background=use_background)
-        scorer = VideoScorer()
+        scorers = {threshold: VideoScorer() for threshold in thresholds}
         for index in range(len(dataset)):
             item = dataset[index]
             batch = {key: value[None] if torch.is_tensor(value) else value
                      for key, value in item.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 logits = model(**_to_model_inputs(batch, device))
-            prediction = (torch.sigmoid(logits.float())[0, 0] > threshold).cpu().numpy()
-            scorer.add(index, prediction, item["labels"].numpy())
-        results[path.stem] = scorer.result()["F"]
+            probability = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
+            for threshold, scorer in scorers.items():
+                scorer.add(index, probability > threshold, item["labels"].numpy())
+        for threshold, scorer in scorers.items():
+            f_measure = scorer.result()["F"]
+            scores[threshold][path.stem] = 0.0 if math.isnan(f_measure) else f_measure
     model.train()
-    return results
+    best = max(thresholds, key=lambda t: (float(np.mean(list(scores[t].values()))), -abs(t - 0.5)))
+    return best, scores[best]
 
 
 def _build_training_set(train_caches: Sequence[Path], config: TrainConfig,
@@ -331,27 +350,26 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
             dist.all_reduce(total)
             train_loss = total.item() / world_size
         if rank == 0:
-            per_scene = (validate(model, validation_caches, device=run_device,
-                                  use_background=model_config.use_background,
-                                  threshold=config.threshold, amp=config.amp)
-                         if validation_caches else {})
-            # F is undefined (NaN) while a model predicts no foreground at all; for choosing
-            # checkpoints that is the worst case, F = 0.
-            per_scene = {name: 0.0 if math.isnan(f) else f for name, f in per_scene.items()}
+            threshold, per_scene = (
+                validate(model, validation_caches, device=run_device,
+                         use_background=model_config.use_background,
+                         thresholds=config.validation_thresholds, amp=config.amp)
+                if validation_caches else (0.5, {}))
             validation_f = (mean_scores({"F": f} for f in per_scene.values())["F"]
                             if per_scene else math.nan)
             # Without validation scenes the newest epoch counts as the best.
             improved = validation_f > best_f if per_scene else True
             best_f = max(best_f, validation_f) if per_scene else best_f
             record = EpochRecord(epoch=epoch + 1, train_loss=train_loss,
-                                 validation_f=validation_f, validation=per_scene,
+                                 validation_f=validation_f, threshold=threshold,
+                                 validation=per_scene,
                                  best_f=best_f, seconds=time.perf_counter() - started,
                                  lr=scheduler.get_last_lr()[0])
             history.append(dataclasses.asdict(record))
             checkpoint = {"model": model.state_dict(), "model_config": model_config.to_dict(),
                           "train_config": config.to_dict(), "split": split.to_dict(),
                           "code_version": crossnet.__version__, "flow_backend": flow_backend,
-                          "epoch": epoch + 1,
+                          "epoch": epoch + 1, "threshold": threshold,
                           "best_f": best_f, "history": history,
                           "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict()}
@@ -361,7 +379,8 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
                                             if k not in ("optimizer", "scheduler")})
             _write_log(out_dir / "log.jsonl", history)
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}  train loss {train_loss:.4f}  "
-                       f"validation F {validation_f:.4f}  best {best_f:.4f}  "
+                       f"validation F {validation_f:.4f} (threshold {threshold})  "
+                       f"best {best_f:.4f}  "
                        f"({record.seconds:.0f} s)")
         if world_size > 1:
             dist.barrier()

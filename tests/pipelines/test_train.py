@@ -61,10 +61,12 @@ def test_a_run_writes_checkpoints_and_a_log(caches, tmp_path):
     assert last["model_config"]["strides"] == [1, 2]  # taken from the caches
     assert last["split"]["validation"] == ["scene_003"]
     assert last["train_config"]["composite_fraction"] == 0.25
+    assert last["threshold"] in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # picked on validation
     lines = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [line["epoch"] for line in lines] == [1, 2]
     assert set(lines[0]["validation"]) == {"scene_003"}
     assert all(0.0 <= line["validation_f"] <= 1.0 for line in lines)
+    assert all(line["threshold"] in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8) for line in lines)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert [Path(p).stem for p in config["train_caches"]] == ["scene_000", "scene_001",
                                                               "scene_002"]
