@@ -193,6 +193,22 @@ def numbered_image_files(folder: str | os.PathLike) -> list[tuple[int, Path]]:
     return number_files(list_image_files(folder))
 
 
+def _decoded_frames(capture: cv2.VideoCapture, size: tuple[int, int] | None
+                    ) -> Iterator[tuple[int, Frame]]:
+    """(count so far, frame) for each frame OpenCV decodes, numbered 1, 2, ...; releases the
+    capture when done or abandoned."""
+    try:
+        number = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                return
+            number += 1
+            yield number, Frame(number, resize_rgb(bgr_to_rgb(frame), size), None)
+    finally:
+        capture.release()
+
+
 def _fps_or_none(capture: cv2.VideoCapture) -> float | None:
     """The capture's frame rate; None where OpenCV reports 0 or NaN (unknown)."""
     fps = capture.get(cv2.CAP_PROP_FPS)
@@ -243,17 +259,9 @@ class VideoSource:
         return capture
 
     def __iter__(self) -> Iterator[Frame]:
-        capture = self._open()
-        try:
-            number = 0
-            while True:
-                ok, frame = capture.read()
-                if not ok or frame is None:
-                    break
-                number += 1
-                yield Frame(number, resize_rgb(bgr_to_rgb(frame), self._size), None)
-        finally:
-            capture.release()
+        number = 0
+        for number, frame in _decoded_frames(self._open(), self._size):
+            yield frame
         if number == 0:
             raise InputError(f"{self._file}: not a readable video (OpenCV decoded no frame)")
         if self.num_frames is not None and number < self.num_frames:
@@ -359,17 +367,9 @@ class StreamSource:
         return capture
 
     def __iter__(self) -> Iterator[Frame]:
-        capture = self._open()
-        try:
-            number = 0
-            while True:
-                ok, frame = capture.read()
-                if not ok or frame is None:
-                    break
-                number += 1
-                yield Frame(number, resize_rgb(bgr_to_rgb(frame), self._size), None)
-        finally:
-            capture.release()
+        number = 0
+        for number, frame in _decoded_frames(self._open(), self._size):
+            yield frame
         logger.info("%s: stream ended after %d frames", self._spec, number)
 
     def __repr__(self) -> str:
