@@ -87,7 +87,11 @@ class HofamConfig:
     flow_encoding: str = "uvm"
     flow_clamp: float | None = DEFAULT_CLAMP_SCALE
     motion_downsample: int = 2
-    use_background: bool = False
+    # On by default: the running-background input had the best validation F of every ablation
+    # row (0.72 vs 0.65 without it; benchmarks/RESULTS.md, "HOFAM ablation"), and also the best
+    # test F. Comparing a frame with an estimate of its empty scene is what transfers across
+    # scenes; appearance alone learns the training scenes' textures.
+    use_background: bool = True
     cmdff: bool = True
     dynamic_filter: bool = True
     attention: bool = True

@@ -258,7 +258,7 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
               type=click.FloatRange(0, 1), help="Share of composited samples.")
 @click.option("--flow-encoding", default="uvm", show_default=True,
               type=click.Choice(["uvm", "magnitude"]), help="How the 3D-HOP enters the model.")
-@click.option("--background/--no-background", default=False, show_default=True,
+@click.option("--background/--no-background", default=True, show_default=True,
               help="Feed a running background estimate to the appearance branch.")
 @click.option("--cmdff/--no-cmdff", default=True, show_default=True,
               help="Cross-modal dynamic feature filter (off: plain concatenation).")

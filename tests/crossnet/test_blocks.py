@@ -45,7 +45,8 @@ def test_residual_block_starts_near_identity_only_when_shapes_allow() -> None:
 
 def test_fold_batchnorm_keeps_the_function_of_a_trained_model() -> None:
     torch.manual_seed(0)
-    model = build_hofam(HofamConfig(widths=(8, 8, 16), blocks_per_stage=(0, 1, 1)))
+    model = build_hofam(HofamConfig(widths=(8, 8, 16), blocks_per_stage=(0, 1, 1),
+                                    use_background=False))
     model.train()
     with torch.no_grad():  # non-trivial running statistics
         for _ in range(3):

@@ -22,13 +22,16 @@ SMALL = {"widths": (8, 8, 16, 16), "blocks_per_stage": (0, 1, 1, 0)}
 CONFIGS: dict[str, HofamConfig] = {
     "default": HofamConfig(),
     "magnitude_background": HofamConfig(flow_encoding="magnitude", use_background=True, **SMALL),
-    "no_cmdff_no_attention": HofamConfig(cmdff=False, attention=False, **SMALL),
+    "no_cmdff_no_attention": HofamConfig(cmdff=False, attention=False, use_background=False,
+                                         **SMALL),
     "static_filter_full_res_motion": HofamConfig(
-        dynamic_filter=False, flow_clamp=None, motion_downsample=1, **SMALL
+        dynamic_filter=False, flow_clamp=None, motion_downsample=1, use_background=False, **SMALL
     ),
-    "thin_motion_stream": HofamConfig(motion_widths=(4, 8, 8, 12), **SMALL),
+    "thin_motion_stream": HofamConfig(motion_widths=(4, 8, 8, 12), use_background=False,
+                                      **SMALL),
     "two_strides_three_levels": HofamConfig(
-        strides=(1, 2), widths=(8, 12, 16), blocks_per_stage=(1, 0, 1), attention=False
+        strides=(1, 2), widths=(8, 12, 16), blocks_per_stage=(1, 0, 1), attention=False,
+        use_background=False,
     ),
 }
 
