@@ -4,7 +4,7 @@ Runs :func:`pipelines.evaluate.evaluate` with both baselines over every benchmar
 under the data folder (default ``<repo>/../shared/data``: SBI2015, UCSD, Wallflower and the
 HOFAM demo frames) and records per-scene F and frames/s, the mean over all scenes (each scene
 weighing the same) and the mean per dataset. Scores follow CDnet-2014 rules (see
-:mod:`crossnet.metrics`); frames/s counts each method's own time per frame, not decoding or
+:mod:`crossnet.metrics`); frames/s counts reading the frames plus the method, not
 scoring. Both methods run with OpenCV's defaults, so nothing here is tuned on any scene.
 
 Usage (from the repository root)::
@@ -84,8 +84,8 @@ def build_body(reports: Sequence[MethodReport], datasets: list[str],
                  if len(reports) == 2 else "")
     return (
         "CDnet-2014 F per scene (one confusion matrix summed over the scored frames: those with "
-        "ground truth inside the temporal ROI, pixels inside the ROI); fps is the method's own "
-        "time per frame. Means weigh every scene the same (not CDnet's per-category mean). "
+        "ground truth inside the temporal ROI, pixels inside the ROI); fps is frames per second of "
+        "reading the frames plus the method (not scoring). Means weigh every scene the same (not CDnet's per-category mean). "
         f"{wins_text}The whole run took {elapsed:.0f} s.\n\n"
         f"{means}\n\n{per_scene}"
     )
