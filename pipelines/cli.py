@@ -72,7 +72,7 @@ def cli(debug: bool, verbose: bool) -> None:
               type=click.Choice(["crossnet", "mog2", "knn"]),
               help="Method to score; repeat to compare methods side by side on the same frames.")
 @click.option("--weights", type=click.Path(dir_okay=False),
-              help="Segmentation checkpoint for --method crossnet.")
+              help="Segmentation checkpoint for --method crossnet (default: the bundled one).")
 @click.option("--flow", "flow_name", default=None, type=click.Choice(FLOW_CHOICES),
               help="Flow backend for crossnet (default: the one the model was trained with).")
 @click.option("--size", default=None, callback=_size_option,
@@ -80,10 +80,15 @@ def cli(debug: bool, verbose: bool) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the scores to this JSON file.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False),
+              help="Also write a markdown report with error pictures per scene to this folder.")
+@click.option("--pictures", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Error pictures per scene and method in --report.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], weights: str | None,
              flow_name: str | None, size: tuple[int, int] | None, device: str,
-             json_path: str | None, no_progress: bool) -> None:
+             json_path: str | None, report_dir: str | None, pictures: int,
+             no_progress: bool) -> None:
     """Score methods on benchmark SCENES (CDnet-2014 rules) and print a per-scene table.
 
     Each SCENE is a scene folder (CDnet/SBI, UCSD, Wallflower, HOFAM demo layouts) or a folder
@@ -97,19 +102,22 @@ def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], weights: str | N
         from flow.backends import make_hop_backend, resolve_device
         from pipelines.segment import load_segmentation_model
 
-        if weights is None:
-            raise click.UsageError("--method crossnet needs --weights (no bundled model yet)")
         run_device = resolve_device(device)
-        segmentation = load_segmentation_model(weights, device=run_device)
+        segmentation = load_segmentation_model(weights or _bundled_weights(), device=run_device)
         backend = make_hop_backend(flow_name or segmentation.flow_backend, device=str(run_device))
         model = ModelMethod(segmentation=segmentation, backend=backend, size=size,
                             device=str(run_device))
     reports = run_evaluation(scenes, list(dict.fromkeys(methods)), model=model,
-                             progress=not no_progress)
+                             progress=not no_progress,
+                             pictures_per_scene=pictures if report_dir else 0)
     click.echo(format_table(reports))
     if json_path:
         write_json(reports, json_path)
         click.echo(f"wrote {json_path}")
+    if report_dir:
+        from pipelines.report import write_report
+
+        click.echo(f"wrote {write_report(reports, report_dir)}")
 
 
 @cli.command()
@@ -303,8 +311,9 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
 @click.argument("source")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the masks, binNNNNNN.png (0/255) by the frame's own number.")
-@click.option("--weights", required=True, type=click.Path(dir_okay=False),
-              help="Segmentation checkpoint (best.pt from `crossnet train`).")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Segmentation checkpoint (best.pt from `crossnet train`); default: the "
+                   "bundled weights (see crossnet/weights/MODEL_CARD.md).")
 @click.option("--flow", "flow_name", default=None, type=click.Choice(FLOW_CHOICES),
               help="Flow backend (default: the one the model was trained with).")
 @click.option("--size", default=None, callback=_size_option,
@@ -336,7 +345,7 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
     from pipelines.sources import open_source
 
     run_device = resolve_device(device)
-    segmentation = load_segmentation_model(weights, device=run_device)
+    segmentation = load_segmentation_model(weights or _bundled_weights(), device=run_device)
     backend = make_hop_backend(flow_name or segmentation.flow_backend, device=str(run_device))
     summary = segment_to_folder(
         open_source(source), segmentation, Path(out_dir), backend=backend, size=size,
@@ -348,6 +357,12 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
     for path in (summary.video, summary.overlay):
         if path is not None:
             click.echo(f"wrote {path}")
+
+
+def _bundled_weights():
+    from crossnet.weights import bundled_weights
+
+    return bundled_weights()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

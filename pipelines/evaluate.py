@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from crossnet.metrics import VideoScorer, mean_scores
 from pipelines.baselines import BASELINE_NAMES, OpenCVSubtractor
+from pipelines.error_pictures import error_picture, picture_frame_numbers
 from pipelines.scenes import Scene, find_scenes
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class SceneResult:
     scores: dict[str, float]
     fps: float
     frames_seen: int
+    pictures: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -93,7 +95,7 @@ def _model_predictions(scene: Scene, model: ModelMethod):
 
 
 def evaluate_scene(scene: Scene, method: str, *, model: ModelMethod | None = None,
-                   progress: bool = False) -> SceneResult:
+                   progress: bool = False, picture_frames: Collection[int] = ()) -> SceneResult:
     """Run ``method`` online over every frame of ``scene`` and score it.
 
     Args:
@@ -101,6 +103,9 @@ def evaluate_scene(scene: Scene, method: str, *, model: ModelMethod | None = Non
         method: a name from :data:`METHOD_NAMES`.
         model: the loaded model, for the ``crossnet`` method.
         progress: show a progress bar over the scene's frames.
+        picture_frames: frame numbers to draw an error picture of (see
+            :func:`pipelines.error_pictures.error_picture`); frames without ground truth are
+            skipped.
 
     Returns:
         The scene's scores (a NaN score where nothing was scored; a warning is logged). For
@@ -113,6 +118,7 @@ def evaluate_scene(scene: Scene, method: str, *, model: ModelMethod | None = Non
     else:
         predictions = _baseline_predictions(scene, method)
     scorer = VideoScorer()
+    pictures: dict[int, np.ndarray] = {}
     seconds = 0.0
     frames_seen = 0
     bar = tqdm(total=scene.num_frames, desc=f"{method} {scene.name}", unit="frame",
@@ -131,17 +137,21 @@ def evaluate_scene(scene: Scene, method: str, *, model: ModelMethod | None = Non
             if frame.mask is not None:
                 scorer.add(frame.number, prediction, frame.mask, roi=scene.roi,
                            temporal_roi=scene.temporal_roi)
+                if frame.number in picture_frames:
+                    pictures[frame.number] = error_picture(frame.rgb, frame.mask, prediction,
+                                                           scene.roi)
     scores = scorer.result()
     if scores["frames"] == 0:
         logger.warning("%s: no frame has ground truth inside the temporal ROI; nothing scored",
                        scene.path)
     fps = frames_seen / seconds if seconds > 0 else math.nan
     return SceneResult(scene=scene.name, method=method, scores=scores, fps=fps,
-                       frames_seen=frames_seen)
+                       frames_seen=frames_seen, pictures=pictures)
 
 
 def evaluate(paths: Iterable[str | os.PathLike], methods: Sequence[str], *,
-             model: ModelMethod | None = None, progress: bool = True) -> list[MethodReport]:
+             model: ModelMethod | None = None, progress: bool = True,
+             pictures_per_scene: int = 0) -> list[MethodReport]:
     """Score each method on every scene found under ``paths``, side by side on the same frames.
 
     Args:
@@ -149,6 +159,8 @@ def evaluate(paths: Iterable[str | os.PathLike], methods: Sequence[str], *,
         methods: method names from :data:`METHOD_NAMES`; each runs on every scene.
         model: the loaded model, needed by the ``crossnet`` method.
         progress: show progress bars.
+        pictures_per_scene: error pictures to draw per scene and method, of frames spread
+            evenly over the scored ones (for :func:`pipelines.report.write_report`).
 
     Returns:
         One report per method, in the order given.
@@ -166,9 +178,11 @@ def evaluate(paths: Iterable[str | os.PathLike], methods: Sequence[str], *,
     scenes = find_scenes(paths)
     reports = [MethodReport(method) for method in methods]
     for scene in tqdm(scenes, desc="scenes", unit="scene", disable=not progress or len(scenes) < 2):
+        numbers = [f.number for f in scene.files if f.ground_truth is not None]
+        chosen = set(picture_frame_numbers(numbers, scene.temporal_roi, pictures_per_scene))
         for report in reports:
             report.scenes.append(evaluate_scene(scene, report.method, model=model,
-                                                progress=progress))
+                                                progress=progress, picture_frames=chosen))
     return reports
 
 

@@ -77,7 +77,7 @@ def test_evaluate_scores_the_model_next_to_the_baselines(scene, tmp_path):
     everything = report["crossnet"]["scenes"][scene.name]
     assert everything["Re"] == 1.0 and everything["FNR"] == 0.0  # all-foreground model
     assert report["mog2"]["scenes"][scene.name]["frames"] == everything["frames"] == 9
-    assert main(["evaluate", str(scene), "--method", "crossnet"]) == 2  # needs --weights
+    assert main(["evaluate", str(scene), "--method", "crossnet", "--no-progress"]) == 0  # bundled
 
 
 def test_segment_command_writes_numbered_masks_and_videos_and_resumes(scene, tmp_path, capsys):
@@ -105,3 +105,19 @@ def test_segment_command_writes_numbered_masks_and_videos_and_resumes(scene, tmp
     assert main(["segment", str(tmp_path / "absent.mp4"), "--out", str(out),
                  "--weights", str(weights)]) == 1
     assert "absent.mp4" in capsys.readouterr().err
+
+
+def test_evaluate_report_writes_markdown_and_error_pictures(scene, tmp_path):
+    weights = _constant_model(tmp_path / "everything.pt", 6.0)
+    out = tmp_path / "report"
+    code = main(["evaluate", str(scene), "--method", "crossnet", "--method", "mog2",
+                 "--weights", str(weights), "--report", str(out), "--pictures", "2",
+                 "--no-progress"])
+    assert code == 0
+    text = (out / "report.md").read_text()
+    assert "| crossnet |" in text and "| mog2 |" in text
+    pictures = sorted(p.name for p in (out / scene.name).glob("*.png"))
+    assert pictures == ["crossnet_000001.png", "crossnet_000009.png",
+                        "mog2_000001.png", "mog2_000009.png"]
+    for name in pictures:
+        assert f"({scene.name}/{name})" in text

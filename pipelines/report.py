@@ -1,0 +1,87 @@
+"""`crossnet evaluate --report DIR`: a markdown report with error pictures per scene.
+
+Layout of DIR::
+
+    report.md                          scores per scene and method, the mean, the pictures
+    <scene>/<method>_<NNNNNN>.png      frame | ground truth | prediction (see error_pictures)
+
+Every file is written atomically; rerunning into the same folder replaces the report.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipelines.error_pictures import GREEN, RED
+from pipelines.evaluate import MethodReport
+from pipelines.imageio import write_png_atomic
+
+REPORT_NAME = "report.md"
+_COLUMNS = ("F", "Re", "Pr", "PWC", "fps")
+
+
+def _number(value: float, digits: int = 3) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _scores_table(reports: Sequence[MethodReport]) -> list[str]:
+    lines = ["| scene | method | " + " | ".join(_COLUMNS) + " |",
+             "|---|---|" + "---:|" * len(_COLUMNS)]
+    for index, first in enumerate(reports[0].scenes):
+        for report in reports:
+            result = report.scenes[index]
+            values = {**result.scores, "fps": result.fps}
+            lines.append(f"| {first.scene} | {report.method} | "
+                         + " | ".join(_number(values.get(c, math.nan), 1 if c == "fps" else 3)
+                                    for c in _COLUMNS) + " |")
+    for report in reports:
+        mean = report.mean()
+        lines.append(f"| **mean of {len(report.scenes)}** | {report.method} | "
+                     + " | ".join(_number(mean.get(c, math.nan), 1 if c == "fps" else 3)
+                                for c in _COLUMNS) + " |")
+    return lines
+
+
+def write_report(reports: Sequence[MethodReport], out_dir: str | os.PathLike, *,
+                 title: str = "crossnet evaluation") -> Path:
+    """Write ``report.md`` and the error pictures the reports carry into ``out_dir``.
+
+    Args:
+        reports: from :func:`pipelines.evaluate.evaluate` with ``pictures_per_scene > 0``.
+        out_dir: the report folder (created if missing).
+        title: the report's heading.
+
+    Returns:
+        The path of ``report.md``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    legend = (f"Pictures: frame | ground truth | prediction. In the prediction, white is a true "
+              f"positive, green {GREEN} a false positive, red {RED} a false negative; grey "
+              "pixels are not scored (outside the ROI or labelled unknown).")
+    lines = [f"# {title}", "", ("Scores by CDnet-2014 rules; fps counts reading frames plus the "
+             "method."), "", *_scores_table(reports), "", legend, ""]
+    for index, first in enumerate(reports[0].scenes):
+        lines += [f"## {first.scene}", ""]
+        scene_dir = out / first.scene
+        for report in reports:
+            result = report.scenes[index]
+            if not result.pictures:
+                continue
+            scene_dir.mkdir(exist_ok=True)
+            lines.append(f"**{report.method}** (F {_number(result.scores.get('F', math.nan))})")
+            lines.append("")
+            for number, picture in sorted(result.pictures.items()):
+                name = f"{report.method}_{number:06d}.png"
+                write_png_atomic(scene_dir / name, picture)
+                lines.append(f"![{first.scene} {report.method} frame {number}]"
+                             f"({first.scene}/{name})")
+            lines.append("")
+    path = out / REPORT_NAME
+    temporary = path.with_name(f".{REPORT_NAME}.{os.getpid()}.tmp")
+    temporary.write_text("\n".join(lines) + "\n")
+    os.replace(temporary, path)
+    return path
