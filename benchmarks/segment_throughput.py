@@ -1,0 +1,226 @@
+"""`crossnet segment` throughput, stage by stage, next to MOG2 and KNN on the same clip, one run.
+
+Measured on the first ``--frames`` frames of ``--video`` (default
+``<repo>/../shared/data/videos/highway2_320x240.avi``) at ``--size`` (default 320x240), with the
+bundled weights (or ``--weights``), strides from the checkpoint:
+
+1. decode only (:class:`pipelines.sources.VideoSource`): the floor of anything reading the clip;
+2. MOG2 and KNN end to end (decode + subtractor), what a user of the baselines gets;
+3. 3D-HOP alone (frames in memory) per flow backend;
+4. HOFAM forward alone (3D-HOP stacks and frames in memory), fp32 at batch 1 and
+   ``--batch-size``, and bf16 autocast at ``--batch-size``;
+5. ``segment`` end to end (:func:`pipelines.segment.segment_frames` from the video file: decode,
+   running background, 3D-HOP, HOFAM, threshold, resize back) per flow backend, the default
+   backend (the checkpoint's) first;
+6. ``segment`` to a folder (:func:`pipelines.segment.segment_to_folder`, what the command runs:
+   the above plus writing every mask as a PNG), the default backend;
+7. peak resident memory of this process (ru_maxrss) and the resident memory of the end-to-end
+   run at its first and last frame, which shows whether memory grows with the video's length.
+
+Each timing is the median of ``--repeats`` runs after a warm-up. Ratios are frames/s over MOG2's
+end-to-end frames/s measured in the same run.
+
+Usage (from the repository root)::
+
+    python benchmarks/segment_throughput.py
+    python benchmarks/segment_throughput.py --video clip.mp4 --frames 100 --no-record
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import resource
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from _report import (
+    DEFAULT_DATA,
+    add_record_argument,
+    environment,
+    markdown_table,
+    median_seconds,
+    report,
+)
+
+from crossnet.background import RunningBackground, to_uint8
+from crossnet.weights import bundled_weights
+from flow.backends import make_hop_backend
+from flow.hop import build_hops
+from pipelines.baselines import OpenCVSubtractor
+from pipelines.segment import load_segmentation_model, segment_frames, segment_to_folder
+from pipelines.sources import VideoSource
+
+DEFAULT_VIDEO = DEFAULT_DATA / "videos" / "highway2_320x240.avi"
+TARGET_FPS = 25.0
+
+
+class FirstFrames:
+    """The first ``count`` frames of a source, as a source (for a fixed-length timing)."""
+
+    def __init__(self, source, count: int) -> None:
+        self._source, self._count = source, count
+        self.name, self.path, self.fps = source.name, source.path, source.fps
+        self.frame_size = source.frame_size
+        self.num_frames = min(count, source.num_frames or count)
+
+    def __iter__(self):
+        return itertools.islice(iter(self._source), self._count)
+
+
+def resident_mb() -> float:
+    """This process's resident memory now, MB (from /proc; NaN where unavailable)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def peak_resident_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", default=str(DEFAULT_VIDEO))
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--size", default="320x240", help="processing size WIDTHxHEIGHT")
+    parser.add_argument("--weights", help="segmentation checkpoint (default: the bundled one)")
+    parser.add_argument("--backends", default="", help="comma-separated flow backends to time "
+                        "besides the checkpoint's (default: dis-ultrafast)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    add_record_argument(parser)
+    args = parser.parse_args()
+    env = environment()
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    size = (width, height)
+    video = Path(args.video)
+    if not video.is_file():
+        raise SystemExit(f"{video}: no such video")
+    weights = Path(args.weights) if args.weights else bundled_weights()
+    segmentation = load_segmentation_model(weights)
+    config = segmentation.config
+    backends = list(dict.fromkeys([segmentation.flow_backend,
+                                   *(args.backends.split(",") if args.backends
+                                     else ["dis-ultrafast"])]))
+    n = args.frames
+
+    def clip():
+        return itertools.islice(VideoSource(video, size=size), n)
+
+    frames = [frame.rgb for frame in clip()]
+    n = len(frames)
+    tensors = [torch.from_numpy(f).permute(2, 0, 1).contiguous() for f in frames]
+    rows = []
+
+    def add(stage: str, seconds: float, note: str = "") -> float:
+        fps = n / seconds
+        rows.append([stage, fps, 1000 * seconds / n, note])
+        return fps
+
+    add("decode only (+ resize)", median_seconds(lambda: sum(1 for _ in clip()),
+                                                   repeats=args.repeats))
+    baseline_fps = {}
+    for name in ("mog2", "knn"):
+        def run_baseline(name=name):
+            subtract = OpenCVSubtractor(name)
+            for frame in clip():
+                subtract(frame.rgb)
+        baseline_fps[name] = add(f"{name.upper()} end to end (decode + subtractor)",
+                                 median_seconds(run_baseline, repeats=args.repeats))
+
+    stacks = {}
+    for name in backends:
+        backend = make_hop_backend(name)
+
+        def run_hop(backend=backend, keep=False):
+            out = [stack for _, stack in build_hops(tensors, backend, config.strides,
+                                                    batch_frames=args.batch_size)]
+            return out if keep else None
+
+        stacks[name] = run_hop(keep=True)
+        add(f"3D-HOP only, {name}, strides {','.join(map(str, config.strides))}",
+            median_seconds(run_hop, repeats=args.repeats, warmup=0), "frames in memory")
+
+    background = RunningBackground(rate=0.05)
+    images = torch.stack(tensors).float() / 255.0
+    estimates = torch.stack([torch.from_numpy(np.ascontiguousarray(
+        to_uint8(background.advance(f)))).permute(2, 0, 1) for f in frames]).float() / 255.0
+    hops = torch.stack(stacks[segmentation.flow_backend])
+    model = segmentation.model
+
+    def forward(batch: int, bf16: bool = False):
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            for start in range(0, n, batch):
+                part = slice(start, start + batch)
+                model(images[part], hops[part],
+                      estimates[part] if config.use_background else None)
+
+    for batch, bf16 in ((1, False), (args.batch_size, False), (args.batch_size, True)):
+        add(f"HOFAM forward only, batch {batch}, {'bf16 autocast' if bf16 else 'fp32'}",
+            median_seconds(lambda b=batch, h=bf16: forward(b, h), repeats=args.repeats),
+            "inputs in memory")
+
+    memory = {}
+    segment_fps = {}
+    for name in backends:
+        backend = make_hop_backend(name)
+
+        def run_segment(backend=backend, name=name):
+            first = None
+            for index, _ in enumerate(segment_frames(
+                    VideoSource(video), segmentation, backend=backend, size=size,
+                    batch_frames=args.batch_size)):
+                if index == 0:
+                    first = resident_mb()
+                if index + 1 >= n:
+                    break
+            memory[name] = (first, resident_mb())
+
+        segment_fps[name] = add(f"**segment end to end, {name}**"
+                                + (" (default)" if name == segmentation.flow_backend else ""),
+                                median_seconds(run_segment, repeats=args.repeats),
+                                f"batch {args.batch_size}; RSS {memory[name][0]:.0f} MB at "
+                                f"frame 1, {memory[name][1]:.0f} MB at frame {n}")
+
+    default_backend = make_hop_backend(segmentation.flow_backend)
+    with tempfile.TemporaryDirectory() as work:
+        def run_to_folder():
+            segment_to_folder(FirstFrames(VideoSource(video), n), segmentation,
+                              Path(work) / "masks", backend=default_backend, size=size,
+                              batch_frames=args.batch_size, overwrite=True, progress=False)
+        to_folder_fps = add("`crossnet segment` to a folder (+ PNG mask writing), "
+                            f"{segmentation.flow_backend}",
+                            median_seconds(run_to_folder, repeats=args.repeats),
+                            f"batch {args.batch_size}; what the command does, minus start-up")
+
+    mog2 = baseline_fps["mog2"]
+    table_rows = [[stage, fps, ms, f"x{fps / mog2:.2f}", note] for stage, fps, ms, note in rows]
+    table = markdown_table(["stage", "frames/s", "ms/frame", "vs MOG2", "note"], table_rows)
+    default = to_folder_fps
+    verdict = ("met" if default >= TARGET_FPS else
+               f"missed by {TARGET_FPS - default:.1f} frames/s (x{default / TARGET_FPS:.2f} "
+               "of the target)")
+    body = "\n\n".join([
+        (f"Clip: `{video.name}`, first {n} frames at {width}x{height}; weights `{weights.name}`, "
+        f"strides {','.join(map(str, config.strides))}, torch threads "
+        f"{torch.get_num_threads()}. Median of {args.repeats} runs."),
+        table,
+        (f"`crossnet segment` with the default backend ({segmentation.flow_backend}), masks "
+        f"written: {default:.1f} frames/s, x{default / mog2:.2f} MOG2's {mog2:.0f} frames/s "
+        f"(streaming, no writing: {segment_fps[segmentation.flow_backend]:.1f} frames/s). "
+        f"Target 25 frames/s: **{verdict}**. Peak RSS of the benchmark process "
+        f"{peak_resident_mb():.0f} MB."),
+    ])
+    report("segment throughput on one clip, stage by stage, next to MOG2/KNN", body,
+           record=not args.no_record, env=env)
+
+
+if __name__ == "__main__":
+    main()
