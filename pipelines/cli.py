@@ -329,12 +329,15 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
               help="Also write the masks as an mp4.")
 @click.option("--overlay", "overlay_path", type=click.Path(dir_okay=False),
               help="Also write an mp4 of the frames with the foreground tinted red.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
+              help="Reuse the source's 3D-HOP cache in this folder (as `crossnet preprocess` "
+                   "writes it), or write it while segmenting, so a second run skips the flow.")
 @click.option("--overwrite", is_flag=True, help="Rewrite masks that already exist in --out.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
             size: tuple[int, int] | None, threshold: float | None, batch_size: int, device: str,
-            video_path: str | None, overlay_path: str | None, overwrite: bool,
-            no_progress: bool) -> None:
+            video_path: str | None, overlay_path: str | None, cache_dir: str | None,
+            overwrite: bool, no_progress: bool) -> None:
     """Foreground masks for SOURCE: a video file, a frame folder, a scene folder, a camera
     index or a stream URL.
     """
@@ -352,7 +355,7 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
         threshold=threshold, batch_frames=batch_size, device=run_device,
         video=Path(video_path) if video_path else None,
         overlay=Path(overlay_path) if overlay_path else None, overwrite=overwrite,
-        progress=not no_progress)
+        progress=not no_progress, cache_dir=Path(cache_dir) if cache_dir else None)
     click.echo(f"{summary.frames} masks in {summary.mask_dir} ({summary.fps:.1f} frames/s)")
     for path in (summary.video, summary.overlay):
         if path is not None:

@@ -73,7 +73,8 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
 def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
                    size: tuple[int, int] | None = None, threshold: float | None = None,
                    batch_frames: int = 4, device: str | torch.device = "cpu",
-                   background_rate: float = 0.05) -> Iterator[tuple[Frame, np.ndarray]]:
+                   background_rate: float = 0.05, cache_dir: str | os.PathLike | None = None
+                   ) -> Iterator[tuple[Frame, np.ndarray]]:
     """Yield ``(frame, mask)`` for every frame of ``source``, in order.
 
     Args:
@@ -87,6 +88,8 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
         batch_frames: frames per flow/model batch (latency vs throughput).
         device: where the model runs.
         background_rate: EMA rate of the running background (when the model takes one).
+        cache_dir: reuse the source's HDF5 cache there when it is complete and matches, else
+            write it while segmenting (see :mod:`pipelines.segment_cache`).
 
     Yields:
         The source's frame and its mask, (H, W) uint8, 255 foreground and 0 background.
@@ -107,15 +110,34 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
             pending[index] = (frame, small, estimate)
             yield torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1)
 
-    batch: list[tuple[int, torch.Tensor]] = []
-    for index, stack in build_hops(processing_frames(), backend, config.strides,
-                                   batch_frames=batch_frames):
-        batch.append((index, stack))
-        if len(batch) == batch_frames:
+    cache = None
+    if cache_dir is not None:
+        from pipelines.segment_cache import SegmentCache
+
+        cache = SegmentCache.open(cache_dir, source, backend=backend, strides=config.strides,
+                                  size=size or source.frame_size)
+    try:
+        if cache is not None and cache.reading:
+            hops = cache.hops(processing_frames())
+        else:
+            hops = build_hops(processing_frames(), backend, config.strides,
+                              batch_frames=batch_frames)
+        batch: list[tuple[int, torch.Tensor]] = []
+        for index, stack in hops:
+            if cache is not None:
+                cache.record(index, pending[index][0], pending[index][1], stack)
+            batch.append((index, stack))
+            if len(batch) == batch_frames:
+                yield from _run_model(batch, pending, segmentation.model, device,
+                                      logit_threshold)
+                batch = []
+        if batch:
             yield from _run_model(batch, pending, segmentation.model, device, logit_threshold)
-            batch = []
-    if batch:
-        yield from _run_model(batch, pending, segmentation.model, device, logit_threshold)
+        if cache is not None:
+            cache.finish()
+    finally:
+        if cache is not None:
+            cache.close()
 
 
 def _run_model(batch, pending, model, device, logit_threshold):
@@ -187,7 +209,8 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
                       threshold: float | None = None,
                       batch_frames: int = 4, device: str | torch.device = "cpu",
                       video: Path | None = None, overlay: Path | None = None,
-                      overwrite: bool = False, progress: bool = True) -> SegmentSummary:
+                      overwrite: bool = False, progress: bool = True,
+                      cache_dir: Path | None = None) -> SegmentSummary:
     """Segment ``source`` into ``out_dir/binNNNNNN.png`` (0/255, the frame's own number).
 
     Masks already in ``out_dir`` are kept unless ``overwrite``: a rerun after an interruption
@@ -217,7 +240,7 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
         with bar:
             for frame, mask in segment_frames(source, segmentation, backend=backend, size=size,
                                               threshold=threshold, batch_frames=batch_frames,
-                                              device=device):
+                                              device=device, cache_dir=cache_dir):
                 path = out_dir / f"bin{frame.number:06d}.png"
                 if overwrite or not path.exists():
                     write_png_atomic(path, mask)

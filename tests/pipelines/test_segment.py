@@ -121,3 +121,34 @@ def test_evaluate_report_writes_markdown_and_error_pictures(scene, tmp_path):
                         "mog2_000001.png", "mog2_000009.png"]
     for name in pictures:
         assert f"({scene.name}/{name})" in text
+
+
+def test_segment_cache_is_written_then_reused_with_the_same_masks(scene, tmp_path, monkeypatch):
+    from flow.cache import CacheReader, is_complete
+
+    clip = str(scene / f"{scene.name}.mp4")  # segmented with the bundled weights
+    first, second, cache = tmp_path / "first", tmp_path / "second", tmp_path / "cache"
+    base = ["segment", clip, "--size", "48x36", "--no-progress", "--cache", str(cache)]
+    assert main([*base, "--out", str(first)]) == 0
+    path = cache / f"{scene.name}.h5"
+    assert is_complete(path)
+    with CacheReader(path) as reader:
+        assert len(reader) == 9 and reader.info.size == (48, 36)
+        assert reader.info.strides == (1, 4, 8) and reader.info.backend == "dis-fast"
+        assert list(reader.frame_numbers) == list(range(1, 10))
+
+    def no_flow(*args, **kwargs):
+        raise AssertionError("the flow ran although the cache was complete")
+
+    monkeypatch.setattr("pipelines.segment.build_hops", no_flow)
+    assert main([*base, "--out", str(second)]) == 0
+    import cv2
+
+    masks = [[cv2.imread(str(folder / f"bin{n:06d}.png"), cv2.IMREAD_UNCHANGED)
+              for n in range(1, 10)] for folder in (first, second)]
+    a, b = np.stack(masks[0]), np.stack(masks[1])
+    assert a.shape == (9, 48, 64) and 0 < (a == 255).mean() < 1  # masks that depend on input
+    assert (a == b).mean() > 0.99  # the cache holds float16 flow: a few edge pixels may flip
+    other = ["segment", clip, "--size", "32x24", "--no-progress", "--cache", str(cache),
+             "--out", str(tmp_path / "third")]
+    assert main(other) == 1  # a cache of another size is in the way: one clear error

@@ -1,0 +1,105 @@
+"""`crossnet segment --cache DIR`: reuse a source's HDF5 cache, or write it while segmenting.
+
+The cache is the one `crossnet preprocess` writes (layout in :mod:`flow.cache`), named after the
+source in DIR, at the processing size. A complete cache made from the same source with the same
+strides, flow backend, weights and size supplies the 3D-HOP of every frame, so a second run skips
+the flow entirely. Otherwise the flow is computed and each frame is appended to the cache as it
+is segmented; an interrupted run leaves a partial file that the next run resumes (frames already
+in it are not written twice), and only a finished run turns it into a complete cache.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+import crossnet
+from flow.cache import CacheInfo, CacheReader, CacheWriter, cache_path_for, is_complete
+from pipelines.errors import InputError
+from pipelines.preprocess import source_identity, with_roi
+from pipelines.sources import Frame, Source
+
+
+class SegmentCache:
+    """One source's cache during a segment run: either read (complete) or being written."""
+
+    def __init__(self, path: Path, *, reader: CacheReader | None = None,
+                 writer: CacheWriter | None = None, roi: np.ndarray | None = None) -> None:
+        self.path = path
+        self._reader, self._writer, self._roi = reader, writer, roi
+
+    @classmethod
+    def open(cls, cache_dir: str | os.PathLike, source: Source, *, backend,
+             strides, size: tuple[int, int]) -> SegmentCache:
+        """Open ``cache_dir/<source name>.h5`` for reading when it is complete and matches, else
+        for writing (resuming a partial file that matches).
+
+        Raises:
+            InputError: a complete cache made with other settings (or from another version of
+                the source) is in the way.
+        """
+        cache_dir = Path(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        path = cache_path_for(cache_dir, source.name)
+        source_size, source_mtime = source_identity(source)
+        info = CacheInfo(strides=tuple(strides), backend=backend.name,
+                         weights_sha256=getattr(backend, "weights_sha256", ""), size=size,
+                         source_path=str(source.path), source_size=source_size,
+                         source_mtime=source_mtime, fps=source.fps or 0.0,
+                         package_version=crossnet.__version__)
+        roi = getattr(source, "roi", None)
+        if is_complete(path):
+            reader = CacheReader(path)
+            if reader.info.same_content_as(info):
+                return cls(path, reader=reader)
+            reader.close()
+            raise InputError(f"{path}: a cache made from other settings or another version of "
+                             "the source; remove it or use another --cache folder")
+        writer = CacheWriter.open(path, info=info, expected_frames=source.num_frames)
+        return cls(path, writer=writer, roi=roi)
+
+    @property
+    def reading(self) -> bool:
+        """Whether the 3D-HOP comes from the cache (no flow to compute)."""
+        return self._reader is not None
+
+    def hops(self, frames: Iterator[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(index, 3D-HOP stack)`` for each frame drawn from ``frames``, read from the cache."""
+        assert self._reader is not None
+        for index, _ in enumerate(frames):
+            if index >= len(self._reader):
+                raise InputError(f"{self.path}: holds {len(self._reader)} frames, the source "
+                                 "has more; remove the cache to rebuild it")
+            yield index, torch.from_numpy(self._reader.flow(index).astype(np.float32))
+
+    def record(self, index: int, frame: Frame, small: np.ndarray, stack: torch.Tensor) -> None:
+        """Append frame ``index`` (at the processing size) unless the cache already holds it."""
+        if self._writer is None or index < self._writer.frames_written:
+            return
+        mask = frame.mask
+        if mask is not None and mask.shape != small.shape[:2]:
+            mask = cv2.resize(mask, (small.shape[1], small.shape[0]),
+                              interpolation=cv2.INTER_NEAREST)
+        roi = self._roi
+        if roi is not None and roi.shape != small.shape[:2]:
+            roi = cv2.resize(roi.astype(np.uint8), (small.shape[1], small.shape[0]),
+                             interpolation=cv2.INTER_NEAREST).astype(bool)
+        self._writer.append(frame.number, small, stack.numpy(), with_roi(mask, roi))
+
+    def finish(self) -> None:
+        """Mark a written cache complete (atomic rename); nothing to do for a read one."""
+        if self._writer is not None and self._writer.frames_written > 0:
+            self._writer.finish()
+            self._writer = None
+
+    def close(self) -> None:
+        """Release the file; a cache being written stays partial, to be resumed."""
+        if self._reader is not None:
+            self._reader.close()
+        if self._writer is not None:
+            self._writer.close()
