@@ -159,7 +159,8 @@ def synth(out: str, num_scenes: int, num_frames: int, size: tuple[int, int], see
 @click.option("--flow", "flow_name", default="dis-fast", show_default=True,
               type=click.Choice(FLOW_CHOICES), help="Flow backend.")
 @click.option("--weights", type=click.Path(dir_okay=False),
-              help="RAFT checkpoint (torchvision or princeton-vl layout) for raft-* backends.")
+              help="RAFT checkpoint (torchvision or princeton-vl layout, or a train-flow "
+                   "weights.pt) for raft-* backends; default: the bundled weights.")
 @click.option("--size", default=None, callback=_size_option,
               help="Stored size WIDTHxHEIGHT (default: each video's own size).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop each video after N frames.")
@@ -208,7 +209,8 @@ def preprocess(inputs: tuple[str, ...], out_dir: str, strides: tuple[int, ...], 
               help="Output .flo file (Middlebury format).")
 @click.option("--png", "png_path", type=click.Path(dir_okay=False),
               help="Also write the flow colour-coded (Middlebury wheel) to this PNG.")
-@click.option("--weights", type=click.Path(dir_okay=False), help="RAFT checkpoint for raft-*.")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="RAFT checkpoint for raft-* (default: the bundled weights).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
                  png_path: str | None, weights: str | None, device: str) -> None:
