@@ -11,7 +11,8 @@ Scenes, found under the data folder (default ``<repo>/../shared/data``):
   pair with ``-flow_10.flo`` (FlyingThings3D naming; a 50x50 rendered crop).
 
 Rows: the classical backends (``dis-ultrafast``, ``dis-fast``, ``dis-medium``, ``farneback``),
-RAFT when ``--weights`` is given (through :func:`flow.backends.make_hop_backend`: both frames
+the shipped RAFT-small weights (``flow/weights/raft_small.pt``) when the package has them, RAFT
+with ``--weights`` when given (both through :func:`flow.backends.make_hop_backend`: both frames
 encoded, then one estimate), and zero flow as the floor every method must beat. Scores follow
 :mod:`flow.metrics`: EPE is the mean end-point error in pixels over pixels with known ground
 truth, Fl-all the percentage of those with EPE > 3 px and > 5 % of the true motion. Time is the
@@ -21,7 +22,7 @@ excluded.
 Usage (from the repository root)::
 
     python benchmarks/flow_accuracy.py
-    python benchmarks/flow_accuracy.py --weights raft_small.pth --raft-model raft-small
+    python benchmarks/flow_accuracy.py --weights runs/flow_video/weights.pt --raft-model raft-small
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from flow.backends import RAFT_BACKEND_NAMES, make_hop_backend
 from flow.classical import CLASSICAL_BACKEND_NAMES
 from flow.io import read_flo
 from flow.metrics import endpoint_error, fl_all
+from flow.weights import bundled_weights_path
 from pipelines.imageio import read_image_rgb
 
 ZERO_FLOW = "zero flow"
@@ -209,6 +211,12 @@ def main(argv: list[str] | None = None) -> None:
     estimators: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
         name: hop_estimator(make_hop_backend(name)) for name in CLASSICAL_BACKEND_NAMES
     }
+    shipped = bundled_weights_path("raft-small")
+    if shipped.is_file():
+        backend = make_hop_backend("raft-small", device=args.device,
+                                   num_flow_updates=args.num_flow_updates)
+        label = f"raft-small (shipped, {args.num_flow_updates} updates)"
+        estimators[label] = hop_estimator(backend)
     if args.weights is not None:
         backend = make_hop_backend(args.raft_model, weights=args.weights, device=args.device,
                                    num_flow_updates=args.num_flow_updates)

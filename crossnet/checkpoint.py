@@ -1,7 +1,9 @@
 """Checkpoints of the segmentation model: what they hold, and how they are written and read.
 
 A checkpoint is a plain dict saved with :func:`torch.save` and read with
-``torch.load(weights_only=True)`` (nothing in it can execute code):
+``torch.load(weights_only=True)`` (nothing in it can execute code). The same writer and reader
+serve the flow network's training runs (``checkpoint_format="crossnet-raft"``, see
+:mod:`pipelines.train_flow`); a segmentation checkpoint holds:
 
 - ``"format"``: ``"crossnet-hofam"``; ``"format_version"``: 1.
 - ``"model"``: the HOFAM state dict; ``"model_config"``: ``HofamConfig.to_dict()``.
@@ -23,12 +25,17 @@ import torch
 
 CHECKPOINT_FORMAT = "crossnet-hofam"
 CHECKPOINT_FORMAT_VERSION = 1
+FLOW_CHECKPOINT_FORMAT = "crossnet-raft"
+
+_DESCRIPTIONS = {CHECKPOINT_FORMAT: "crossnet segmentation",
+                 FLOW_CHECKPOINT_FORMAT: "crossnet flow-network"}
 
 
-def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any], *,
+                    checkpoint_format: str = CHECKPOINT_FORMAT) -> Path:
     """Write ``checkpoint`` atomically (temporary file + ``os.replace``), adding the format keys."""
     path = Path(path)
-    document = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_FORMAT_VERSION,
+    document = {"format": checkpoint_format, "format_version": CHECKPOINT_FORMAT_VERSION,
                 **checkpoint}
     temporary = path.with_name(f".{path.name}.tmp")
     try:
@@ -39,8 +46,8 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu"
-                    ) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
+                    checkpoint_format: str = CHECKPOINT_FORMAT) -> dict[str, Any]:
     """Read a crossnet checkpoint safely (``weights_only=True``) and check what it is.
 
     Raises:
@@ -56,8 +63,9 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     except Exception as error:  # torch raises several types for foreign or damaged files
         raise ValueError(f"{path}: not a readable checkpoint ({type(error).__name__}: "
                          f"{str(error).splitlines()[0] if str(error) else ''})") from error
-    if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a crossnet segmentation checkpoint")
+    if not isinstance(document, dict) or document.get("format") != checkpoint_format:
+        description = _DESCRIPTIONS.get(checkpoint_format, repr(checkpoint_format))
+        raise ValueError(f"{path}: not a {description} checkpoint")
     if document.get("format_version") != CHECKPOINT_FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format version {document.get('format_version')} "
                          f"is not supported (this code reads {CHECKPOINT_FORMAT_VERSION})")

@@ -1,7 +1,8 @@
 """Flow methods by name, adapted to the 3D-HOP builder's encode-once interface.
 
-``make_hop_backend("dis-fast")`` or ``make_hop_backend("raft-small", weights=...)`` returns an
-object with ``encode(frames)`` and ``estimate(first, second)`` (see :class:`flow.hop.HopBackend`).
+``make_hop_backend("dis-fast")`` or ``make_hop_backend("raft-small")`` (the bundled weights;
+``weights=...`` overrides them) returns an object with ``encode(frames)`` and
+``estimate(first, second)`` (see :class:`flow.hop.HopBackend`).
 For RAFT an encoding is a frame's feature map and context (hidden state and context features),
 computed once per frame; for the classical backends it is the frame itself (OpenCV needs the
 whole image per pair, and the grayscale conversion is negligible next to the flow).
@@ -129,13 +130,15 @@ def make_hop_backend(name: str, *, weights: str | os.PathLike | None = None,
 
     Args:
         name: one of :data:`BACKEND_NAMES`.
-        weights: a RAFT checkpoint (torchvision or princeton-vl layout); RAFT backends only.
+        weights: a RAFT checkpoint (torchvision or princeton-vl layout, or a ``crossnet
+            train-flow`` ``weights.pt``); RAFT backends only. None: the weights bundled with
+            the package (:mod:`flow.weights`), when there are any for ``name``.
         device: ``auto``, ``cpu`` or ``cuda[:N]``; classical backends always run on the CPU.
         num_flow_updates: RAFT refinement steps.
 
     Raises:
         ValueError: unknown name, weights given to a classical backend, or a RAFT backend
-            without weights.
+            without weights (none given and none bundled).
     """
     if name in CLASSICAL_BACKEND_NAMES:
         if weights is not None:
@@ -143,11 +146,17 @@ def make_hop_backend(name: str, *, weights: str | os.PathLike | None = None,
         return ClassicalHopBackend(name)
     if name not in RAFT_BACKEND_NAMES:
         raise ValueError(f"unknown flow backend {name!r}; expected one of {', '.join(BACKEND_NAMES)}")
-    if weights is None:
-        raise ValueError(f"{name}: no trained weights are bundled yet; pass --weights PATH "
-                         "(a RAFT checkpoint in the torchvision or princeton-vl layout)")
     from flow.checkpoints import load_flow_checkpoint
     from flow.raft import raft_large, raft_small
+    from flow.weights import bundled_weights_path
+
+    if weights is None:
+        weights = bundled_weights_path(name)
+        if not weights.is_file():
+            raise ValueError(f"{name}: no trained weights are bundled for it ({weights.name} "
+                             "is not in flow/weights); pass --weights PATH (a crossnet "
+                             "train-flow weights.pt, or a RAFT checkpoint in the torchvision or "
+                             "princeton-vl layout)")
 
     weights = Path(weights)
     if not weights.is_file():

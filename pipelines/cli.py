@@ -167,7 +167,8 @@ def synth(out: str, num_scenes: int, num_frames: int, size: tuple[int, int], see
 @click.option("--flow", "flow_name", default="dis-fast", show_default=True,
               type=click.Choice(FLOW_CHOICES), help="Flow backend.")
 @click.option("--weights", type=click.Path(dir_okay=False),
-              help="RAFT checkpoint (torchvision or princeton-vl layout) for raft-* backends.")
+              help="RAFT checkpoint (torchvision or princeton-vl layout, or a train-flow "
+                   "weights.pt) for raft-* backends; default: the bundled weights.")
 @click.option("--size", default=None, callback=_size_option,
               help="Stored size WIDTHxHEIGHT (default: each video's own size).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop each video after N frames.")
@@ -216,7 +217,8 @@ def preprocess(inputs: tuple[str, ...], out_dir: str, strides: tuple[int, ...], 
               help="Output .flo file (Middlebury format).")
 @click.option("--png", "png_path", type=click.Path(dir_okay=False),
               help="Also write the flow colour-coded (Middlebury wheel) to this PNG.")
-@click.option("--weights", type=click.Path(dir_okay=False), help="RAFT checkpoint for raft-*.")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="RAFT checkpoint for raft-* (default: the bundled weights).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
                  png_path: str | None, weights: str | None, device: str) -> None:
@@ -305,6 +307,71 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
     best = run_training(data_dirs, split_path, out_dir, config, device=device, resume=resume,
                         progress=not no_progress)
     click.echo(f"best checkpoint: {best}")
+
+
+@cli.command(name="train-flow")
+@click.option("--stage", required=True, type=click.Choice(["synthetic", "video"]),
+              help="synthetic: supervised on generated pairs with exact flow; video: "
+                   "self-supervised (census/SSIM, occlusion masks, smoothness) on --data.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder: last.pt, weights.pt, log.jsonl, config.json.")
+@click.option("--data", "data_dirs", multiple=True, type=click.Path(),
+              help="Videos / frame folders (repeatable; searched recursively). Required by "
+                   "--stage video; for synthetic, real frames to crop textures from.")
+@click.option("--config", "model_config", default="small", show_default=True,
+              type=click.Choice(["small", "large"]), help="RAFT configuration.")
+@click.option("--steps", default=2000, show_default=True, type=click.IntRange(min=1),
+              help="Optimiser steps of the whole run (the one-cycle schedule spans them).")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Pairs per step.")
+@click.option("--lr", default=4e-4, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (AdamW).")
+@click.option("--crop", default="192x192", show_default=True, callback=_size_option,
+              help="Training pair size WIDTHxHEIGHT.")
+@click.option("--iters", "num_flow_updates", default=12, show_default=True,
+              type=click.IntRange(min=1), help="Recurrent flow updates per pair.")
+@click.option("--checkpoint-every", default=200, show_default=True, type=click.IntRange(min=1),
+              help="Steps between validation, log line and checkpoint.")
+@click.option("--init", "init_path", type=click.Path(dir_okay=False),
+              help="Start from this RAFT checkpoint (e.g. the synthetic run's weights.pt).")
+@click.option("--distill", "distillation_weight", default=0.0, show_default=True,
+              type=click.FloatRange(min=0),
+              help="Video stage: weight of an L1 pull towards the frozen --init network.")
+@click.option("--validate-middlebury", "middlebury", type=click.Path(file_okay=False),
+              help="Also report EPE on these Middlebury pairs at each checkpoint (reporting "
+                   "only; nothing is selected by it).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads for torch (default: torch's own choice).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def train_flow(stage, out_dir, data_dirs, model_config, steps, batch_size, lr, crop,
+               num_flow_updates, checkpoint_every, init_path, distillation_weight, middlebury,
+               seed, threads, resume, device, no_progress) -> None:
+    """Train the RAFT-style flow network (one stage per run) and write RUN/weights.pt.
+
+    Use the result with `--flow raft-small --weights RUN/weights.pt`, or as --init of the next
+    stage. Resumable (--resume continues the same schedule); a NaN loss stops the run and leaves
+    the last checkpoint intact.
+    """
+    import torch
+
+    from flow.self_supervised_loss import SelfSupervisedLossConfig
+    from pipelines.train_flow import FlowTrainConfig
+    from pipelines.train_flow import train_flow as run_training
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    config = FlowTrainConfig(
+        stage=stage, model=f"raft-{model_config}", steps=steps, batch_size=batch_size, lr=lr,
+        crop_size=(crop[1], crop[0]), num_flow_updates=num_flow_updates,
+        checkpoint_every=checkpoint_every, seed=seed,
+        loss=SelfSupervisedLossConfig(distillation_weight=distillation_weight))
+    weights = run_training(out_dir, config, data_dirs=data_dirs, init=init_path,
+                           middlebury=middlebury, device=device, resume=resume,
+                           progress=not no_progress)
+    click.echo(f"weights: {weights}")
 
 
 @cli.command()

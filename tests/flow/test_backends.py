@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import flow.weights
 from flow.backends import file_sha256, make_hop_backend, resolve_device
 from flow.hop import build_hops
 from flow.raft import raft_small
@@ -32,7 +33,7 @@ def test_raft_backend_through_the_builder_equals_the_models_forward(tmp_path):
             torch.testing.assert_close(hops[t][k_index], expected, rtol=1e-4, atol=1e-4)
 
 
-def test_classical_backend_and_errors(tmp_path):
+def test_classical_backend_and_errors(tmp_path, monkeypatch):
     backend = make_hop_backend("dis-fast")
     assert backend.name == "dis-fast" and backend.weights_sha256 == ""
     frames = _frames(3)
@@ -40,7 +41,8 @@ def test_classical_backend_and_errors(tmp_path):
     assert stacks[2].shape == (1, 2, 40, 56)
     with pytest.raises(ValueError, match="unknown flow backend 'pwc'"):
         make_hop_backend("pwc")
-    with pytest.raises(ValueError, match="--weights"):
+    monkeypatch.setattr(flow.weights, "bundled_weights_path", lambda name: tmp_path / "no.pt")
+    with pytest.raises(ValueError, match="no trained weights are bundled.*--weights"):
         make_hop_backend("raft-small")
     with pytest.raises(ValueError, match="not to dis-fast"):
         make_hop_backend("dis-fast", weights=tmp_path / "x.pt")
@@ -51,3 +53,37 @@ def test_classical_backend_and_errors(tmp_path):
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
         assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_raft_backends_load_the_bundled_weights_unless_weights_are_given(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    bundled = tmp_path / "raft_small.pt"
+    # As crossnet train-flow writes it: the state dict under "model", here in float16 (loading
+    # converts to the model's float32).
+    state = {key: value.half() if value.is_floating_point() else value
+             for key, value in raft_small().state_dict().items()}
+    torch.save({"format": "crossnet-raft", "model": state, "step": 7}, bundled)
+    monkeypatch.setattr(flow.weights, "bundled_weights_path", lambda name: bundled)
+    backend = make_hop_backend("raft-small", device="cpu", num_flow_updates=2)
+    assert backend.weights_sha256 == file_sha256(bundled)
+    parameter = backend.model.update_block.flow_head.conv2.weight
+    assert parameter.dtype == torch.float32
+    torch.testing.assert_close(parameter, state["update_block.flow_head.conv2.weight"].float())
+    other = tmp_path / "other.pt"
+    torch.save(raft_small().state_dict(), other)
+    overridden = make_hop_backend("raft-small", weights=other, device="cpu")
+    assert overridden.weights_sha256 == file_sha256(other)
+
+
+def test_the_shipped_weights_fit_raft_small():
+    path = flow.weights.bundled_weights_path("raft-small")
+    if not path.is_file():
+        pytest.skip("no raft_small.pt shipped in flow/weights")
+    card = (path.parent / "MODEL_CARD.md").read_text()
+    assert file_sha256(path) in card, "MODEL_CARD.md must quote the shipped file's sha256"
+    assert path.stat().st_size < 25e6
+    backend = make_hop_backend("raft-small", device="cpu", num_flow_updates=4)
+    frames = torch.stack(_frames(2, height=64, width=72))
+    encoded = backend.encode(frames)
+    flow_estimate = backend.estimate(encoded[:1], encoded[1:])
+    assert flow_estimate.shape == (1, 2, 64, 72) and torch.isfinite(flow_estimate).all()

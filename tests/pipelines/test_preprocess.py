@@ -144,10 +144,14 @@ def test_sharding_splits_inputs_between_ranks():
         shard_for_rank(items, rank=3, world_size=3)
 
 
-def test_cli_errors_are_one_line(tmp_path, capsys):
+def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    import flow.weights
+
     assert main(["preprocess", str(tmp_path / "missing"), "--out", str(tmp_path / "o"),
                  "--no-progress"]) == 1
     assert "missing: no such file or folder" in capsys.readouterr().err
+    # Without bundled weights, raft-small needs --weights.
+    monkeypatch.setattr(flow.weights, "bundled_weights_path", lambda name: tmp_path / "no.pt")
     assert main(["preprocess", str(tmp_path), "--out", str(tmp_path / "o"), "--flow",
                  "raft-small"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
