@@ -92,7 +92,8 @@ def test_segment_command_writes_numbered_masks_and_videos_and_resumes(scene, tmp
     assert main(args) == 0
     assert "9 masks in" in capsys.readouterr().out
     names = sorted(p.name for p in out.iterdir())
-    assert names == [f"bin{n:06d}.png" for n in range(1, 10)]  # 1-based video frame numbers
+    # 1-based video frame numbers, and the record of what made them
+    assert names == [f"bin{n:06d}.png" for n in range(1, 10)] + ["segment.json"]
     mask = cv2.imread(str(out / "bin000004.png"), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (48, 64) and (mask == 255).all()
     for video in ("masks.mp4", "overlay.mp4"):
