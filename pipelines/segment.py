@@ -302,7 +302,8 @@ def mask_path(out_dir: Path, number: int) -> Path:
 
 
 def _existing_masks(out_dir: Path) -> set[int]:
-    return {int(entry.name[3:-4]) for entry in out_dir.iterdir() if _MASK_NAME.fullmatch(entry.name)}
+    return {int(entry.name[3:-4]) for entry in out_dir.iterdir()
+            if _MASK_NAME.fullmatch(entry.name)}
 
 
 def run_identity(source: Source, segmentation: SegmentationModel, *, backend: str,
