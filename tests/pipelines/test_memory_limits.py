@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-import pipelines.memory as memory
 from crossnet.hofam import HofamConfig
 from flow.cache import CacheReader
 from flow.raft import raft_small
+from pipelines import memory
 from pipelines.sources import VideoSource
 from tests.pipelines.reliability_inputs import run, tiny_model, write_scene
 
@@ -90,7 +90,7 @@ def test_segment_of_a_4k_video_at_a_small_size_writes_4k_masks(uhd_video, tmp_pa
 def test_the_check_uses_the_processing_size_not_the_native_one(uhd_video, tmp_path, capsys,
                                                                monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 300 * 2**20)
-    code, stdout, errors = run(capsys, "preprocess", uhd_video, "--out", tmp_path, "--strides",
+    code, _, errors = run(capsys, "preprocess", uhd_video, "--out", tmp_path, "--strides",
                                "1,2", "--flow", "dis-ultrafast", "--no-progress")
     assert code == 1 and len(errors) == 1
     assert errors[0].startswith(f"crossnet: error: {uhd_video} at 3840x2160 needs about ")

@@ -78,8 +78,8 @@ def test_a_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_epoch(
     out = tmp_path / "run"
     code, _, errors = _train(capsys, data, out)
     assert code == 1
-    assert errors == [f"crossnet: error: the loss became {value} in epoch 2; {out / 'last.pt'} "
-                      "keeps the last good epoch (try a lower --lr)"]
+    assert errors == [(f"crossnet: error: the loss became {value} in epoch 2; {out / 'last.pt'} "
+                      "keeps the last good epoch (try a lower --lr)")]
     _assert_last_good_epoch_kept(out, 1)
     if value == "nan":
         monkeypatch.undo()
@@ -116,9 +116,9 @@ def test_non_finite_values_in_a_cache_are_named_as_the_cause(data, tmp_path, cap
     out = tmp_path / "run"
     code, _, errors = _train(capsys, (cache, data[1]), out)
     assert code == 1
-    assert errors == ["crossnet: error: the loss became nan in epoch 1: the batch's hop holds NaN "
+    assert errors == [("crossnet: error: the loss became nan in epoch 1: the batch's hop holds NaN "
                       "or infinite values (scenes scene_000; rebuild their caches with crossnet "
-                      f"preprocess --overwrite); {out / 'last.pt'} keeps the last good epoch"]
+                      f"preprocess --overwrite); {out / 'last.pt'} keeps the last good epoch")]
     assert not (out / "last.pt").exists()  # no epoch was good: nothing was written
 
 
