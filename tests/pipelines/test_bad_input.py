@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
+from crossnet.checkpoint import load_checkpoint
 from flow.cache import CacheReader, is_complete, partial_path_for
 from tests.pipelines.reliability_inputs import (
     REPO,
@@ -377,6 +378,34 @@ def test_full_disk_while_preprocessing_fails_that_input_and_the_rerun_resumes(in
     assert f"wrote {out / 'good.h5'}" in stdout and f"skipped {out / 'frames.h5'}" in stdout
     with CacheReader(out / "good.h5") as reader:
         assert len(reader) == 6
+
+
+def test_full_disk_while_saving_a_checkpoint_keeps_the_last_one(inputs, tmp_path, capsys,
+                                                               monkeypatch):
+    import crossnet.checkpoint
+
+    for index in range(2):
+        write_scene(tmp_path / "scenes" / f"scene_{index:03d}", count=3)
+    assert run(capsys, "preprocess", tmp_path / "scenes", "--out", tmp_path / "cache",
+               "--strides", "1,2", "--flow", "dis-ultrafast", "--no-progress")[0] == 0
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"name": "s", "train": ["scene_000"],
+                                 "validation": ["scene_001"], "test": []}))
+    out = tmp_path / "run"
+    args = ["train", "--data", tmp_path / "cache", "--split", split, "--out", out, "--epochs",
+            "2", "--batch-size", "2", "--samples-per-epoch", "2", "--crop", "32x32",
+            "--composite-fraction", "0", "--workers", "0", "--no-progress"]
+    # Epoch 1 writes last.pt and best.pt; the disk is full when epoch 2 writes last.pt.
+    monkeypatch.setattr(crossnet.checkpoint, "open", _FullDisk(after=2), raising=False)
+    code, _, errors = run(capsys, *args)
+    monkeypatch.undo()
+    assert code == 1
+    _one_error(errors, f"{out / 'last.pt'}: No space left on device")
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    code, _, errors = run(capsys, *args, "--resume")
+    assert code == 0, errors
+    assert load_checkpoint(out / "last.pt")["epoch"] == 2
 
 
 def test_full_disk_while_writing_outputs_of_flow_evaluate_and_synth(inputs, tmp_path, capsys,
