@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import signal
 import sys
@@ -443,15 +444,26 @@ def _bundled_weights():
     return bundled_weights()
 
 
+_HANDLER_PID: int | None = None
+
+
 def _raise_terminated(signum, frame) -> None:
+    if os.getpid() != _HANDLER_PID:
+        # A forked child (a DataLoader worker) inherits the handler; it should die of the
+        # signal as it would have, not print the traceback of an exception.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated
 
 
 def _raise_on_sigterm():
     """Make SIGTERM (``kill PID``) raise :class:`Terminated`, so that writers clean up as they
     do for Ctrl-C; returns the previous handler (None where signals cannot be set here)."""
+    global _HANDLER_PID
     if threading.current_thread() is not threading.main_thread():
         return None
+    _HANDLER_PID = os.getpid()
     return signal.signal(signal.SIGTERM, _raise_terminated)
 
 

@@ -164,12 +164,6 @@ def hofam_saved_bytes_per_pixel(config) -> float:
 
     height = width = 128
     batch = 2
-    generator = torch.Generator().manual_seed(0)
-    inputs = {"frames": torch.rand(batch, 3, height, width, generator=generator),
-              "hop": torch.rand(batch, len(config.strides), 2, height, width,
-                                generator=generator)}
-    if config.use_background:
-        inputs["background"] = torch.rand(batch, 3, height, width, generator=generator)
     storages: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -177,9 +171,18 @@ def hofam_saved_bytes_per_pixel(config) -> float:
         storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
-    model = build_hofam(config).train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model(**inputs)
+    # Measured with autograd on even when called under no_grad or inference_mode, where no
+    # tensor would be saved and the estimate would read zero.
+    with torch.inference_mode(False), torch.enable_grad():
+        generator = torch.Generator().manual_seed(0)
+        inputs = {"frames": torch.rand(batch, 3, height, width, generator=generator),
+                  "hop": torch.rand(batch, len(config.strides), 2, height, width,
+                                    generator=generator)}
+        if config.use_background:
+            inputs["background"] = torch.rand(batch, 3, height, width, generator=generator)
+        model = build_hofam(config).train()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model(**inputs)
     return sum(storages.values()) / (batch * height * width)
 
 
