@@ -66,17 +66,20 @@ class PreprocessSummary:
 
 
 def collect_sources(inputs: Iterable[str | os.PathLike], *, size: tuple[int, int] | None,
-                    failed: list[tuple[str, str]]) -> list[Source]:
+                    failed: list[tuple[str, str]],
+                    exclude: str | os.PathLike | None = None) -> list[Source]:
     """Every video, frame folder and scene under ``inputs``, in a stable order.
 
     A file is a video; a folder is a scene (or several, for the HOFAM demo layout), a folder of
     frames, or else a folder searched recursively for videos, scenes and frame folders. Inputs
-    that cannot be opened are appended to ``failed`` and left out.
+    that cannot be opened are appended to ``failed`` and left out. ``exclude`` (the output
+    folder) is never searched: its preview pictures are not a folder of frames.
     """
     sources: list[Source] = []
+    skip = Path(exclude).resolve() if exclude is not None else None
     for spec in inputs:
         try:
-            found = _sources_under(Path(spec), size=size, top=True, failed=failed)
+            found = _sources_under(Path(spec), size=size, top=True, failed=failed, skip=skip)
         except (InputError, OSError) as error:
             failed.append((str(spec), one_line(error)))
             continue
@@ -88,7 +91,8 @@ def collect_sources(inputs: Iterable[str | os.PathLike], *, size: tuple[int, int
     return sources
 
 
-def _sources_under(path: Path, *, size, top: bool, failed: list[tuple[str, str]]) -> list:
+def _sources_under(path: Path, *, size, top: bool, failed: list[tuple[str, str]],
+                   skip: Path | None = None) -> list:
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_file():
@@ -105,9 +109,10 @@ def _sources_under(path: Path, *, size, top: bool, failed: list[tuple[str, str]]
     found = []
     before = len(failed)
     for child in sorted(path.iterdir()):
-        if not child.name.startswith("."):
+        if not child.name.startswith(".") and child.resolve() != skip:
             try:
-                found.extend(_sources_under(child, size=size, top=False, failed=failed))
+                found.extend(_sources_under(child, size=size, top=False, failed=failed,
+                                            skip=skip))
             except OSError as error:  # an unreadable subfolder fails alone
                 failed.append((str(child), one_line(error)))
     if top and not found and len(failed) == before:
@@ -275,7 +280,7 @@ def preprocess(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, 
                    hint="choose a smaller --size or --batch-frames",
                    device=getattr(backend, "device", "cpu"))
     summary = PreprocessSummary()
-    sources = collect_sources(inputs, size=size, failed=summary.failed)
+    sources = collect_sources(inputs, size=size, failed=summary.failed, exclude=out_dir)
     named = shard_for_rank(list(zip(sources, unique_cache_names(sources))))
     for source, name in tqdm(named, desc="videos", unit="video", disable=not progress):
         cache_path = cache_path_for(out_dir, name)

@@ -508,6 +508,17 @@ def test_a_batch_of_scenes_scores_the_good_ones_and_lists_the_bad(inputs, tmp_pa
     assert any("gt000002.png" in reason for reason in document["failed"].values())
 
 
+def test_an_output_folder_inside_the_input_folder_is_not_read_as_input(inputs, tmp_path,
+                                                                       capsys):
+    videos = tmp_path / "videos"
+    write_video(videos / "clip.mp4", 4)
+    args = ["preprocess", videos, "--out", videos / "cache", "--strides", "1,2", "--flow",
+            "dis-ultrafast", "--preview", "--no-progress"]
+    assert run(capsys, *args)[0] == 0
+    code, stdout, errors = run(capsys, *args)  # the previews there are not a frame folder
+    assert code == 0 and errors == [] and "1 skipped" in stdout
+
+
 def test_a_batch_whose_every_input_fails_writes_nothing(inputs, tmp_path, capsys):
     code, stdout, _ = run(capsys, "evaluate", inputs / "gt_size", "--json",
                                tmp_path / "s.json", "--no-progress")
