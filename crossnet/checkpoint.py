@@ -17,11 +17,15 @@ is always whole.
 
 from __future__ import annotations
 
+import io
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from flow.safe_load import load_weights_only
 
 CHECKPOINT_FORMAT = "crossnet-hofam"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -33,14 +37,35 @@ _DESCRIPTIONS = {CHECKPOINT_FORMAT: "crossnet segmentation",
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any], *,
                     checkpoint_format: str = CHECKPOINT_FORMAT) -> Path:
-    """Write ``checkpoint`` atomically (temporary file + ``os.replace``), adding the format keys."""
+    """Write ``checkpoint`` atomically, adding the format keys.
+
+    The file is serialised in memory first, then written to a temporary file in the same
+    folder, ``fsync``ed and renamed over ``path``: a checkpoint on disk is always whole, even
+    after a kill or a power cut, and a failed write (a full disk) leaves the previous one.
+
+    Raises:
+        OSError: the file could not be written (``path`` keeps its previous content). Written
+            through Python's own file I/O, so a full disk reads as ``ENOSPC`` with the file
+            name, not as one of torch's serialiser errors.
+    """
     path = Path(path)
     document = {"format": checkpoint_format, "format_version": CHECKPOINT_FORMAT_VERSION,
                 **checkpoint}
-    temporary = path.with_name(f".{path.name}.tmp")
+    buffer = io.BytesIO()
+    torch.save(document, buffer)
+    # A hidden, unique temporary name (a killed writer's leftover never collides with a live
+    # one); pipelines.outputs.remove_stale_temporaries recognises the pattern.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        torch.save(document, temporary)
+        with open(temporary, "wb") as handle:
+            handle.write(buffer.getbuffer())
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        if error.filename is None and error.errno is not None:  # write() names no file
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
     finally:
         temporary.unlink(missing_ok=True)
     return path
@@ -56,13 +81,7 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         FileNotFoundError: no such file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    try:
-        document = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for foreign or damaged files
-        raise ValueError(f"{path}: not a readable checkpoint ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else ''})") from error
+    document = load_weights_only(path, map_location=map_location)
     if not isinstance(document, dict) or document.get("format") != checkpoint_format:
         description = _DESCRIPTIONS.get(checkpoint_format, repr(checkpoint_format))
         raise ValueError(f"{path}: not a {description} checkpoint")

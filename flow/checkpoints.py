@@ -46,6 +46,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from flow.safe_load import load_weights_only
+
 PRINCETON = "princeton"
 TORCHVISION = "torchvision"
 
@@ -303,7 +305,7 @@ def _read_state_dict(
     entry (the usual wrappers of training checkpoints).
     """
     if isinstance(checkpoint, (str, Path)):
-        loaded = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+        loaded = load_weights_only(checkpoint)
     else:
         loaded = checkpoint
     if not isinstance(loaded, Mapping):

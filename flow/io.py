@@ -86,8 +86,10 @@ def _write_bytes_atomically(path: Path, data: bytes) -> None:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
         os.replace(temporary_name, path)
-    except BaseException:
+    except BaseException as error:
         Path(temporary_name).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None and error.errno is not None:
+            raise OSError(error.errno, error.strerror, str(path)) from error  # name the file
         raise
 
 

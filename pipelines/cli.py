@@ -8,20 +8,28 @@ exit non-zero; ``crossnet --debug ...`` shows the traceback instead.
 from __future__ import annotations
 
 import logging
+import math
+import os
+import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 import click
 import numpy as np
 
 import crossnet
-from pipelines.errors import InputError, TrainingDiverged
+from pipelines.errors import InputError, Terminated, TrainingDiverged, one_line
 
 logger = logging.getLogger(__name__)
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -49,6 +57,22 @@ def _size_option(ctx, param, value):
     return parse_size(value)
 
 
+def _device_option(ctx, param, value):
+    if not _DEVICE.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not auto, cpu, cuda or cuda:N")
+    return value
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that also refuses nan and inf (which pass click's range comparisons)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def _strides_option(ctx, param, value):
     return parse_strides(value)
 
@@ -62,8 +86,8 @@ FLOW_CHOICES = ("dis-ultrafast", "dis-fast", "dis-medium", "farneback", "raft-sm
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details (INFO level).")
 def cli(debug: bool, verbose: bool) -> None:
     """Cross-scene background subtraction: from raw video to foreground masks."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
 @cli.command()
@@ -77,26 +101,36 @@ def cli(debug: bool, verbose: bool) -> None:
               help="Flow backend for crossnet (default: the one the model was trained with).")
 @click.option("--size", default=None, callback=_size_option,
               help="crossnet processing size WIDTHxHEIGHT (default: each scene's own size).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--device", default="auto", show_default=True, callback=_device_option,
+              help="auto, cpu or cuda[:N].")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the scores to this JSON file.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
               help="Also write a markdown report with error pictures per scene to this folder.")
 @click.option("--pictures", default=3, show_default=True, type=click.IntRange(min=1),
               help="Error pictures per scene and method in --report.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing --json file or --report.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], weights: str | None,
              flow_name: str | None, size: tuple[int, int] | None, device: str,
-             json_path: str | None, report_dir: str | None, pictures: int,
+             json_path: str | None, report_dir: str | None, pictures: int, overwrite: bool,
              no_progress: bool) -> None:
     """Score methods on benchmark SCENES (CDnet-2014 rules) and print a per-scene table.
 
     Each SCENE is a scene folder (CDnet/SBI, UCSD, Wallflower, HOFAM demo layouts) or a folder
-    holding scene folders at any depth.
+    holding scene folders at any depth. A scene that cannot be read or scored is reported and
+    the others still finish (exit status 1 if any failed).
     """
     from pipelines.evaluate import ModelMethod, format_table, write_json
     from pipelines.evaluate import evaluate as run_evaluation
+    from pipelines.outputs import check_output_file
+    from pipelines.report import check_report_folder
 
+    if json_path:  # before any work: a wrong path must not cost the whole evaluation
+        check_output_file(json_path, overwrite=overwrite, option="--json")
+    if report_dir:
+        check_report_folder(report_dir, overwrite=overwrite)
     model = None
     if "crossnet" in methods:
         from flow.backends import make_hop_backend, resolve_device
@@ -107,17 +141,25 @@ def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], weights: str | N
         backend = make_hop_backend(flow_name or segmentation.flow_backend, device=str(run_device))
         model = ModelMethod(segmentation=segmentation, backend=backend, size=size,
                             device=str(run_device))
+    failed: list[tuple[str, str]] = []
     reports = run_evaluation(scenes, list(dict.fromkeys(methods)), model=model,
                              progress=not no_progress,
-                             pictures_per_scene=pictures if report_dir else 0)
-    click.echo(format_table(reports))
-    if json_path:
-        write_json(reports, json_path)
-        click.echo(f"wrote {json_path}")
-    if report_dir:
-        from pipelines.report import write_report
+                             pictures_per_scene=pictures if report_dir else 0, failed=failed)
+    scored = len(reports[0].scenes) if reports else 0
+    if scored:
+        click.echo(format_table(reports))
+        if json_path:
+            write_json(reports, json_path, failed=failed)
+            click.echo(f"wrote {json_path}")
+        if report_dir:
+            from pipelines.report import write_report
 
-        click.echo(f"wrote {write_report(reports, report_dir)}")
+            click.echo(f"wrote {write_report(reports, report_dir)}")
+    if failed:
+        for _, reason in failed:
+            click.echo(f"crossnet: error: {reason}", err=True)
+        click.echo(f"{scored} scene(s) scored, {len(failed)} failed")
+        raise click.exceptions.Exit(EXIT_ERROR)
 
 
 @cli.command()
@@ -131,13 +173,15 @@ def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], weights: str | N
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed (deterministic).")
 @click.option("--strides", default="1,4,8", show_default=True, callback=_strides_option,
               help="Strides k of the ground-truth flow from frame t to frame t-k.")
-@click.option("--fps", default=25.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
-              help="Frame rate of the written .mp4.")
+@click.option("--fps", default=25.0, show_default=True,
+              type=FiniteFloatRange(min=0, min_open=True), help="Frame rate of the written .mp4.")
 @click.option("--dynamic-background/--no-dynamic-background", default=True, show_default=True,
               help="Add rippling background regions (background, with exact flow).")
-@click.option("--jitter", default=0.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--jitter", default=0.0, show_default=True, type=FiniteFloatRange(min=0),
               help="Camera jitter amplitude in pixels (0 = static camera).")
-@click.option("--overwrite", is_flag=True, help="Regenerate scenes that already exist in OUT.")
+@click.option("--overwrite", is_flag=True,
+              help="Regenerate scenes that already exist in OUT (by default a complete scene "
+                   "made with the same settings is kept, one made with others is refused).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def synth(out: str, num_scenes: int, num_frames: int, size: tuple[int, int], seed: int,
           strides: tuple[int, ...], fps: float, dynamic_background: bool, jitter: float,
@@ -171,13 +215,16 @@ def synth(out: str, num_scenes: int, num_frames: int, size: tuple[int, int], see
                    "weights.pt) for raft-* backends; default: the bundled weights.")
 @click.option("--size", default=None, callback=_size_option,
               help="Stored size WIDTHxHEIGHT (default: each video's own size).")
-@click.option("--max-frames", type=click.IntRange(min=1), help="Stop each video after N frames.")
-@click.option("--device", default="auto", show_default=True,
+@click.option("--max-frames", type=click.IntRange(min=2),
+              help="Stop each video after N frames (at least 2).")
+@click.option("--device", default="auto", show_default=True, callback=_device_option,
               help="auto, cpu or cuda[:N] (classical backends always run on the CPU).")
 @click.option("--batch-frames", default=8, show_default=True, type=click.IntRange(min=1),
               help="Frames whose flow pairs are estimated in one batch.")
 @click.option("--preview", is_flag=True, help="Also write <name>_preview.png: frame | flow per stride.")
-@click.option("--overwrite", is_flag=True, help="Rebuild caches that are already complete.")
+@click.option("--overwrite", is_flag=True,
+              help="Rebuild caches that are already complete (also those made with other "
+                   "settings, which are otherwise refused).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def preprocess(inputs: tuple[str, ...], out_dir: str, strides: tuple[int, ...], flow_name: str,
                weights: str | None, size: tuple[int, int] | None, max_frames: int | None,
@@ -219,24 +266,40 @@ def preprocess(inputs: tuple[str, ...], out_dir: str, strides: tuple[int, ...], 
               help="Also write the flow colour-coded (Middlebury wheel) to this PNG.")
 @click.option("--weights", type=click.Path(dir_okay=False),
               help="RAFT checkpoint for raft-* (default: the bundled weights).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--device", default="auto", show_default=True, callback=_device_option,
+              help="auto, cpu or cuda[:N].")
+@click.option("--overwrite", is_flag=True, help="Replace --out and --png if they exist.")
 def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
-                 png_path: str | None, weights: str | None, device: str) -> None:
+                 png_path: str | None, weights: str | None, device: str,
+                 overwrite: bool) -> None:
     """Optical flow from IMAGE1 to IMAGE2, written as .flo.
 
     Convention: pixel x of IMAGE1 lies at x + flow(x) in IMAGE2.
     """
+    from pathlib import Path
+
     import torch
 
     from flow.backends import make_hop_backend
     from flow.colour import flow_to_colour
     from flow.io import write_flo
     from pipelines.imageio import read_image_rgb, write_png_atomic
+    from pipelines.memory import check_fits, flow_bytes, format_size
+    from pipelines.outputs import check_output_file
 
+    check_output_file(out_path, overwrite=overwrite, option="--out")
+    if png_path:
+        if Path(png_path).resolve() == Path(out_path).resolve():
+            raise click.BadParameter("names the same file as --out", param_hint="--png")
+        check_output_file(png_path, overwrite=overwrite, option="--png")
     first, second = read_image_rgb(image1), read_image_rgb(image2)
     if first.shape != second.shape:
         raise InputError(f"{image2}: size {second.shape[1]}x{second.shape[0]} differs from "
                          f"{image1}: {first.shape[1]}x{first.shape[0]}")
+    size = (first.shape[1], first.shape[0])
+    check_fits(flow_bytes(size, strides=(1,), batch_frames=1, backend=backend_name),
+               what=f"flow at {format_size(size)} with {backend_name}",
+               hint="use smaller images or a classical backend")
     backend = make_hop_backend(backend_name, weights=weights, device=device)
     frames = torch.from_numpy(np.stack([first, second])).permute(0, 3, 1, 2)
     encoded = backend.encode(frames)
@@ -258,14 +321,14 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
 @click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
               help="Samples per step and process.")
-@click.option("--lr", default=2e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--lr", default=2e-3, show_default=True, type=FiniteFloatRange(min=0, min_open=True),
               help="Peak learning rate (one-cycle schedule, AdamW).")
 @click.option("--samples-per-epoch", default=2000, show_default=True,
               type=click.IntRange(min=1), help="Scene-balanced samples drawn per epoch.")
 @click.option("--crop", default="160x160", show_default=True, callback=_size_option,
               help="Training crop WIDTHxHEIGHT.")
 @click.option("--composite-fraction", default=0.3, show_default=True,
-              type=click.FloatRange(0, 1), help="Share of composited samples.")
+              type=FiniteFloatRange(0, 1), help="Share of composited samples.")
 @click.option("--flow-encoding", default="uvm", show_default=True,
               type=click.Choice(["uvm", "magnitude"]), help="How the 3D-HOP enters the model.")
 @click.option("--background/--no-background", default=True, show_default=True,
@@ -281,11 +344,14 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
               help="Data-loading worker processes per training process.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--overwrite", is_flag=True,
+              help="Discard the run in --out (last.pt, best.pt, log) and start a new one.")
+@click.option("--device", default="auto", show_default=True, callback=_device_option,
+              help="auto, cpu or cuda[:N].")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_epoch, crop,
           composite_fraction, flow_encoding, background, cmdff, attention, size_balanced, amp,
-          workers, seed, resume, device, no_progress) -> None:
+          workers, seed, resume, overwrite, device, no_progress) -> None:
     """Train the HOFAM segmentation model on cached 3D-HOP stacks and masks.
 
     Trains on the split's training scenes (plus composites), reports validation F per epoch on
@@ -297,6 +363,9 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
     from pipelines.train import TrainConfig
     from pipelines.train import train as run_training
 
+    if resume and overwrite:
+        raise click.UsageError("--resume continues the run in --out, --overwrite discards it: "
+                               "give one of them")
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, samples_per_epoch=samples_per_epoch,
         crop_size=(crop[1], crop[0]), composite_fraction=composite_fraction, amp=amp,
@@ -305,7 +374,7 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
                           attention=attention),
         loss=LossConfig(size_balanced=size_balanced))
     best = run_training(data_dirs, split_path, out_dir, config, device=device, resume=resume,
-                        progress=not no_progress)
+                        overwrite=overwrite, progress=not no_progress)
     click.echo(f"best checkpoint: {best}")
 
 
@@ -386,12 +455,13 @@ def train_flow(stage, out_dir, data_dirs, model_config, steps, batch_size, lr, c
 @click.option("--size", default=None, callback=_size_option,
               help="Processing size WIDTHxHEIGHT; masks are written at the input's size.")
 @click.option("--threshold", default=None,
-              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
               help="Foreground probability threshold (default: the model's, picked on "
                    "validation scenes in training).")
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1),
               help="Frames per flow/model batch.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--device", default="auto", show_default=True, callback=_device_option,
+              help="auto, cpu or cuda[:N].")
 @click.option("--video", "video_path", type=click.Path(dir_okay=False),
               help="Also write the masks as an mp4.")
 @click.option("--overlay", "overlay_path", type=click.Path(dir_okay=False),
@@ -399,7 +469,10 @@ def train_flow(stage, out_dir, data_dirs, model_config, steps, batch_size, lr, c
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
               help="Reuse the source's 3D-HOP cache in this folder (as `crossnet preprocess` "
                    "writes it), or write it while segmenting, so a second run skips the flow.")
-@click.option("--overwrite", is_flag=True, help="Rewrite masks that already exist in --out.")
+@click.option("--overwrite", is_flag=True,
+              help="Delete the masks in --out and replace --video/--overlay. Without it, a "
+                   "rerun of the same command continues an interrupted one, and masks of "
+                   "another source or other settings are refused.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
             size: tuple[int, int] | None, threshold: float | None, batch_size: int, device: str,
@@ -423,7 +496,13 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
         video=Path(video_path) if video_path else None,
         overlay=Path(overlay_path) if overlay_path else None, overwrite=overwrite,
         progress=not no_progress, cache_dir=Path(cache_dir) if cache_dir else None)
-    click.echo(f"{summary.frames} masks in {summary.mask_dir} ({summary.fps:.1f} frames/s)")
+    if summary.written == 0:
+        click.echo(f"{summary.frames} masks in {summary.mask_dir} (already complete)")
+    elif summary.kept:
+        click.echo(f"{summary.frames} masks in {summary.mask_dir} ({summary.written} new, "
+                   f"{summary.kept} kept from the interrupted run; {summary.fps:.1f} frames/s)")
+    else:
+        click.echo(f"{summary.frames} masks in {summary.mask_dir} ({summary.fps:.1f} frames/s)")
     for path in (summary.video, summary.overlay):
         if path is not None:
             click.echo(f"wrote {path}")
@@ -435,6 +514,29 @@ def _bundled_weights():
     return bundled_weights()
 
 
+_HANDLER_PID: int | None = None
+
+
+def _raise_terminated(signum, frame) -> None:
+    if os.getpid() != _HANDLER_PID:
+        # A forked child (a DataLoader worker) inherits the handler; it should die of the
+        # signal as it would have, not print the traceback of an exception.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated
+
+
+def _raise_on_sigterm():
+    """Make SIGTERM (``kill PID``) raise :class:`Terminated`, so that writers clean up as they
+    do for Ctrl-C; returns the previous handler (None where signals cannot be set here)."""
+    global _HANDLER_PID
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _HANDLER_PID = os.getpid()
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (also the console script's entry point).
 
@@ -443,32 +545,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    previous_handler = _raise_on_sigterm()
     try:
         code = cli.main(args=args, prog_name="crossnet", standalone_mode=False)
     except click.exceptions.Exit as stop:
         return stop.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # Everything written so far is whole (atomic renames, committed cache frames), so
+        # the same command run again continues where this one stopped.
         click.echo("crossnet: interrupted", err=True)
         return EXIT_INTERRUPTED
+    except Terminated:
+        click.echo("crossnet: terminated", err=True)
+        return EXIT_TERMINATED
     except click.ClickException as error:
         if debug:
             raise
         error.show()
         return error.exit_code
-    except KeyboardInterrupt:
-        click.echo("crossnet: interrupted", err=True)
-        return EXIT_INTERRUPTED
     except (InputError, OSError, ValueError, TrainingDiverged) as error:
         if debug:
             raise
-        click.echo(f"crossnet: error: {error}", err=True)
+        click.echo(f"crossnet: error: {one_line(error)}", err=True)
         return EXIT_ERROR
     except Exception as error:  # the last line of defence for a CLI user
         if debug:
             raise
-        click.echo(f"crossnet: internal error: {type(error).__name__}: {error} "
+        click.echo(f"crossnet: internal error: {type(error).__name__}: {one_line(error)} "
                    "(rerun with --debug for the traceback)", err=True)
         return EXIT_ERROR
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     # Without standalone mode click returns the code of a command that exits early, else the
     # command's own return value (None).
     return code if isinstance(code, int) else 0

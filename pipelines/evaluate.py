@@ -16,7 +16,6 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -24,11 +23,16 @@ from tqdm import tqdm
 from crossnet.metrics import VideoScorer, mean_scores
 from pipelines.baselines import BASELINE_NAMES, OpenCVSubtractor
 from pipelines.error_pictures import error_picture, picture_frame_numbers
+from pipelines.errors import InputError, one_line
+from pipelines.outputs import write_text_atomic
 from pipelines.scenes import Scene, find_scenes
 
 logger = logging.getLogger(__name__)
 
 METHOD_NAMES = ("crossnet", *BASELINE_NAMES)
+
+MIN_FRAMES = 2
+"""Fewest frames a scene needs: a background model learns the scene from earlier frames."""
 
 # The columns printed in the table, in order; every score is in the JSON.
 _TABLE_COLUMNS = ("Re", "Pr", "F", "PWC", "fps")
@@ -151,7 +155,8 @@ def evaluate_scene(scene: Scene, method: str, *, model: ModelMethod | None = Non
 
 def evaluate(paths: Iterable[str | os.PathLike], methods: Sequence[str], *,
              model: ModelMethod | None = None, progress: bool = True,
-             pictures_per_scene: int = 0) -> list[MethodReport]:
+             pictures_per_scene: int = 0,
+             failed: list[tuple[str, str]] | None = None) -> list[MethodReport]:
     """Score each method on every scene found under ``paths``, side by side on the same frames.
 
     Args:
@@ -161,12 +166,16 @@ def evaluate(paths: Iterable[str | os.PathLike], methods: Sequence[str], *,
         progress: show progress bars.
         pictures_per_scene: error pictures to draw per scene and method, of frames spread
             evenly over the scored ones (for :func:`pipelines.report.write_report`).
+        failed: where given (a batch), a path or scene that cannot be read or scored is
+            appended to it as ``(path, one-line reason)``, left out of every report, and the
+            other scenes still run; without it, the first such error is raised.
 
     Returns:
-        One report per method, in the order given.
+        One report per method, in the order given; every report lists the same scenes.
 
     Raises:
-        pipelines.errors.InputError: a path holds no scene or a scene cannot be read.
+        pipelines.errors.InputError: a path holds no scene, a scene cannot be read or has
+            fewer than 2 frames, or would not fit in memory (only without ``failed``).
         ValueError: an unknown method name.
     """
     for method in methods:  # fail on a bad method before any work is done
@@ -175,15 +184,49 @@ def evaluate(paths: Iterable[str | os.PathLike], methods: Sequence[str], *,
                 raise ValueError("the crossnet method needs a model (weights)")
         else:
             make_method(method)
-    scenes = find_scenes(paths)
+    scenes = find_scenes(paths, failed=failed)
     reports = [MethodReport(method) for method in methods]
     for scene in tqdm(scenes, desc="scenes", unit="scene", disable=not progress or len(scenes) < 2):
         numbers = [f.number for f in scene.files if f.ground_truth is not None]
         chosen = set(picture_frame_numbers(numbers, scene.temporal_roi, pictures_per_scene))
-        for report in reports:
-            report.scenes.append(evaluate_scene(scene, report.method, model=model,
-                                                progress=progress, picture_frames=chosen))
+        try:
+            _check_scene(scene, methods, model)
+            # Every method first, then the reports: a scene that fails for one method is left
+            # out of all of them, so the reports stay side by side.
+            results = [evaluate_scene(scene, method, model=model, progress=progress,
+                                      picture_frames=chosen) for method in methods]
+        except Exception as error:  # one bad scene must not stop the batch
+            if failed is None:
+                raise
+            failed.append((scene.path, _failure_line(error, scene)))
+            continue
+        for report, result in zip(reports, results, strict=True):
+            report.scenes.append(result)
     return reports
+
+
+def _check_scene(scene: Scene, methods: Sequence[str], model: ModelMethod | None) -> None:
+    """Refuse, before running, a scene too short to have motion or too big for memory."""
+    if scene.num_frames < MIN_FRAMES:
+        raise InputError(f"{scene.path}: {scene.num_frames} frame(s); a background model needs "
+                         f"at least {MIN_FRAMES}")
+    if "crossnet" in methods and model is not None:
+        from pipelines.memory import check_fits, format_size, segment_bytes
+
+        size = model.size or scene.frame_size
+        check_fits(segment_bytes(model.segmentation.config, size, batch_frames=4,
+                                 backend=model.backend.name, native_size=scene.frame_size),
+                   what=f"crossnet on {scene.path} at {format_size(size)}",
+                   hint="choose a smaller --size", device=model.device)
+
+
+def _failure_line(error: Exception, scene: Scene) -> str:
+    """One line for a failed scene that names it; unexpected errors keep their type."""
+    logger.debug("evaluation failed for %s", scene.path, exc_info=error)  # shown with --debug
+    text = one_line(error)
+    if not isinstance(error, (InputError, ValueError, OSError)):
+        text = f"internal error: {type(error).__name__}: {text}"
+    return text if scene.path in text else f"{scene.path}: {text}"
 
 
 def format_table(reports: Sequence[MethodReport]) -> str:
@@ -214,23 +257,23 @@ def _format_number(value: float) -> str:
     return f"{value:7.4f}" if abs(value) < 10 else f"{value:7.2f}"
 
 
-def write_json(reports: Sequence[MethodReport], path: str | os.PathLike) -> None:
+def write_json(reports: Sequence[MethodReport], path: str | os.PathLike, *,
+               failed: Sequence[tuple[str, str]] = ()) -> None:
     """Write the results as JSON, atomically.
 
     One method: ``{"method": name, "scenes": {scene: {"Re", "Pr", "F", "PWC", "Sp", "FPR", "FNR",
     "Dice", "frames", "fps"}}, "mean": {...}}``. Several methods:
     ``{"methods": {name: {"scenes": ..., "mean": ...}}}``. Undefined scores (NaN) are written as
-    ``null`` so the file is strict JSON.
+    ``null`` so the file is strict JSON. Scenes that failed, if any, are listed under
+    ``"failed": {path: reason}``.
     """
     if len(reports) == 1:
         document = {"method": reports[0].method, **reports[0].to_dict()}
     else:
         document = {"methods": {report.method: report.to_dict() for report in reports}}
-    text = json.dumps(_nan_to_none(document), indent=2)
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text + "\n")
-    os.replace(temporary, path)
+    if failed:
+        document["failed"] = dict(failed)
+    write_text_atomic(path, json.dumps(_nan_to_none(document), indent=2) + "\n")
 
 
 def _nan_to_none(value):

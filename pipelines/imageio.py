@@ -8,13 +8,13 @@ bit depth. Unreadable files raise :class:`~pipelines.errors.InputError` naming t
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from pipelines.errors import InputError
+from pipelines.outputs import write_bytes_atomic
 
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -30,9 +30,15 @@ def is_image_file(path: str | os.PathLike) -> bool:
 def _imread_unchanged(path: str | os.PathLike) -> np.ndarray:
     """Decodes ``path`` with all channels and its own bit depth, or raises InputError."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an image file")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:  # e.g. a damaged header that announces a gigantic image
+        reason = getattr(error, "err", "") or str(error).strip()
+        raise InputError(f"{path}: not a readable image (OpenCV: {reason})") from None
     if image is None or image.size == 0:
         raise InputError(f"{path}: not a readable image (OpenCV could not decode it)")
     return image
@@ -127,6 +133,7 @@ def write_png_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
 
     Raises:
         ValueError: ``array`` has an unsupported shape or dtype, or PNG encoding failed.
+        OSError: the file could not be written (``path`` keeps its old content, if any).
     """
     path = Path(path)
     if array.dtype not in (np.uint8, np.uint16):
@@ -138,13 +145,4 @@ def write_png_atomic(path: str | os.PathLike, array: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", array)
     if not ok:
         raise ValueError(f"{path}: OpenCV could not encode an array of shape {array.shape}")
-    # A unique name opened with "xb" (not tempfile.mkstemp, which creates mode 0600) so the
-    # final file gets the usual umask permissions.
-    temporary = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(temporary, "xb") as file:
-            file.write(encoded.tobytes())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, encoded.tobytes())

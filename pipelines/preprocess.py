@@ -33,12 +33,23 @@ from flow.cache import (
 )
 from flow.colour import flow_to_colour
 from flow.hop import build_hops, check_strides
-from pipelines.errors import InputError
+from pipelines.errors import InputError, one_line
 from pipelines.imageio import write_png_atomic
+from pipelines.memory import check_fits, flow_bytes, format_size
+from pipelines.outputs import prepare_output_folder
 from pipelines.scenes import find_scenes, is_scene
-from pipelines.sources import FrameFolderSource, Source, VideoSource, list_image_files
+from pipelines.sources import (
+    FrameFolderSource,
+    Source,
+    VideoSource,
+    list_image_files,
+    source_identity,
+)
 
 logger = logging.getLogger(__name__)
+
+MIN_FRAMES = 2
+"""Fewest frames a video needs: one frame has no motion, so no 3D-HOP."""
 
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
@@ -55,19 +66,22 @@ class PreprocessSummary:
 
 
 def collect_sources(inputs: Iterable[str | os.PathLike], *, size: tuple[int, int] | None,
-                    failed: list[tuple[str, str]]) -> list[Source]:
+                    failed: list[tuple[str, str]],
+                    exclude: str | os.PathLike | None = None) -> list[Source]:
     """Every video, frame folder and scene under ``inputs``, in a stable order.
 
     A file is a video; a folder is a scene (or several, for the HOFAM demo layout), a folder of
     frames, or else a folder searched recursively for videos, scenes and frame folders. Inputs
-    that cannot be opened are appended to ``failed`` and left out.
+    that cannot be opened are appended to ``failed`` and left out. ``exclude`` (the output
+    folder) is never searched: its preview pictures are not a folder of frames.
     """
     sources: list[Source] = []
+    skip = Path(exclude).resolve() if exclude is not None else None
     for spec in inputs:
         try:
-            found = _sources_under(Path(spec), size=size, top=True)
-        except InputError as error:
-            failed.append((str(spec), str(error)))
+            found = _sources_under(Path(spec), size=size, top=True, failed=failed, skip=skip)
+        except (InputError, OSError) as error:
+            failed.append((str(spec), one_line(error)))
             continue
         for item in found:
             if isinstance(item, tuple):
@@ -77,7 +91,8 @@ def collect_sources(inputs: Iterable[str | os.PathLike], *, size: tuple[int, int
     return sources
 
 
-def _sources_under(path: Path, *, size, top: bool) -> list:
+def _sources_under(path: Path, *, size, top: bool, failed: list[tuple[str, str]],
+                   skip: Path | None = None) -> list:
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_file():
@@ -85,14 +100,22 @@ def _sources_under(path: Path, *, size, top: bool) -> list:
             return [_guarded(lambda: VideoSource(path, size=size), path)]
         return []
     if is_scene(path):
-        return list(find_scenes([path], size=size))
+        before = len(failed)
+        scenes = find_scenes([path], size=size, failed=failed)
+        # A malformed scene is a failed input, not an empty folder.
+        return scenes if scenes or len(failed) > before else []
     if list_image_files(path):
         return [_guarded(lambda: FrameFolderSource(path, size=size), path)]
     found = []
+    before = len(failed)
     for child in sorted(path.iterdir()):
-        if not child.name.startswith("."):
-            found.extend(_sources_under(child, size=size, top=False))
-    if top and not found:
+        if not child.name.startswith(".") and child.resolve() != skip:
+            try:
+                found.extend(_sources_under(child, size=size, top=False, failed=failed,
+                                            skip=skip))
+            except OSError as error:  # an unreadable subfolder fails alone
+                failed.append((str(child), one_line(error)))
+    if top and not found and len(failed) == before:
         raise InputError(f"{path}: no video, frame folder or scene under it")
     return found
 
@@ -101,8 +124,8 @@ def _guarded(open_source, path: Path):
     """Open a source; an unreadable one becomes a (path, reason) failure instead."""
     try:
         return open_source()
-    except InputError as error:
-        return (str(path), str(error))
+    except (InputError, OSError) as error:
+        return (str(path), one_line(error))
 
 
 def unique_cache_names(sources: Sequence[Source]) -> list[str]:
@@ -126,39 +149,44 @@ def shard_for_rank(items: Sequence, *, rank: int | None = None,
     return list(items[rank::world_size])
 
 
-def source_identity(source: Source) -> tuple[int, float]:
-    """(size in bytes, latest mtime) of a source's file, or of all files under its folder."""
-    path = Path(source.path)
-    if path.is_file():
-        stat = path.stat()
-        return stat.st_size, stat.st_mtime
-    files = [p for p in path.rglob("*") if p.is_file()]
-    stats = [p.stat() for p in files]
-    return sum(s.st_size for s in stats), max((s.st_mtime for s in stats), default=0.0)
-
-
 def preprocess_source(source: Source, cache_path: Path, *, backend, strides: Sequence[int],
                       max_frames: int | None = None, batch_frames: int = 8,
                       overwrite: bool = False, progress: bool = True) -> bool:
     """Write the cache of one source. Returns False when a complete cache was already there.
 
     Raises:
-        InputError: the source cannot be read, yields no frame, or a complete cache made with
-            other settings is in the way (without ``overwrite``).
+        InputError: the source cannot be read, has fewer than 2 frames, would not fit in
+            memory, or a complete cache made with other settings is in the way (without
+            ``overwrite``).
     """
     strides = check_strides(strides)
+    if source.num_frames is not None and source.num_frames < MIN_FRAMES:
+        raise InputError(f"{source.path}: {source.num_frames} frame(s); the 3D-HOP needs at "
+                         f"least {MIN_FRAMES} (motion between frames)")
+    check_fits(flow_bytes(source.frame_size, strides=strides, batch_frames=batch_frames,
+                          backend=backend.name,
+                          native_size=getattr(source, "native_size", None)),
+               what=f"{source.path} at {format_size(source.frame_size)}",
+               hint="choose a smaller --size or --batch-frames",
+               device=getattr(backend, "device", "cpu"))
     source_size, source_mtime = source_identity(source)
     info = CacheInfo(strides=strides, backend=backend.name,
                      weights_sha256=getattr(backend, "weights_sha256", ""),
                      size=source.frame_size, source_path=str(source.path),
                      source_size=source_size, source_mtime=source_mtime, fps=source.fps or 0.0,
                      package_version=crossnet.__version__)
-    if is_complete(cache_path) and not overwrite:
-        with CacheReader(cache_path) as reader:
-            if reader.info.same_content_as(info):
-                return False
-        raise InputError(f"{cache_path}: exists, made from other settings or another version "
-                         "of the source; pass --overwrite to rebuild it")
+    if is_complete(cache_path):
+        if not overwrite:
+            with CacheReader(cache_path) as reader:
+                if reader.info.same_content_as(info):
+                    return False
+            raise InputError(f"{cache_path}: exists, made from other settings or another "
+                             "version of the source; pass --overwrite to rebuild it")
+    elif cache_path.exists():
+        # Only a complete cache is ever renamed to this name, so this one was damaged since
+        # (a truncated copy, a full disk): it is rebuilt, and replaced only once complete.
+        logger.warning("%s: not a complete, readable cache (truncated or corrupt); rebuilding it",
+                       cache_path)
     expected = source.num_frames
     if max_frames is not None and expected is not None:
         expected = min(expected, max_frames)
@@ -181,8 +209,11 @@ def preprocess_source(source: Source, cache_path: Path, *, backend, strides: Seq
                 writer.append(frame.number, frame.rgb, stack.numpy(),
                               with_roi(frame.mask, getattr(source, "roi", None)))
                 bar.update()
-        if writer.frames_written == 0:
-            raise InputError(f"{source.path}: no frames to preprocess")
+        if writer.frames_written < MIN_FRAMES:
+            writer.close()
+            writer.partial_path.unlink(missing_ok=True)
+            raise InputError(f"{source.path}: {writer.frames_written} frame(s) decoded; the "
+                             f"3D-HOP needs at least {MIN_FRAMES} (motion between frames)")
         writer.finish()  # os.replace: an old cache under --overwrite is swapped atomically
     return True
 
@@ -238,25 +269,40 @@ def preprocess(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, 
         The summary of this process's share of the inputs.
     """
     strides = check_strides(strides)
-    if max_frames is not None and max_frames < 1:
-        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-    out_dir = Path(out_dir)
+    if max_frames is not None and max_frames < MIN_FRAMES:
+        raise ValueError(f"max_frames must be >= {MIN_FRAMES}, got {max_frames}")
+    out_dir = prepare_output_folder(out_dir)
+    if size is not None:
+        # Once, before any input is opened: opening a scene already resizes its ROI to ``size``.
+        check_fits(flow_bytes(size, strides=strides, batch_frames=batch_frames,
+                              backend=backend.name),
+                   what=f"preprocessing at {format_size(size)}",
+                   hint="choose a smaller --size or --batch-frames",
+                   device=getattr(backend, "device", "cpu"))
     summary = PreprocessSummary()
-    sources = collect_sources(inputs, size=size, failed=summary.failed)
+    sources = collect_sources(inputs, size=size, failed=summary.failed, exclude=out_dir)
     named = shard_for_rank(list(zip(sources, unique_cache_names(sources))))
-    if named:
-        out_dir.mkdir(parents=True, exist_ok=True)
     for source, name in tqdm(named, desc="videos", unit="video", disable=not progress):
         cache_path = cache_path_for(out_dir, name)
+        preview_path = out_dir / f"{name}_preview.png"
         try:
             written = preprocess_source(source, cache_path, backend=backend, strides=strides,
                                         max_frames=max_frames, batch_frames=batch_frames,
                                         overwrite=overwrite, progress=progress)
-            if preview:
-                write_preview(cache_path, out_dir / f"{name}_preview.png")
-        except (InputError, ValueError, OSError, CacheBusyError) as error:
-            logger.debug("preprocess failed for %s", source.path, exc_info=True)
-            summary.failed.append((str(source.path), str(error)))
+            if preview and (written or not preview_path.exists()):
+                write_preview(cache_path, preview_path)
+        except Exception as error:  # noqa: BLE001 - one failed video must not stop the batch
+            summary.failed.append((str(source.path), _failure_line(error, source.path)))
             continue
         (summary.written if written else summary.skipped).append(cache_path)
     return summary
+
+
+def _failure_line(error: Exception, path: str) -> str:
+    """One line for a failed input that names it; unexpected errors keep their type."""
+    expected = isinstance(error, (InputError, ValueError, OSError, CacheBusyError))
+    logger.debug("preprocess failed for %s", path, exc_info=error)  # shown with --debug
+    text = one_line(error)
+    if not expected:
+        text = f"internal error: {type(error).__name__}: {text}"
+    return text if str(path) in text else f"{path}: {text}"

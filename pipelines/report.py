@@ -5,7 +5,8 @@ Layout of DIR::
     report.md                          scores per scene and method, the mean, the pictures
     <scene>/<method>_<NNNNNN>.png      frame | ground truth | prediction (see error_pictures)
 
-Every file is written atomically; rerunning into the same folder replaces the report.
+Every file is written atomically; ``crossnet evaluate`` refuses a folder that holds a report
+unless ``--overwrite`` is given (:func:`check_report_folder`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.error_pictures import GREEN, RED
+from pipelines.errors import InputError
 from pipelines.evaluate import MethodReport
 from pipelines.imageio import write_png_atomic
+from pipelines.outputs import prepare_output_folder, write_text_atomic
 
 REPORT_NAME = "report.md"
 _COLUMNS = ("F", "Re", "Pr", "PWC", "fps")
@@ -43,6 +46,19 @@ def _scores_table(reports: Sequence[MethodReport]) -> list[str]:
                      + " | ".join(_number(mean.get(c, math.nan), 1 if c == "fps" else 3)
                                 for c in _COLUMNS) + " |")
     return lines
+
+
+def check_report_folder(out_dir: str | os.PathLike, *, overwrite: bool) -> Path:
+    """Check, before any work, that a report may be written into ``out_dir``.
+
+    Raises:
+        InputError: the folder holds a report already (without ``overwrite``), or cannot be
+            created or written.
+    """
+    out = prepare_output_folder(out_dir)
+    if (out / REPORT_NAME).exists() and not overwrite:
+        raise InputError(f"{out / REPORT_NAME}: exists; pass --overwrite to replace the report")
+    return out
 
 
 def write_report(reports: Sequence[MethodReport], out_dir: str | os.PathLike, *,
@@ -80,8 +96,4 @@ def write_report(reports: Sequence[MethodReport], out_dir: str | os.PathLike, *,
                 lines.append(f"![{first.scene} {report.method} frame {number}]"
                              f"({first.scene}/{name})")
             lines.append("")
-    path = out / REPORT_NAME
-    temporary = path.with_name(f".{REPORT_NAME}.{os.getpid()}.tmp")
-    temporary.write_text("\n".join(lines) + "\n")
-    os.replace(temporary, path)
-    return path
+    return write_text_atomic(out / REPORT_NAME, "\n".join(lines) + "\n")

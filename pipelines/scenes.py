@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import re
 from collections import Counter
@@ -36,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipelines.errors import InputError
+from pipelines.errors import InputError, one_line
 from pipelines.imageio import read_image_rgb, read_label_mask
 from pipelines.sources import (
     Frame,
@@ -123,6 +124,11 @@ class Scene:
     def frame_numbers(self) -> tuple[int, ...]:
         """The frame numbers, sorted."""
         return tuple(entry.number for entry in self.files)
+
+    @property
+    def frame_files(self) -> tuple[Path, ...]:
+        """The image files of the frames, in order."""
+        return tuple(entry.image for entry in self.files)
 
     @property
     def gt_numbers(self) -> tuple[int, ...]:
@@ -305,7 +311,7 @@ def _load_folder_scene(
     if not frames:
         raise InputError(f"{frame_folder}: no image files (the scene has no frames)")
     native_size = _native_size(frames[0][1])
-    return Scene(
+    scene = Scene(
         name=path.resolve().name,
         path=str(path),
         layout=layout,
@@ -315,6 +321,29 @@ def _load_folder_scene(
         roi=_read_roi(path / "ROI.bmp", native_size=native_size, size=size),
         temporal_roi=_read_temporal_roi(path / "temporalROI.txt"),
     )
+    if layout in (CDNET, UCSD):
+        _warn_missing_ground_truth(scene)
+    return scene
+
+
+def _warn_missing_ground_truth(scene: Scene) -> None:
+    """Warn when some (not all) frames inside the temporal ROI lack a GT file.
+
+    CDnet and UCSD give every frame of the temporal ROI a mask, so a gap is most likely a lost
+    file. Those frames are still read, just not scored (and not trained on); the warning says
+    which, so a user can tell a gap from a scene cut to a window on purpose. Wallflower and
+    the HOFAM demo have sparse GT by design and are not checked.
+    """
+    if not scene.gt_numbers:
+        return
+    first, last = scene.temporal_roi or (-math.inf, math.inf)
+    missing = [entry for entry in scene.files
+               if entry.ground_truth is None and first <= entry.number <= last]
+    if missing:
+        logger.warning(
+            "%s: %d frame(s) inside the temporal ROI have no ground-truth file (first: %s); "
+            "they are read but not scored", scene.path, len(missing), missing[0].image.name,
+        )
 
 
 def _load_hofam_scenes(path: Path, *, size: tuple[int, int] | None) -> list[Scene]:
@@ -431,7 +460,8 @@ def _unique_names(scenes: list[Scene]) -> list[Scene]:
 
 
 def find_scenes(
-    paths: Iterable[str | os.PathLike], *, size: tuple[int, int] | None = None
+    paths: Iterable[str | os.PathLike], *, size: tuple[int, int] | None = None,
+    failed: list[tuple[str, str]] | None = None,
 ) -> list[Scene]:
     """All benchmark scenes in the given folders.
 
@@ -443,31 +473,51 @@ def find_scenes(
     Args:
         paths: scene folders or folders of scene folders.
         size: optional (width, height) processing size for frames, masks and ROI.
+        failed: where given, a path or scene folder that cannot be read is appended to it as
+            ``(path, one-line reason)`` and the others are still loaded (a batch); without
+            it, the first such error is raised.
 
     Returns:
         The scenes, in the order found.
 
     Raises:
-        InputError: a path is missing, is not a folder, or has no scene under it.
+        InputError: a path is missing, is not a folder, or has no scene under it, or a scene
+            folder is malformed (only without ``failed``).
     """
     size = check_size(size)
     loaded: set[Path] = set()
     scenes: list[Scene] = []
     for spec in paths:
         path = Path(spec)
-        if not path.exists():
-            raise InputError(f"{path}: no such file or folder")
-        if not path.is_dir():
-            raise InputError(f"{path}: not a folder (expected a scene folder or a folder of them)")
-        folders = _scene_folders(path, seen=set())
-        if not folders:
-            raise InputError(
-                f"{path}: no benchmark scene folder under it (expected {_EXPECTED_LAYOUTS})"
-            )
+        try:
+            folders = _scene_folders_under(path)
+        except (InputError, OSError) as error:
+            if failed is None:
+                raise
+            failed.append((str(path), one_line(error)))
+            continue
         for folder in folders:
             if folder.resolve() in loaded:
                 logger.warning("%s: already included by an earlier path; loaded once", folder)
                 continue
             loaded.add(folder.resolve())
-            scenes.extend(_load_scenes(folder, size=size))
+            try:
+                scenes.extend(_load_scenes(folder, size=size))
+            except (InputError, OSError) as error:
+                if failed is None:
+                    raise
+                failed.append((str(folder), one_line(error)))
     return _unique_names(scenes)
+
+
+def _scene_folders_under(path: Path) -> list[Path]:
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if not path.is_dir():
+        raise InputError(f"{path}: not a folder (expected a scene folder or a folder of them)")
+    folders = _scene_folders(path, seen=set())
+    if not folders:
+        raise InputError(
+            f"{path}: no benchmark scene folder under it (expected {_EXPECTED_LAYOUTS})"
+        )
+    return folders

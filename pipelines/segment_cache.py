@@ -10,6 +10,7 @@ in it are not written twice), and only a finished run turns it into a complete c
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,8 @@ from flow.cache import CacheInfo, CacheReader, CacheWriter, cache_path_for, is_c
 from pipelines.errors import InputError
 from pipelines.preprocess import source_identity, with_roi
 from pipelines.sources import Frame, Source
+
+logger = logging.getLogger(__name__)
 
 
 class SegmentCache:
@@ -68,18 +71,33 @@ class SegmentCache:
         """Whether the 3D-HOP comes from the cache (no flow to compute)."""
         return self._reader is not None
 
-    def hops(self, frames: Iterator[torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
-        """``(index, 3D-HOP stack)`` for each frame drawn from ``frames``, read from the cache."""
+    def hops(self, frames: Iterator[torch.Tensor], *, first: int = 0, shift: int = 0
+             ) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(index, 3D-HOP stack)`` for each frame drawn from ``frames`` from the ``first`` on,
+        read from the cache, where the frame numbered ``index`` here is ``index + shift`` in
+        the source (the numbering of :func:`flow.hop.build_hops` with ``start=first``)."""
         assert self._reader is not None
         for index, _ in enumerate(frames):
-            if index >= len(self._reader):
+            if index < first:
+                continue
+            if index + shift >= len(self._reader):
                 raise InputError(f"{self.path}: holds {len(self._reader)} frames, the source "
                                  "has more; remove the cache to rebuild it")
-            yield index, torch.from_numpy(self._reader.flow(index).astype(np.float32))
+            yield index, torch.from_numpy(self._reader.flow(index + shift).astype(np.float32))
 
     def record(self, index: int, frame: Frame, small: np.ndarray, stack: torch.Tensor) -> None:
-        """Append frame ``index`` (at the processing size) unless the cache already holds it."""
+        """Append the source's frame ``index`` (at the processing size) if it is the next one
+        the cache lacks. Frames it holds already are skipped; a gap (a resumed segment run that
+        starts past the end of a partial cache) stops the writing, and the cache stays partial.
+        """
         if self._writer is None or index < self._writer.frames_written:
+            return
+        if index > self._writer.frames_written:
+            logger.warning("%s: frames %d to %d are missing from the partial cache; it is not "
+                           "extended by this run", self.path, self._writer.frames_written,
+                           index - 1)
+            self._writer.close()
+            self._writer = None
             return
         mask = frame.mask
         if mask is not None and mask.shape != small.shape[:2]:

@@ -63,6 +63,7 @@ class Source(Protocol):
         num_frames: the number of frames when known or estimated (a container's frame
             count can be off by a few), else None (live streams).
         frame_size: (width, height) of the yielded frames, after resizing.
+        native_size: (width, height) of the frames as decoded, before resizing.
     """
 
     name: str
@@ -70,6 +71,7 @@ class Source(Protocol):
     fps: float | None
     num_frames: int | None
     frame_size: tuple[int, int]
+    native_size: tuple[int, int]
 
     def __iter__(self) -> Iterator[Frame]: ...
 
@@ -193,18 +195,38 @@ def numbered_image_files(folder: str | os.PathLike) -> list[tuple[int, Path]]:
     return number_files(list_image_files(folder))
 
 
-def _decoded_frames(capture: cv2.VideoCapture, size: tuple[int, int] | None
+def _decoded_frames(capture: cv2.VideoCapture, size: tuple[int, int] | None, *, name: str
                     ) -> Iterator[tuple[int, Frame]]:
     """(count so far, frame) for each frame OpenCV decodes, numbered 1, 2, ...; releases the
-    capture when done or abandoned."""
+    capture when done or abandoned.
+
+    Each frame is resized as soon as it is decoded, so at most one frame of the native size is
+    held at a time. Without ``size``, a frame whose size differs from the first one's (some
+    streams change resolution mid-way) raises InputError naming ``name``.
+    """
     try:
         number = 0
+        first_size = None
         while True:
-            ok, frame = capture.read()
+            try:
+                ok, frame = capture.read()
+            except cv2.error as error:  # a decoder assertion on damaged data
+                raise InputError(f"{name}: frame {number + 1} cannot be decoded (OpenCV: "
+                                 f"{getattr(error, 'err', '') or error})") from None
             if not ok or frame is None:
                 return
             number += 1
-            yield number, Frame(number, resize_rgb(bgr_to_rgb(frame), size), None)
+            native = (frame.shape[1], frame.shape[0])
+            first_size = first_size or native
+            if size is None and native != first_size:
+                raise InputError(
+                    f"{name}: frame {number} is {native[0]}x{native[1]}, earlier frames "
+                    f"{first_size[0]}x{first_size[1]} (pass a processing size to resize all "
+                    "frames)"
+                )
+            rgb = resize_rgb(bgr_to_rgb(frame), size)
+            del frame  # not kept alive while the generator waits: a 4K frame is 25 MB
+            yield number, Frame(number, rgb, None)
     finally:
         capture.release()
 
@@ -241,15 +263,18 @@ class VideoSource:
         capture = self._open()
         try:
             self.fps: float | None = _fps_or_none(capture)
-            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-            self.num_frames: int | None = count if count > 0 else None
+            count = capture.get(cv2.CAP_PROP_FRAME_COUNT)  # NaN or negative when unknown
+            self.num_frames: int | None = int(count) if np.isfinite(count) and count > 0 else None
             ok, first = capture.read()
+        except cv2.error as error:  # a decoder assertion on damaged data
+            raise InputError(f"{self._file}: not a readable video (OpenCV: "
+                             f"{getattr(error, 'err', '') or error})") from None
         finally:
             capture.release()
         if not ok or first is None:
             raise InputError(f"{self._file}: not a readable video (OpenCV decoded no frame)")
-        native = (first.shape[1], first.shape[0])
-        self.frame_size: tuple[int, int] = self._size or native
+        self.native_size: tuple[int, int] = (first.shape[1], first.shape[0])
+        self.frame_size: tuple[int, int] = self._size or self.native_size
 
     def _open(self) -> cv2.VideoCapture:
         capture = cv2.VideoCapture(str(self._file))
@@ -260,7 +285,7 @@ class VideoSource:
 
     def __iter__(self) -> Iterator[Frame]:
         number = 0
-        for number, frame in _decoded_frames(self._open(), self._size):
+        for number, frame in _decoded_frames(self._open(), self._size, name=self.path):
             yield frame
         if number == 0:
             raise InputError(f"{self._file}: not a readable video (OpenCV decoded no frame)")
@@ -296,25 +321,30 @@ class FrameFolderSource:
         if not self._files:
             raise InputError(f"{self._folder}: no image files in this folder")
         first = read_image_rgb(self._files[0][1])
-        self._native_size = (first.shape[1], first.shape[0])
+        self.native_size: tuple[int, int] = (first.shape[1], first.shape[0])
         self.name: str = self._folder.resolve().name
         self.path: str = str(self._folder)
         self.fps: float | None = None
         self.num_frames: int | None = len(self._files)
-        self.frame_size: tuple[int, int] = self._size or self._native_size
+        self.frame_size: tuple[int, int] = self._size or self.native_size
 
     @property
     def frame_numbers(self) -> tuple[int, ...]:
         """The numbers of the frames, in order."""
         return tuple(number for number, _ in self._files)
 
+    @property
+    def frame_files(self) -> tuple[Path, ...]:
+        """The image files of the frames, in order."""
+        return tuple(file for _, file in self._files)
+
     def __iter__(self) -> Iterator[Frame]:
         for number, file in self._files:
             rgb = read_image_rgb(file)
-            if self._size is None and (rgb.shape[1], rgb.shape[0]) != self._native_size:
+            if self._size is None and (rgb.shape[1], rgb.shape[0]) != self.native_size:
                 raise InputError(
                     f"{file}: frame size {rgb.shape[1]}x{rgb.shape[0]} differs from "
-                    f"{self._native_size[0]}x{self._native_size[1]} of "
+                    f"{self.native_size[0]}x{self.native_size[1]} of "
                     f"{self._files[0][1].name} (pass a processing size to resize all frames)"
                 )
             yield Frame(number, resize_rgb(rgb, self._size), None)
@@ -346,8 +376,10 @@ class StreamSource:
         capture = self._open()
         try:
             self.fps: float | None = _fps_or_none(capture)
-            width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
-            height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            width, height = (capture.get(cv2.CAP_PROP_FRAME_WIDTH),
+                             capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            width = int(width) if np.isfinite(width) else 0
+            height = int(height) if np.isfinite(height) else 0
             if width <= 0 or height <= 0:
                 ok, first = capture.read()
                 if not ok or first is None:
@@ -355,7 +387,8 @@ class StreamSource:
                 width, height = first.shape[1], first.shape[0]
         finally:
             capture.release()
-        self.frame_size: tuple[int, int] = self._size or (width, height)
+        self.native_size: tuple[int, int] = (width, height)
+        self.frame_size: tuple[int, int] = self._size or self.native_size
 
     def _open(self) -> cv2.VideoCapture:
         target: int | str = int(self._spec) if self._spec.isdigit() else self._spec
@@ -368,7 +401,7 @@ class StreamSource:
 
     def __iter__(self) -> Iterator[Frame]:
         number = 0
-        for number, frame in _decoded_frames(self._open(), self._size):
+        for number, frame in _decoded_frames(self._open(), self._size, name=self.path):
             yield frame
         logger.info("%s: stream ended after %d frames", self._spec, number)
 
@@ -381,6 +414,23 @@ def _stream_name(url: str) -> str:
     without_scheme = _URL_SCHEME.sub("", url).split("?")[0].rstrip("/")
     last = without_scheme.rsplit("/", 1)[-1] or "stream"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(last).stem or last)
+
+
+def source_identity(source: Source) -> tuple[int, float]:
+    """(size in bytes, latest mtime) of a source's file, or of all files under its folder.
+
+    What outputs record to tell later whether they were made from the same input (a cache
+    resumes, a mask folder continues, only when it matches). Live streams have none: (0, 0.0).
+    """
+    if isinstance(source, StreamSource):
+        return 0, 0.0
+    path = Path(source.path)
+    if path.is_file():
+        stat = path.stat()
+        return stat.st_size, stat.st_mtime
+    files = [p for p in path.rglob("*") if p.is_file()]
+    stats = [p.stat() for p in files]
+    return sum(s.st_size for s in stats), max((s.st_mtime for s in stats), default=0.0)
 
 
 def is_stream_spec(spec: str | os.PathLike) -> bool:

@@ -35,6 +35,8 @@ from tqdm import tqdm
 
 from crossnet import __version__
 from pipelines.errors import InputError
+from pipelines.memory import check_fits
+from pipelines.outputs import prepare_output_folder
 from pipelines.synth_config import SynthConfig
 from pipelines.synth_render import SynthFrame, render_spec
 from pipelines.synth_scene import random_scene_spec
@@ -93,15 +95,20 @@ def write_scene(out_dir: str | os.PathLike, config: SynthConfig, seed: int, *,
     Raises:
         InputError: ``out_dir`` exists but is not a complete scene (and ``overwrite`` is off).
         ValueError: ``seed`` is invalid.
-        RuntimeError: OpenCV could not write a PNG or open the video writer.
+        OSError: OpenCV could not write a PNG or open the video writer, or a write failed;
+            the partial scene stays in ``<out_dir>.tmp``, which the next run discards.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         if (out_dir / SCENE_FILE).is_file():
+            difference = _recorded_difference(out_dir / SCENE_FILE, config, seed)
+            if difference is not None:
+                raise InputError(f"{out_dir}: holds a scene made with other settings "
+                                 f"({difference}); pass --overwrite to regenerate it")
             logger.info("%s: complete scene exists, skipped", out_dir)
             return out_dir
         raise InputError(f"{out_dir}: exists but is not a complete synthetic scene (no "
-                         f"{SCENE_FILE}); remove it or pass overwrite=True")
+                         f"{SCENE_FILE}); remove it or pass --overwrite")
     spec = random_scene_spec(config, seed)
     temporary = out_dir.with_name(out_dir.name + ".tmp")
     if temporary.exists():
@@ -115,7 +122,7 @@ def write_scene(out_dir: str | os.PathLike, config: SynthConfig, seed: int, *,
     video = cv2.VideoWriter(str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), config.fps,
                             (width, height))
     if not video.isOpened():
-        raise RuntimeError(f"{video_path}: OpenCV could not open an 'mp4v' video writer")
+        raise OSError(f"{video_path}: OpenCV could not open an 'mp4v' video writer")
     try:
         with h5py.File(temporary / "flow.h5", "w") as file:
             flow = _create_flow_dataset(file, config=config, seed=seed)
@@ -139,6 +146,23 @@ def write_scene(out_dir: str | os.PathLike, config: SynthConfig, seed: int, *,
     return out_dir
 
 
+def _recorded_difference(scene_file: Path, config: SynthConfig, seed: int) -> str | None:
+    """How the scene recorded in ``scene_file`` differs from ``(config, seed)``, or None."""
+    try:
+        record = json.loads(scene_file.read_text())
+        recorded = record["config"]
+        recorded_seed = record["seed"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{SCENE_FILE} unreadable"
+    if recorded_seed != seed:
+        return f"seed {recorded_seed} there, {seed} now"
+    wanted = config.to_dict()
+    for key, value in wanted.items():
+        if recorded.get(key) != value:
+            return f"{key} {recorded.get(key)!r} there, {value!r} now"
+    return None
+
+
 def generate_scenes(out_dir: str | os.PathLike, *, num_scenes: int, config: SynthConfig,
                     seed: int, overwrite: bool = False, progress: bool = True) -> list[Path]:
     """Writes ``num_scenes`` scenes ``scene_000``, ``scene_001``, ... into ``out_dir``.
@@ -159,17 +183,20 @@ def generate_scenes(out_dir: str | os.PathLike, *, num_scenes: int, config: Synt
 
     Raises:
         ValueError: ``num_scenes`` < 1 or ``seed`` is not a non-negative int.
-        InputError: ``out_dir`` is a file, or a scene folder there is not a complete scene.
+        InputError: ``out_dir`` is a file or not writable, a scene folder there is not a
+            complete scene or was made with other settings, or the size would not fit in
+            memory.
     """
     if not _is_count(num_scenes) or num_scenes < 1:
         raise ValueError(f"synth.generate_scenes: num_scenes must be an int >= 1, "
                          f"got {num_scenes!r}")
     if not _is_count(seed) or seed < 0:
         raise ValueError(f"synth.generate_scenes: seed must be an int >= 0, got {seed!r}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    pixels = config.size[0] * config.size[1]
+    check_fits((100 + 24 * len(config.strides)) * pixels,  # measured 178 B/px for 3 strides
+               what=f"a synthetic scene of {config.size[0]}x{config.size[1]}",
+               hint="choose a smaller --size")
+    out_dir = prepare_output_folder(out_dir)
     digits = max(3, len(str(num_scenes - 1)))
     paths = []
     for index in range(num_scenes):
@@ -198,7 +225,7 @@ def _create_flow_dataset(file: h5py.File, *, config: SynthConfig, seed: int) -> 
 def _imwrite(path: Path, image: np.ndarray) -> None:
     """``cv2.imwrite`` that raises instead of returning False."""
     if not cv2.imwrite(str(path), image):
-        raise RuntimeError(f"{path}: OpenCV could not write the image")
+        raise OSError(f"{path}: OpenCV could not write the image (disk full or not writable?)")
 
 
 def _is_count(value: object) -> bool:

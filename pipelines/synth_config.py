@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 
+MIN_SIDE = 8
+"""Smallest frame width and height the generator accepts."""
+
 
 @dataclass(frozen=True)
 class SynthConfig:
@@ -62,6 +65,11 @@ class SynthConfig:
                 or not all(_is_int(value) and value > 0 for value in self.size)):
             raise ValueError(f"SynthConfig: size must be (width, height) positive ints, "
                              f"got {self.size!r}")
+        if min(self.size) < MIN_SIDE:
+            # Below 4 pixels of height the object placement has no room (measured: every seed
+            # fails); 8 leaves objects of the 3-pixel minimum room to move.
+            raise ValueError(f"SynthConfig: size must be at least {MIN_SIDE}x{MIN_SIDE}, "
+                             f"got {self.size[0]}x{self.size[1]}")
         if not _is_int(self.num_frames) or self.num_frames < 1:
             raise ValueError(f"SynthConfig: num_frames must be an int >= 1, got {self.num_frames!r}")
         strides = tuple(self.strides) if isinstance(self.strides, (tuple, list)) else ()

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +45,13 @@ from crossnet.metrics import VideoScorer, mean_scores
 from crossnet.split import Split, load_split
 from flow.backends import resolve_device
 from flow.cache import CacheReader, is_complete
-from pipelines.errors import InputError, TrainingDiverged
+from pipelines.errors import InputError, TrainingDiverged, one_line
+from pipelines.memory import check_fits, hofam_bytes
+from pipelines.outputs import (
+    prepare_output_folder,
+    remove_stale_temporaries,
+    write_text_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +104,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.composite_fraction <= 1.0:
             raise ValueError(f"composite_fraction must be in [0, 1], got {self.composite_fraction}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be finite and > 0, got {self.lr}")
         if not self.validation_thresholds or not all(
                 0 < t < 1 for t in self.validation_thresholds):
             raise ValueError("validation_thresholds must be probabilities in (0, 1), got "
@@ -129,13 +136,24 @@ class EpochRecord:
 
 
 def find_caches(data_dirs: Iterable[str | os.PathLike]) -> list[Path]:
-    """Every complete ``*.h5`` cache under the given folders (recursively), sorted."""
+    """Every complete ``*.h5`` cache under the given folders (recursively), sorted.
+
+    A ``*.h5`` file that is not a complete cache (truncated, corrupt, another kind of HDF5
+    file such as a synthetic scene's ``flow.h5``) is skipped with a warning naming it: it is
+    never read as training data. ``crossnet preprocess`` rebuilds a damaged cache.
+    """
     caches: list[Path] = []
     for directory in data_dirs:
         directory = Path(directory)
         if not directory.is_dir():
             raise InputError(f"{directory}: no such folder of caches")
-        found = sorted(p for p in directory.rglob("*.h5") if is_complete(p))
+        found = []
+        for path in sorted(directory.rglob("*.h5")):
+            if is_complete(path):
+                found.append(path)
+            else:
+                logger.warning("%s: not a complete crossnet cache (truncated, corrupt or "
+                               "another kind of file); skipped", path)
         if not found:
             raise InputError(f"{directory}: no complete cache (*.h5 from crossnet preprocess)")
         caches.extend(found)
@@ -231,16 +249,37 @@ def _build_training_set(train_caches: Sequence[Path], config: TrainConfig,
     return ConcatDataset([real, composites]), weights, [real, composites]
 
 
+RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "config.json")
+"""What a run folder holds; ``--overwrite`` deletes these (and nothing else) before a new run."""
+_RUN_FILE_NAMES = re.compile("|".join(re.escape(name) for name in RUN_FILES))
+
+
 def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLike,
           out_dir: str | os.PathLike, config: TrainConfig, *, device: str = "auto",
-          resume: bool = False, progress: bool = True) -> Path:
+          resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Train HOFAM; returns the path of the best checkpoint (``best.pt``).
 
+    Args:
+        data_dirs: folders of caches from ``crossnet preprocess``.
+        split: the cross-scene split, or the path of its JSON file.
+        out_dir: the run folder.
+        config: how to train.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        resume: continue the run in ``out_dir`` from ``last.pt``.
+        overwrite: delete the run in ``out_dir`` first (without it, a folder holding
+            ``last.pt`` or ``best.pt`` is refused unless ``resume``).
+        progress: show progress bars.
+
     Raises:
-        InputError: no training caches, a run folder in the way, nothing to resume.
-        TrainingDiverged: the loss became NaN or infinite (``last.pt`` keeps the last good
-            epoch).
+        InputError: no training caches, a run folder in the way, nothing to resume, a
+            checkpoint that cannot be resumed, or a request that would not fit in memory.
+        TrainingDiverged: the loss or the gradients became NaN or infinite (``last.pt`` and
+            ``best.pt`` keep the last good epoch).
     """
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other")
+    if not isinstance(split, Split) and not Path(split).is_file():
+        raise InputError(f"{split}: no such split file")
     split = split if isinstance(split, Split) else load_split(split)
     out_dir = Path(out_dir)
     caches = find_caches(data_dirs)
@@ -269,12 +308,24 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
 
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if rank == 0:
-        if last_path.exists() and not resume:
-            raise InputError(f"{out_dir}: holds a run already (last.pt); pass --resume to "
-                             "continue it, or choose another --out")
+        prepare_output_folder(out_dir)
+        # Checkpoint temporaries of a run killed while writing (last.pt itself is whole).
+        remove_stale_temporaries(out_dir, _RUN_FILE_NAMES)
+        if overwrite:
+            for name in RUN_FILES:
+                (out_dir / name).unlink(missing_ok=True)
+        held = [path.name for path in (last_path, best_path) if path.exists()]
+        if held and not resume:
+            raise InputError(f"{out_dir}: holds a run already ({', '.join(held)}); pass "
+                             "--resume to continue it, --overwrite to start over, or choose "
+                             "another --out")
         if resume and not last_path.exists():
             raise InputError(f"{last_path}: nothing to resume")
-        out_dir.mkdir(parents=True, exist_ok=True)
+    check_fits(hofam_bytes(model_config, (config.crop_size[1], config.crop_size[0]),
+                           batch=config.batch_size, training=True),
+               what=f"training on {config.crop_size[1]}x{config.crop_size[0]} crops in batches "
+                    f"of {config.batch_size}",
+               hint="choose a smaller --crop or --batch-size", device=run_device)
 
     torch.manual_seed(config.seed)
     model = build_hofam(model_config).to(run_device)
@@ -288,15 +339,23 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
     start_epoch, best_f, history = 0, -math.inf, []
     if resume:
         checkpoint = load_checkpoint(last_path, map_location=run_device)
+        missing = [key for key in ("train_config", "optimizer", "scheduler", "epoch", "best_f")
+                   if key not in checkpoint]
+        if missing:
+            raise InputError(f"{last_path}: not a resumable checkpoint (no "
+                             f"{', '.join(map(repr, missing))})")
         if _resumable_settings(checkpoint["train_config"]) != _resumable_settings(
                 config.to_dict()):
             raise InputError(f"{last_path}: was trained with other settings; resume with the "
                              "same options")
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        start_epoch = int(checkpoint["epoch"])
-        best_f = float(checkpoint["best_f"])
+        try:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            start_epoch = int(checkpoint["epoch"])
+            best_f = float(checkpoint["best_f"])
+        except (RuntimeError, ValueError, TypeError, KeyError) as error:
+            raise InputError(f"{last_path}: cannot be resumed ({one_line(error)})") from error
         history = list(checkpoint.get("history", []))
     trained = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
 
@@ -305,7 +364,7 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
         for part in parts:  # once, here: otherwise every worker re-reads every video per epoch
             part.prepare_backgrounds()
     if rank == 0:
-        (out_dir / "config.json").write_text(json.dumps(
+        write_text_atomic(out_dir / "config.json", json.dumps(
             {"train_config": config.to_dict(), "split": split.to_dict(),
              "train_caches": [str(p) for p in train_caches],
              "validation_caches": [str(p) for p in validation_caches],
@@ -334,12 +393,16 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
                 logits = trained(**_to_model_inputs(batch, run_device))
             loss, _ = criterion(logits.float(), batch["labels"])
             if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"the loss became {loss.item()} in epoch {epoch + 1}; {last_path} keeps the "
-                    "last good epoch (try a lower --lr)")
+                raise TrainingDiverged(_divergence_message(loss.item(), batch, epoch, last_path))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            gradient_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            # A finite loss can still have an overflowing gradient; a step with it would turn
+            # every weight into NaN and the next checkpoint with them.
+            if not torch.isfinite(gradient_norm):
+                raise TrainingDiverged(
+                    f"the gradient norm became {gradient_norm.item()} in epoch {epoch + 1}; "
+                    f"{last_path} keeps the last good epoch (try a lower --lr)")
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
@@ -366,6 +429,10 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
                                  best_f=best_f, seconds=time.perf_counter() - started,
                                  lr=scheduler.get_last_lr()[0])
             history.append(dataclasses.asdict(record))
+            if not all(torch.isfinite(value).all() for value in model.state_dict().values()
+                       if value.is_floating_point()):
+                raise TrainingDiverged(f"the weights became non-finite in epoch {epoch + 1}; "
+                                       f"{last_path} keeps the last good epoch")
             checkpoint = {"model": model.state_dict(), "model_config": model_config.to_dict(),
                           "train_config": config.to_dict(), "split": split.to_dict(),
                           "code_version": crossnet.__version__, "flow_backend": flow_backend,
@@ -387,6 +454,20 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
     return best_path
 
 
+def _divergence_message(loss: float, batch: dict, epoch: int, last_path: Path) -> str:
+    """Why training stops: bad values in the data, or the optimisation itself diverging."""
+    bad = [key for key in ("frames", "frame", "hop", "background")
+           if torch.is_tensor(batch.get(key)) and batch[key].is_floating_point()
+           and not torch.isfinite(batch[key]).all()]
+    kept = f"{last_path} keeps the last good epoch"
+    if bad:
+        scenes = sorted(set(batch.get("scene", []))) or ["?"]
+        return (f"the loss became {loss} in epoch {epoch + 1}: the batch's {', '.join(bad)} "
+                f"holds NaN or infinite values (scenes {', '.join(map(str, scenes))}; rebuild "
+                f"their caches with crossnet preprocess --overwrite); {kept}")
+    return f"the loss became {loss} in epoch {epoch + 1}; {kept} (try a lower --lr)"
+
+
 def _resumable_settings(train_config: dict) -> dict:
     """The settings a resumed run must share with the original: all but the worker count
     (samples are seeded per index, so workers do not change them)."""
@@ -398,9 +479,7 @@ def _resumable_settings(train_config: dict) -> dict:
 def _write_log(path: Path, history: list[dict]) -> None:
     """Rewrite the JSONL log from the checkpoint's history, atomically: after a resume the log
     holds each epoch exactly once."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(json.dumps(_nan_to_none(line)) + "\n" for line in history))
-    os.replace(temporary, path)
+    write_text_atomic(path, "".join(json.dumps(_nan_to_none(line)) + "\n" for line in history))
 
 
 def _nan_to_none(value):

@@ -92,7 +92,8 @@ def test_segment_command_writes_numbered_masks_and_videos_and_resumes(scene, tmp
     assert main(args) == 0
     assert "9 masks in" in capsys.readouterr().out
     names = sorted(p.name for p in out.iterdir())
-    assert names == [f"bin{n:06d}.png" for n in range(1, 10)]  # 1-based video frame numbers
+    # 1-based video frame numbers, and the record of what made them
+    assert names == [f"bin{n:06d}.png" for n in range(1, 10)] + ["segment.json"]
     mask = cv2.imread(str(out / "bin000004.png"), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (48, 64) and (mask == 255).all()
     for video in ("masks.mp4", "overlay.mp4"):
@@ -152,3 +153,25 @@ def test_segment_cache_is_written_then_reused_with_the_same_masks(scene, tmp_pat
     other = ["segment", clip, "--size", "32x24", "--no-progress", "--cache", str(cache),
              "--out", str(tmp_path / "third")]
     assert main(other) == 1  # a cache of another size is in the way: one clear error
+
+
+def test_a_resumed_run_reads_the_right_frames_from_the_cache(scene, tmp_path):
+    from crossnet.weights import bundled_weights
+
+    segmentation = load_segmentation_model(bundled_weights())
+    backend = make_hop_backend("dis-fast")
+    cache = tmp_path / "cache"
+    full = [mask for _, mask in segment_frames(open_scene(scene), segmentation, backend=backend,
+                                               cache_dir=cache)]
+    assert (cache / f"{scene.name}.h5").exists()
+    resumed = [mask for _, mask in segment_frames(open_scene(scene), segmentation,
+                                                  backend=backend, start=4, cache_dir=cache)]
+    assert all(mask is None for mask in resumed[:4])
+    assert len(resumed) == len(full) == 9
+    assert 0 < (np.stack(full[4:]) == 255).mean() < 1  # masks that depend on the frames
+    for a, b in zip(full[4:], resumed[4:]):
+        assert (a == b).mean() > 0.99  # same frames, same flow (float16 in the cache)
+    shifted = [mask for _, mask in segment_frames(open_scene(scene), segmentation,
+                                                  backend=backend, start=4)]
+    for a, b in zip(shifted[4:], resumed[4:]):
+        assert (a == b).mean() > 0.99  # and what the flow gives without the cache

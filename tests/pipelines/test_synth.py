@@ -351,7 +351,11 @@ def test_complete_scene_is_skipped_unless_overwrite(tmp_path):
     scene = write_scene(tmp_path / "scene_000", config, 1)
     marker = scene / "marker.txt"
     marker.write_text("kept")
-    write_scene(scene, config, 2)
+    write_scene(scene, config, 1)  # the same scene: kept as it is
+    assert marker.exists()
+    # Another seed would silently leave a scene that is not the one asked for: refused.
+    with pytest.raises(InputError, match="other settings.*seed 1 there, 2 now.*--overwrite"):
+        write_scene(scene, config, 2)
     assert marker.exists()
     assert json.loads((scene / "scene.json").read_text())["seed"] == 1
     write_scene(scene, config, 2, overwrite=True)

@@ -1,0 +1,181 @@
+"""Memory: a 4K video is processed at the processing size, one native frame at a time (never
+the whole video in memory), and a request that cannot fit says so in one line before it starts.
+"""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from crossnet.hofam import HofamConfig
+from flow.cache import CacheReader
+from flow.raft import raft_small
+from pipelines import memory
+from pipelines.sources import VideoSource
+from tests.pipelines.reliability_inputs import run, tiny_model, write_scene
+
+UHD = (3840, 2160)
+FRAME_BYTES = UHD[0] * UHD[1] * 3  # one decoded 4K RGB frame, 24.9 MB
+FRAMES = 8  # the whole video decoded would be 199 MB
+
+
+@pytest.fixture(scope="module")
+def uhd_video(tmp_path_factory):
+    """8 frames of 3840x2160 (MJPG: quick to write and decode, 4 MB on disk)."""
+    path = tmp_path_factory.mktemp("uhd") / "uhd.avi"
+    rng = np.random.default_rng(0)
+    texture = cv2.resize(rng.integers(0, 256, (54, 96, 3), dtype=np.uint8), UHD)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, UHD)
+    for index in range(FRAMES):
+        writer.write(np.roll(texture, 40 * index, axis=1))
+    writer.release()
+    return path
+
+
+def _peak_traced(function):
+    """Run ``function``; return (its result, peak bytes of Python/numpy allocations)."""
+    tracemalloc.start()
+    try:
+        result = function()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_4k_video_is_read_one_frame_at_a_time_at_the_processing_size(uhd_video):
+    def read_all():
+        return [frame.rgb.shape for frame in VideoSource(uhd_video, size=(64, 36))]
+
+    shapes, peak = _peak_traced(read_all)
+    assert shapes == [(36, 64, 3)] * FRAMES
+    # The decoded BGR frame and its RGB conversion exist together for a moment; the video
+    # as a whole (8 frames) never does.
+    assert peak < 2.5 * FRAME_BYTES, f"peak {peak / 1e6:.0f} MB"
+
+
+def test_preprocess_of_a_4k_video_at_a_small_size_stays_small(uhd_video, tmp_path, capsys):
+    def preprocess():
+        return run(capsys, "preprocess", uhd_video, "--out", tmp_path, "--size", "64x36",
+                   "--strides", "1,2", "--flow", "dis-ultrafast", "--batch-frames", "4",
+                   "--no-progress")
+
+    (code, _, errors), peak = _peak_traced(preprocess)
+    assert code == 0 and errors == []
+    assert peak < 3 * FRAME_BYTES, f"peak {peak / 1e6:.0f} MB"
+    with CacheReader(tmp_path / "uhd.h5") as reader:
+        assert len(reader) == FRAMES and reader.frame(0).shape == (36, 64, 3)
+
+
+def test_segment_of_a_4k_video_at_a_small_size_writes_4k_masks(uhd_video, tmp_path, capsys):
+    weights = tiny_model(tmp_path / "model.pt")
+
+    def segment():
+        return run(capsys, "segment", uhd_video, "--out", tmp_path / "masks", "--weights",
+                   weights, "--size", "64x36", "--batch-size", "2", "--no-progress")
+
+    (code, stdout, errors), peak = _peak_traced(segment)
+    assert code == 0 and errors == [] and f"{FRAMES} masks in" in stdout
+    # Frames wait at their own size for their masks (one batch and the flow context), but
+    # the peak does not grow with the video's length.
+    assert peak < 6 * FRAME_BYTES, f"peak {peak / 1e6:.0f} MB"
+    mask = cv2.imread(str(tmp_path / "masks" / "bin000008.png"), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (UHD[1], UHD[0])
+
+
+def test_the_check_uses_the_processing_size_not_the_native_one(uhd_video, tmp_path, capsys,
+                                                               monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda device="cpu": 300 * 2**20)
+    code, _, errors = run(capsys, "preprocess", uhd_video, "--out", tmp_path, "--strides",
+                               "1,2", "--flow", "dis-ultrafast", "--no-progress")
+    assert code == 1 and len(errors) == 1
+    assert errors[0].startswith(f"crossnet: error: {uhd_video} at 3840x2160 needs about ")
+    assert errors[0].endswith("GiB of memory, only 0.3 GiB available; choose a smaller --size "
+                              "or --batch-frames")
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+    code, _, errors = run(capsys, "preprocess", uhd_video, "--out", tmp_path, "--size",
+                          "320x180", "--strides", "1,2", "--flow", "dis-ultrafast",
+                          "--no-progress")
+    assert code == 0 and errors == []
+
+
+HUGE = "100000x100000"
+
+
+def _training_data(root, capsys):
+    for index in range(2):
+        write_scene(root / "scenes" / f"scene_{index:03d}", count=3)
+    assert run(capsys, "preprocess", root / "scenes", "--out", root / "cache", "--strides",
+               "1,2", "--flow", "dis-ultrafast", "--no-progress")[0] == 0
+    split = root / "split.json"
+    split.write_text(json.dumps({"name": "s", "train": ["scene_000"],
+                                 "validation": ["scene_001"], "test": []}))
+    return root / "cache", split
+
+
+def test_requests_that_cannot_fit_are_refused_before_they_start(tmp_path, capsys):
+    scene = write_scene(tmp_path / "scene")
+    weights = tiny_model(tmp_path / "model.pt")
+    data, split = _training_data(tmp_path / "train", capsys)
+    cases = {
+        "preprocess": (["preprocess", scene, "--out", tmp_path / "cache", "--size", HUGE,
+                        "--no-progress"], f"preprocessing at {HUGE} needs about"),
+        "segment": (["segment", scene / "input", "--out", tmp_path / "masks", "--weights",
+                     weights, "--size", HUGE, "--no-progress"],
+                    f"segmenting {scene / 'input'} at {HUGE} needs about"),
+        "evaluate": (["evaluate", scene, "--method", "crossnet", "--weights", weights, "--size",
+                      HUGE, "--no-progress"], f"crossnet on {scene} at {HUGE} needs about"),
+        "train": (["train", "--data", data, "--split", split, "--out", tmp_path / "run",
+                   "--crop", "20000x20000", "--workers", "0", "--no-progress"],
+                  "training on 20000x20000 crops in batches of 8 needs about"),
+        "synth": (["synth", tmp_path / "synth", "--size", HUGE, "--no-progress"],
+                  f"a synthetic scene of {HUGE} needs about"),
+    }
+    for command, (args, start) in cases.items():
+        code, _, errors = run(capsys, *args)
+        assert code == 1, command
+        assert len(errors) == 1 and errors[0].startswith(f"crossnet: error: {start}"), errors
+        assert "GiB of memory, only" in errors[0] and "available; choose a smaller" in errors[0]
+    assert not (tmp_path / "masks").exists() or not list((tmp_path / "masks").iterdir())
+    assert not (tmp_path / "run" / "last.pt").exists()
+    assert not (tmp_path / "synth").exists() or not list((tmp_path / "synth").iterdir())
+
+
+def test_raft_on_4k_images_is_refused_for_its_correlation_volume(tmp_path, capsys):
+    weights = tmp_path / "raft.pt"
+    torch.save(raft_small().state_dict(), weights)
+    image = np.zeros((UHD[1], UHD[0], 3), np.uint8)
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), image)
+    code, _, errors = run(capsys, "flow", tmp_path / "a.png", tmp_path / "b.png", "--out",
+                          tmp_path / "f.flo", "--backend", "raft-small", "--weights", weights)
+    assert code == 1 and len(errors) == 1
+    assert errors[0].startswith("crossnet: error: flow at 3840x2160 with raft-small needs about")
+    assert errors[0].endswith("use smaller images or a classical backend")
+
+
+def test_estimates_scale_as_the_buffers_do():
+    small = memory.flow_bytes((320, 240), strides=(1, 4, 8), batch_frames=8, backend="dis-fast")
+    double = memory.flow_bytes((640, 480), strides=(1, 4, 8), batch_frames=8, backend="dis-fast")
+    assert double == pytest.approx(4 * small)  # linear in pixels
+    raft = memory.flow_bytes((640, 480), strides=(1,), batch_frames=1, backend="raft-small")
+    raft_double = memory.flow_bytes((1280, 960), strides=(1,), batch_frames=1,
+                                    backend="raft-small")
+    assert raft_double > 8 * raft  # the all-pairs correlation grows with pixels squared
+    config = HofamConfig(strides=(1, 2))
+    one = memory.hofam_bytes(config, (160, 160), batch=1, training=True)
+    assert memory.hofam_bytes(config, (160, 160), batch=4, training=True) == pytest.approx(4 * one)
+    assert memory.hofam_bytes(config, (160, 160), batch=1, training=False) < one
+    # The default model at 320x240, batch 4: tens of MB, not GB (measured ~180 B/px/frame).
+    assert 20e6 < memory.segment_bytes(HofamConfig(), (320, 240), batch_frames=4,
+                                       backend="dis-fast") < 300e6
+
+
+def test_available_memory_reads_the_machine():
+    available = memory.available_bytes("cpu")
+    assert available is None or available > 0
+    assert memory.gib(3 * 2**30) == "3.0 GiB" and memory.gib(2**20) == "0.00 GiB"

@@ -1,0 +1,216 @@
+"""Paths named on the command line are never overwritten unless ``--overwrite`` is given; the
+refusal comes before any work, and a rerun of the same command continues rather than clobbers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import pytest
+
+from crossnet.checkpoint import load_checkpoint
+from flow.cache import CacheReader
+from tests.pipelines.reliability_inputs import (
+    run,
+    tiny_model,
+    write_frames,
+    write_scene,
+    write_video,
+)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inputs")
+    write_video(root / "a.mp4", 5)
+    write_video(root / "b.mp4", 5, seed=1)
+    write_frames(root / "frames", 2)
+    write_scene(root / "scene", count=3)
+    tiny_model(root / "model.pt")
+    return root
+
+
+def _one_error(errors, *fragments):
+    assert len(errors) == 1, errors
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+
+
+def test_flow_out_and_png(inputs, tmp_path, capsys):
+    first, second = inputs / "frames" / "in000001.png", inputs / "frames" / "in000002.png"
+    out, png = tmp_path / "ab.flo", tmp_path / "ab.png"
+    for path in (out, png):
+        path.write_bytes(b"precious")
+    code, _, errors = run(capsys, "flow", first, second, "--out", out)
+    assert code == 1
+    _one_error(errors, f"{out}: exists; pass --overwrite to replace it")
+    code, _, errors = run(capsys, "flow", first, second, "--out", tmp_path / "new.flo",
+                          "--png", png)
+    assert code == 1
+    _one_error(errors, f"{png}: exists; pass --overwrite")
+    assert out.read_bytes() == png.read_bytes() == b"precious"
+    assert not (tmp_path / "new.flo").exists()  # refused before computing anything
+    code, _, errors = run(capsys, "flow", first, second, "--out", out, "--png", png,
+                          "--overwrite")
+    assert code == 0 and errors == []
+    assert out.read_bytes()[:4] == b"PIEH" and cv2.imread(str(png)) is not None
+
+
+def test_synth_out(tmp_path, capsys):
+    args = ["synth", tmp_path, "--frames", "2", "--size", "16x16", "--no-progress"]
+    assert run(capsys, *args)[0] == 0
+    stamp = (tmp_path / "scene_000" / "scene.json").stat().st_mtime_ns
+    assert run(capsys, *args)[0] == 0  # the same scene: kept, not regenerated
+    assert (tmp_path / "scene_000" / "scene.json").stat().st_mtime_ns == stamp
+    code, _, errors = run(capsys, *args, "--seed", "5")
+    assert code == 1
+    _one_error(errors, "scene_000: holds a scene made with other settings (seed",
+               "pass --overwrite to regenerate it")
+    assert (tmp_path / "scene_000" / "scene.json").stat().st_mtime_ns == stamp
+    assert run(capsys, *args, "--seed", "5", "--overwrite")[0] == 0
+    assert (tmp_path / "scene_000" / "scene.json").stat().st_mtime_ns != stamp
+
+
+def test_evaluate_json_and_report(inputs, tmp_path, capsys):
+    scores = tmp_path / "scores.json"
+    scores.write_text("precious")
+    code, stdout, errors = run(capsys, "evaluate", inputs / "scene", "--json", scores,
+                               "--no-progress")
+    assert code == 1 and stdout == ""  # refused before scoring anything
+    _one_error(errors, f"{scores}: exists; pass --overwrite to replace it")
+    assert scores.read_text() == "precious"
+    report = tmp_path / "report"
+    assert run(capsys, "evaluate", inputs / "scene", "--report", report, "--no-progress")[0] == 0
+    (report / "report.md").write_text("precious")
+    code, _, errors = run(capsys, "evaluate", inputs / "scene", "--report", report,
+                          "--no-progress")
+    assert code == 1
+    _one_error(errors, "report.md: exists; pass --overwrite to replace the report")
+    assert (report / "report.md").read_text() == "precious"
+    code, _, _ = run(capsys, "evaluate", inputs / "scene", "--json", scores, "--report", report,
+                     "--overwrite", "--no-progress")
+    assert code == 0
+    assert "scene" in json.loads(scores.read_text())["scenes"]
+    assert (report / "report.md").read_text().startswith("# crossnet evaluation")
+
+
+def test_segment_out_video_and_overlay(inputs, tmp_path, capsys):
+    out = tmp_path / "masks"
+    base = ["--weights", inputs / "model.pt", "--no-progress"]
+    assert run(capsys, "segment", inputs / "a.mp4", "--out", out, *base)[0] == 0
+    masks_of_a = {p.name: p.read_bytes() for p in out.glob("bin*.png")}
+
+    # Another source, other weights, another size or threshold: refused, nothing touched.
+    other_weights = tiny_model(tmp_path / "other.pt", seed=9)
+    for args, difference in (
+            (["segment", inputs / "b.mp4", "--out", out, *base], "source:"),
+            (["segment", inputs / "a.mp4", "--out", out, "--weights", other_weights,
+              "--no-progress"], "weights_sha256:"),
+            (["segment", inputs / "a.mp4", "--out", out, "--size", "32x24", *base], "size:"),
+            (["segment", inputs / "a.mp4", "--out", out, "--threshold", "0.9", *base],
+             "threshold:")):
+        code, _, errors = run(capsys, *args)
+        assert code == 1
+        _one_error(errors, f"{out}: holds masks of another run ({difference}",
+                   "pass --overwrite to replace them, or choose another --out")
+    assert {p.name: p.read_bytes() for p in out.glob("bin*.png")} == masks_of_a
+
+    # Masks without a record of what made them (an older version, another tool): refused.
+    (out / "segment.json").unlink()
+    code, _, errors = run(capsys, "segment", inputs / "a.mp4", "--out", out, *base)
+    assert code == 1
+    _one_error(errors, f"{out}: holds masks without a segment.json")
+
+    # --overwrite replaces them all, including masks the new source does not have.
+    (out / "bin000099.png").write_bytes(masks_of_a["bin000001.png"])
+    code, stdout, _ = run(capsys, "segment", inputs / "b.mp4", "--out", out, *base,
+                          "--overwrite")
+    assert code == 0 and "5 masks in" in stdout
+    assert sorted(p.name for p in out.glob("bin*.png")) == [f"bin{n:06d}.png"
+                                                             for n in range(1, 6)]
+    assert json.loads((out / "segment.json").read_text())["identity"]["source"].endswith("b.mp4")
+
+    # --video / --overlay files that exist are refused before any work.
+    video = tmp_path / "masks.mp4"
+    video.write_bytes(b"precious")
+    code, _, errors = run(capsys, "segment", inputs / "b.mp4", "--out", tmp_path / "new",
+                          "--video", video, *base)
+    assert code == 1
+    _one_error(errors, f"{video}: exists; pass --overwrite to replace it")
+    assert video.read_bytes() == b"precious" and not list((tmp_path / "new").glob("bin*"))
+    code, _, _ = run(capsys, "segment", inputs / "b.mp4", "--out", tmp_path / "new",
+                     "--video", video, "--overlay", tmp_path / "overlay.mp4", "--overwrite",
+                     *base)
+    assert code == 0 and video.read_bytes() != b"precious"
+
+
+def test_segment_a_stream_never_resumes_into_old_masks(inputs, tmp_path):
+    from pipelines.errors import InputError
+    from pipelines.segment import load_segmentation_model, segment_to_folder
+    from pipelines.sources import StreamSource, VideoSource
+
+    out = tmp_path / "masks"
+    segmentation = load_segmentation_model(inputs / "model.pt")
+    from flow.backends import make_hop_backend
+
+    backend = make_hop_backend("dis-ultrafast")
+    segment_to_folder(VideoSource(inputs / "a.mp4"), segmentation, out, backend=backend,
+                      progress=False)
+    stream = StreamSource.__new__(StreamSource)  # a camera without the camera
+    stream.__dict__.update(name="camera0", path="0", fps=None, num_frames=None,
+                           frame_size=(64, 48), native_size=(64, 48))
+    with pytest.raises(InputError, match="a live stream cannot resume; pass --overwrite"):
+        segment_to_folder(stream, segmentation, out, backend=backend, progress=False)
+
+
+def test_train_out(inputs, tmp_path, capsys):
+    scenes = tmp_path / "scenes"
+    for index in range(2):
+        write_scene(scenes / f"scene_{index:03d}", count=3)
+    assert run(capsys, "preprocess", scenes, "--out", tmp_path / "cache", "--strides", "1,2",
+               "--flow", "dis-ultrafast", "--no-progress")[0] == 0
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"name": "s", "train": ["scene_000"],
+                                 "validation": ["scene_001"], "test": []}))
+    out = tmp_path / "run"
+    args = ["train", "--data", tmp_path / "cache", "--split", split, "--out", out, "--epochs",
+            "1", "--batch-size", "2", "--samples-per-epoch", "2", "--crop", "32x32",
+            "--composite-fraction", "0", "--workers", "0", "--no-progress"]
+    assert run(capsys, *args)[0] == 0
+    first = (out / "last.pt").read_bytes()
+    code, _, errors = run(capsys, *args)
+    assert code == 1
+    _one_error(errors, f"{out}: holds a run already (last.pt, best.pt); pass --resume to "
+                       "continue it, --overwrite to start over, or choose another --out")
+    assert (out / "last.pt").read_bytes() == first
+    # A folder with only a best.pt (copied from elsewhere) is protected too.
+    (out / "last.pt").unlink()
+    code, _, errors = run(capsys, *args)
+    assert code == 1
+    _one_error(errors, "holds a run already (best.pt)")
+    code, _, errors = run(capsys, *args, "--overwrite", "--seed", "7")
+    assert code == 0, errors
+    assert load_checkpoint(out / "last.pt")["train_config"]["seed"] == 7
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in log] == [1]
+
+
+def test_preprocess_out(inputs, tmp_path, capsys):
+    def args(strides, *extra):
+        return ["preprocess", inputs / "a.mp4", "--out", tmp_path, "--flow", "dis-ultrafast",
+                "--strides", strides, "--preview", "--no-progress", *extra]
+
+    assert run(capsys, *args("1,2"))[0] == 0
+    stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    code, stdout, _ = run(capsys, *args("1,2"))
+    assert code == 0 and "skipped" in stdout
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamps  # preview too
+    code, _, errors = run(capsys, *args("1,4"))
+    assert code == 1
+    _one_error(errors, "a.h5: exists, made from other settings", "pass --overwrite to rebuild")
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamps
+    assert run(capsys, *args("1,4", "--overwrite"))[0] == 0
+    with CacheReader(tmp_path / "a.h5") as reader:
+        assert reader.info.strides == (1, 4)
+    assert (tmp_path / "a_preview.png").stat().st_mtime_ns != stamps["a_preview.png"]
