@@ -490,12 +490,53 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
     run_device = resolve_device(device)
     segmentation = load_segmentation_model(weights or _bundled_weights(), device=run_device)
     backend = make_hop_backend(flow_name or segmentation.flow_backend, device=str(run_device))
-    summary = segment_to_folder(
-        open_source(source), segmentation, Path(out_dir), backend=backend, size=size,
-        threshold=threshold, batch_frames=batch_size, device=run_device,
-        video=Path(video_path) if video_path else None,
-        overlay=Path(overlay_path) if overlay_path else None, overwrite=overwrite,
-        progress=not no_progress, cache_dir=Path(cache_dir) if cache_dir else None)
+    scenes = _scenes_in_one_folder(source)
+    jobs = ([(open_source(source), Path(out_dir), video_path, overlay_path)] if not scenes else
+            [(scene, Path(out_dir) / scene.name, _with_suffix(video_path, scene.name),
+              _with_suffix(overlay_path, scene.name)) for scene in scenes])
+    if scenes:
+        click.echo(f"{source}: {len(scenes)} scenes, one mask folder each under {out_dir}")
+    for job_source, job_out, job_video, job_overlay in jobs:
+        summary = segment_to_folder(
+            job_source, segmentation, job_out, backend=backend, size=size,
+            threshold=threshold, batch_frames=batch_size, device=run_device,
+            video=Path(job_video) if job_video else None,
+            overlay=Path(job_overlay) if job_overlay else None, overwrite=overwrite,
+            progress=not no_progress, cache_dir=Path(cache_dir) if cache_dir else None)
+        _echo_segment_summary(summary)
+
+
+def _scenes_in_one_folder(source: str) -> list:
+    """The scenes of a folder that holds several in itself (the HOFAM demo layout: one scene per
+    run of consecutive frame numbers); empty for anything else."""
+    from pathlib import Path
+
+    from pipelines.errors import InputError
+    from pipelines.scenes import find_scenes
+
+    path = Path(source)
+    if not path.is_dir():
+        return []
+    try:
+        scenes = find_scenes([path])
+    except InputError:
+        return []
+    if len(scenes) > 1 and all(Path(scene.path).resolve() == path.resolve() for scene in scenes):
+        return scenes
+    return []
+
+
+def _with_suffix(path: str | None, name: str) -> str | None:
+    """``overlay.mp4`` -> ``overlay_<name>.mp4`` (one video per scene); None stays None."""
+    if path is None:
+        return None
+    from pathlib import Path
+
+    path_ = Path(path)
+    return str(path_.with_name(f"{path_.stem}_{name}{path_.suffix}"))
+
+
+def _echo_segment_summary(summary) -> None:
     if summary.written == 0:
         click.echo(f"{summary.frames} masks in {summary.mask_dir} (already complete)")
     elif summary.kept:

@@ -483,7 +483,8 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
         with bar:
             for frame, mask in segment_frames(source, segmentation, backend=backend, size=size,
                                               threshold=threshold, batch_frames=batch_frames,
-                                              device=device, start=start):
+                                              device=device, start=start,
+                                              cache_dir=cache_dir):
                 path = mask_path(out_dir, frame.number)
                 if mask is None or (not overwrite and path.exists()):
                     if writers:  # the videos need it: read back the mask that is kept
