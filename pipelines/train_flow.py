@@ -127,8 +127,8 @@ class FlowTrainConfig:
                      "validation_pairs", "max_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be finite and > 0, got {self.lr}")
         if len(self.crop_size) != 2 or min(self.crop_size) < 16:
             raise ValueError(f"crop_size must be (height, width) >= 16, got {self.crop_size}")
         if tuple(self.synthetic.size) != tuple(self.crop_size):
