@@ -329,7 +329,8 @@ def _read_state_dict(
     )
 
 
-def load_flow_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[str, Tensor]) -> str:
+def load_flow_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[str, Tensor], *,
+                         source: str | None = None) -> str:
     """Load a RAFT checkpoint in either layout into ``model`` (strictly).
 
     Missing ``num_batches_tracked`` buffers (checkpoints from old PyTorch versions) are not an
@@ -340,6 +341,8 @@ def load_flow_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[str,
         checkpoint: a path to a ``torch.save``'d state dict (loaded with
             ``weights_only=True``), or the state dict itself; princeton-vl or torchvision
             layout, with or without the ``module.`` prefix.
+        source: how messages name the checkpoint (default: its path, or "checkpoint" for a
+            mapping already read, e.g. by a caller that inspected the file first).
 
     Returns:
         The layout that was detected, ``"princeton"`` or ``"torchvision"``.
@@ -349,7 +352,8 @@ def load_flow_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[str,
         ValueError: if the layout is unknown, or keys are missing, unexpected or of the wrong
             shape (the message lists the first few of each).
     """
-    source = str(checkpoint) if isinstance(checkpoint, (str, Path)) else "checkpoint"
+    if source is None:
+        source = str(checkpoint) if isinstance(checkpoint, (str, Path)) else "checkpoint"
     state_dict = _strip_module_prefix(_read_state_dict(checkpoint, source))
     try:
         layout = detect_layout(state_dict)

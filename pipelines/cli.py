@@ -63,6 +63,13 @@ def _device_option(ctx, param, value):
     return value
 
 
+def _flow_crop_option(ctx, param, value):
+    size = parse_size(value)
+    if min(size) < 16:
+        raise click.BadParameter(f"{value!r}: the flow network needs crops of at least 16x16")
+    return size
+
+
 class FiniteFloatRange(click.FloatRange):
     """A FloatRange that also refuses nan and inf (which pass click's range comparisons)."""
 
@@ -394,9 +401,9 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1),
               help="Pairs per step.")
 @click.option("--lr", default=4e-4, show_default=True,
-              type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (AdamW).")
-@click.option("--crop", default="192x192", show_default=True, callback=_size_option,
-              help="Training pair size WIDTHxHEIGHT.")
+              type=FiniteFloatRange(min=0, min_open=True), help="Peak learning rate (AdamW).")
+@click.option("--crop", default="192x192", show_default=True, callback=_flow_crop_option,
+              help="Training pair size WIDTHxHEIGHT (at least 16x16).")
 @click.option("--iters", "num_flow_updates", default=12, show_default=True,
               type=click.IntRange(min=1), help="Recurrent flow updates per pair.")
 @click.option("--checkpoint-every", default=200, show_default=True, type=click.IntRange(min=1),
@@ -404,7 +411,7 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
 @click.option("--init", "init_path", type=click.Path(dir_okay=False),
               help="Start from this RAFT checkpoint (e.g. the synthetic run's weights.pt).")
 @click.option("--distill", "distillation_weight", default=0.0, show_default=True,
-              type=click.FloatRange(min=0),
+              type=FiniteFloatRange(min=0),
               help="Video stage: weight of an L1 pull towards the frozen --init network.")
 @click.option("--validate-middlebury", "middlebury", type=click.Path(file_okay=False),
               help="Also report EPE on these Middlebury pairs at each checkpoint (reporting "
@@ -413,11 +420,15 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
 @click.option("--threads", type=click.IntRange(min=1),
               help="CPU threads for torch (default: torch's own choice).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--overwrite", is_flag=True,
+              help="Discard the run in --out (last.pt, weights.pt, log, config) and start a "
+                   "new one.")
+@click.option("--device", default="auto", show_default=True, callback=_device_option,
+              help="auto, cpu or cuda[:N].")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def train_flow(stage, out_dir, data_dirs, model_config, steps, batch_size, lr, crop,
                num_flow_updates, checkpoint_every, init_path, distillation_weight, middlebury,
-               seed, threads, resume, device, no_progress) -> None:
+               seed, threads, resume, overwrite, device, no_progress) -> None:
     """Train the RAFT-style flow network (one stage per run) and write RUN/weights.pt.
 
     Use the result with `--flow raft-small --weights RUN/weights.pt`, or as --init of the next
@@ -430,6 +441,9 @@ def train_flow(stage, out_dir, data_dirs, model_config, steps, batch_size, lr, c
     from pipelines.train_flow import FlowTrainConfig
     from pipelines.train_flow import train_flow as run_training
 
+    if resume and overwrite:
+        raise click.UsageError("--resume continues the run in --out, --overwrite discards it: "
+                               "give one of them")
     if threads is not None:
         torch.set_num_threads(threads)
     config = FlowTrainConfig(
@@ -439,7 +453,7 @@ def train_flow(stage, out_dir, data_dirs, model_config, steps, batch_size, lr, c
         loss=SelfSupervisedLossConfig(distillation_weight=distillation_weight))
     weights = run_training(out_dir, config, data_dirs=data_dirs, init=init_path,
                            middlebury=middlebury, device=device, resume=resume,
-                           progress=not no_progress)
+                           overwrite=overwrite, progress=not no_progress)
     click.echo(f"weights: {weights}")
 
 

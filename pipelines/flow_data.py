@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from flow.io import read_flo
-from pipelines.errors import InputError
+from pipelines.errors import InputError, one_line
 from pipelines.imageio import read_image_rgb
 from pipelines.sources import resize_rgb
 
@@ -61,7 +61,8 @@ def _scaled_size(width: int, height: int, *, max_side: int, min_size: tuple[int,
 
 
 def load_clips(data_dirs: Sequence[str | os.PathLike], *, max_frames: int, max_side: int,
-               min_size: tuple[int, int]) -> list[Clip]:
+               min_size: tuple[int, int], exclude: str | os.PathLike | None = None
+               ) -> list[Clip]:
     """Decode every source under ``data_dirs`` into memory.
 
     Args:
@@ -71,6 +72,12 @@ def load_clips(data_dirs: Sequence[str | os.PathLike], *, max_frames: int, max_s
         max_side: frames are shrunk so their longer side is at most this many pixels...
         min_size: ...but kept at least (height, width) (enlarged if needed), so a training
             crop fits.
+        exclude: a folder never searched (the run folder, when it lies inside a data folder).
+
+    A source under a folder that cannot be read (not a video, a corrupt or truncated file,
+    frames of differing sizes) is skipped with a warning naming it, as ``crossnet train``
+    skips a damaged cache: one bad file among hours of footage must not stop the run. A path
+    given directly that cannot be read, or a folder where nothing is usable, is an error.
 
     Returns:
         One clip per source with at least 2 frames.
@@ -89,34 +96,61 @@ def load_clips(data_dirs: Sequence[str | os.PathLike], *, max_frames: int, max_s
         if not path.exists():
             raise InputError(f"{path}: no such file or folder")
         failed: list[tuple[str, str]] = []
-        sources = collect_sources([path], size=None, failed=failed)
+        sources = collect_sources([path], size=None, failed=failed, exclude=exclude)
         for where, reason in failed:
             if Path(where) == path:
                 raise InputError(reason)
-            logger.warning("skipped %s: %s", where, reason)
-        kept = 0
+            logger.warning("%s; skipped", _naming(reason, where))
+        kept = skipped = 0
         for source in sources:
             if _is_flow_benchmark(source.path):
-                logger.warning("skipped %s: flow-benchmark frames are for evaluation only",
+                logger.warning("%s: flow-benchmark frames are for evaluation only; skipped",
                                source.path)
                 continue
-            frames = []
-            for frame in source:
-                if not frames:
-                    height, width = frame.rgb.shape[:2]
-                    size = _scaled_size(width, height, max_side=max_side, min_size=min_size)
-                frames.append(torch.from_numpy(resize_rgb(frame.rgb, size)).permute(2, 0, 1))
-                if len(frames) >= max_frames:
-                    break
+            try:
+                frames = _decode(source, max_frames=max_frames, max_side=max_side,
+                                 min_size=min_size)
+            except InputError as error:
+                if Path(source.path) == path:
+                    raise
+                logger.warning("%s; skipped", _naming(one_line(error), source.path))
+                skipped += 1
+                continue
             if len(frames) < 2:
-                logger.warning("skipped %s: fewer than 2 frames", source.path)
+                if Path(source.path) == path:
+                    raise InputError(f"{path}: {len(frames)} frame(s); training pairs need at "
+                                     "least 2")
+                logger.warning("%s: %d frame(s), training pairs need at least 2; skipped",
+                               source.path, len(frames))
+                skipped += 1
                 continue
             clips.append(Clip(source.name, torch.stack(frames)))
             kept += 1
         if not kept:
+            unusable = f"; {len(failed) + skipped} unusable, see the warnings" if (
+                failed or skipped) else ""
             raise InputError(f"{path}: no video or frame folder with at least 2 frames under it "
-                             "(flow-benchmark frames are not used for training)")
+                             f"(flow-benchmark frames are not used for training{unusable})")
     return clips
+
+
+def _naming(reason: str, where: str | os.PathLike) -> str:
+    """``reason`` starting with the file it is about (most reasons already do)."""
+    return reason if reason.startswith(str(where)) else f"{where}: {reason}"
+
+
+def _decode(source, *, max_frames: int, max_side: int, min_size: tuple[int, int]
+            ) -> list[Tensor]:
+    """The first ``max_frames`` frames of ``source``, (3, H, W) uint8, resized once."""
+    frames: list[Tensor] = []
+    for frame in source:  # the sources refuse frames of differing sizes (InputError)
+        if not frames:
+            height, width = frame.rgb.shape[:2]
+            size = _scaled_size(width, height, max_side=max_side, min_size=min_size)
+        frames.append(torch.from_numpy(resize_rgb(frame.rgb, size)).permute(2, 0, 1))
+        if len(frames) >= max_frames:
+            break
+    return frames
 
 
 def texture_pool(clips: Sequence[Clip], *, per_clip: int = 16) -> list[Tensor]:

@@ -43,6 +43,15 @@ _RAFT_PAIR_LINEAR_BYTES_PER_PIXEL = 100.0
 # 1280x720): inference 172-189 B/px = 0.38 x saved (478 B/px); training 553 B/px = 1.16 x.
 _HOFAM_INFERENCE_FACTOR = 0.4
 _HOFAM_TRAINING_FACTOR = 1.2
+# RAFT training (`crossnet train-flow`): bytes a training-mode forward saves for backward, per
+# pixel of one pair, measured under saved_tensors_hooks at 256x256: raft-small 1758 B/px with
+# 1 flow update, 2018 with 3; raft-large 4220 and 4960; as (fixed, per update). The real peak
+# (RSS growth of forward + backward of the supervised loss, batch 1-2, 256-384 px, 3-6 updates)
+# was 0.95-1.0 x the estimate of raft_training_bytes (1.2 x saved plus twice the correlation
+# pyramid, which grows with the pixel count squared).
+_RAFT_TRAINING_SAVED_BYTES_PER_PIXEL = {"raft-small": (1630.0, 130.0),
+                                        "raft-large": (3850.0, 370.0)}
+_RAFT_TRAINING_FACTOR = 1.2
 
 
 def gib(size: float) -> str:
@@ -212,6 +221,24 @@ def segment_bytes(config, size: tuple[int, int], *, batch_frames: int, backend: 
                        backend=backend, native_size=native_size)
             + 12 * pixels + model_inputs + masks
             + hofam_bytes(config, size, batch=batch_frames, training=False))
+
+
+def raft_training_bytes(model: str, size: tuple[int, int], *, pairs: int,
+                        num_flow_updates: int) -> float:
+    """Peak memory of one training step of RAFT on ``pairs`` pairs of ``size`` (width, height).
+
+    Args:
+        model: ``raft-small`` or ``raft-large``.
+        size: the crop (width, height).
+        pairs: pairs in one forward (the self-supervised stage runs both directions: twice the
+            batch).
+        num_flow_updates: recurrent updates (each saves its activations for backward).
+    """
+    pixels = float(size[0]) * size[1]
+    fixed, per_update = _RAFT_TRAINING_SAVED_BYTES_PER_PIXEL[model]
+    correlation = (pixels / 64) ** 2 * 4 * 4 / 3
+    return pairs * (_RAFT_TRAINING_FACTOR * (fixed + per_update * num_flow_updates) * pixels
+                    + 2 * correlation)
 
 
 def format_size(size: tuple[int, int]) -> str:

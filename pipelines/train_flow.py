@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,9 +49,11 @@ import torch
 from tqdm import tqdm
 
 import crossnet
+from crossnet.checkpoint import CHECKPOINT_FORMAT as SEGMENTATION_CHECKPOINT_FORMAT
 from crossnet.checkpoint import FLOW_CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from flow.backends import file_sha256, resolve_device
 from flow.checkpoints import load_flow_checkpoint
+from flow.safe_load import load_weights_only
 from flow.self_supervised_loss import SelfSupervisedLossConfig
 from flow.synthetic_pairs import SyntheticPairConfig, generate_batch, seeded_generator
 from flow.training import (
@@ -61,8 +64,10 @@ from flow.training import (
     self_supervised_step_loss,
     supervised_loss,
 )
-from pipelines.errors import InputError, TrainingDiverged
+from pipelines.errors import InputError, TrainingDiverged, one_line
 from pipelines.flow_data import VideoPairSampler, load_clips, middlebury_pairs, texture_pool
+from pipelines.memory import check_fits, format_size, raft_training_bytes
+from pipelines.outputs import prepare_output_folder, remove_stale_temporaries, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +127,8 @@ class FlowTrainConfig:
                      "validation_pairs", "max_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be finite and > 0, got {self.lr}")
         if len(self.crop_size) != 2 or min(self.crop_size) < 16:
             raise ValueError(f"crop_size must be (height, width) >= 16, got {self.crop_size}")
         if tuple(self.synthetic.size) != tuple(self.crop_size):
@@ -164,9 +169,7 @@ def _export_weights(path: Path, model: torch.nn.Module, config: FlowTrainConfig,
 def _write_log(path: Path, history: list[dict]) -> None:
     """Rewrite the JSONL log from the checkpoint's history, atomically: after a resume the log
     holds each checkpoint exactly once."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(json.dumps(_nan_to_none(line)) + "\n" for line in history))
-    os.replace(temporary, path)
+    write_text_atomic(path, "".join(json.dumps(_nan_to_none(line)) + "\n" for line in history))
 
 
 def _nan_to_none(value):
@@ -182,60 +185,89 @@ def _settings(config: dict) -> dict:
     return json.loads(json.dumps(config))
 
 
+RUN_FILES = ("last.pt", "weights.pt", "log.jsonl", "config.json")
+"""What a run folder holds; ``--overwrite`` deletes these (and nothing else) before a new run."""
+_RUN_FILE_NAMES = re.compile("|".join(re.escape(name) for name in RUN_FILES))
+_RESUME_KEYS = ("model", "train_config", "optimizer", "scheduler", "step", "history")
+
+
 def train_flow(out_dir: str | os.PathLike, config: FlowTrainConfig, *,
                data_dirs: Sequence[str | os.PathLike] = (), init: str | os.PathLike | None = None,
                middlebury: str | os.PathLike | None = None, device: str = "auto",
-               resume: bool = False, progress: bool = True) -> Path:
+               resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Train the flow network; returns the path of ``weights.pt``.
 
     Args:
         out_dir: the run folder.
         config: the settings.
         data_dirs: video stage: the videos / frame folders to train on (required); synthetic
-            stage: optional real images to crop textures from.
+            stage: optional real images to crop textures from. Unreadable sources under a
+            folder are skipped with a warning (:func:`pipelines.flow_data.load_clips`).
         init: a RAFT checkpoint to start from (any layout :func:`flow.checkpoints.
             load_flow_checkpoint` reads, e.g. a previous run's ``weights.pt``); with
             distillation on, also the teacher. Ignored on resume (the run's own state is used).
         middlebury: the Middlebury folder to report EPE on at every checkpoint, or None.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         resume: continue the run in ``out_dir`` from its ``last.pt``.
+        overwrite: discard the run in ``out_dir`` (its :data:`RUN_FILES`) and start a new one;
+            without it a folder holding ``last.pt`` or ``weights.pt`` is refused unless
+            ``resume``. The old files are deleted only once the data and ``init`` have been
+            read, so a typo costs no run.
         progress: show a progress bar.
 
     Raises:
-        InputError: bad data folders, a run folder in the way, nothing to resume, a resumed run
-            with other settings, or an unreadable ``--init``.
+        InputError: bad data folders, a run folder in the way or not writable, nothing to
+            resume, a ``last.pt`` that cannot be resumed or was made with other settings, an
+            unreadable or foreign ``--init``, or a crop that cannot fit in memory.
         TrainingDiverged: the loss or the gradient became NaN or infinite.
+        OSError: a checkpoint or log could not be written (a full disk); the message names the
+            file, and the previous checkpoint is left whole.
     """
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other")
     out_dir = Path(out_dir)
     last_path, weights_path = out_dir / "last.pt", out_dir / "weights.pt"
-    if last_path.exists() and not resume:
-        raise InputError(f"{out_dir}: holds a run already (last.pt); pass --resume to continue "
-                         "it, or choose another --out")
-    if resume and not last_path.exists():
-        raise InputError(f"{last_path}: nothing to resume")
     if config.stage == "video" and not data_dirs:
         raise InputError("--stage video needs --data: folders of videos or frame folders")
     if config.loss.distillation_weight > 0 and init is None and not resume:
         raise InputError("distillation needs --init: the network to distil from")
-    if init is not None and not Path(init).is_file():
+    for path in data_dirs:
+        if not Path(path).exists():
+            raise InputError(f"{path}: no such file or folder")
+    if init is not None and not resume and not Path(init).is_file():
         raise InputError(f"{init}: no such checkpoint file")
-    middlebury_set = middlebury_pairs(middlebury) if middlebury is not None else []
 
+    # The run folder before any real work: a wrong --out fails within a second.
+    prepare_output_folder(out_dir)
+    remove_stale_temporaries(out_dir, _RUN_FILE_NAMES)  # left by a writer killed mid-write
+    held = [path.name for path in (last_path, weights_path) if path.exists()]
+    if held and not resume and not overwrite:
+        raise InputError(f"{out_dir}: holds a run already ({', '.join(held)}); pass --resume "
+                         "to continue it, --overwrite to start over, or choose another --out")
+    if resume and not last_path.exists():
+        raise InputError(f"{last_path}: nothing to resume")
+    run_device = resolve_device(device)
+    crop_width_height = (config.crop_size[1], config.crop_size[0])
+    check_fits(raft_training_bytes(
+                   config.model, crop_width_height,
+                   pairs=config.batch_size * (2 if config.stage == "video" else 1),
+                   num_flow_updates=config.num_flow_updates),
+               what=f"training {config.model} on {format_size(crop_width_height)} crops in "
+                    f"batches of {config.batch_size} with {config.num_flow_updates} updates",
+               hint="choose a smaller --crop, --batch-size or --iters", device=run_device)
+
+    middlebury_set = middlebury_pairs(middlebury) if middlebury is not None else []
     clips = load_clips(data_dirs, max_frames=config.max_frames, max_side=config.max_side,
-                       min_size=config.crop_size) if data_dirs else []
+                       min_size=config.crop_size, exclude=out_dir) if data_dirs else []
     pool = texture_pool(clips) if clips and config.stage == "synthetic" else None
     sampler = (VideoPairSampler(clips, crop_size=config.crop_size)
                if config.stage == "video" else None)
-    run_device = resolve_device(device)
 
     torch.manual_seed(config.seed)
     model = build_flow_model(config.model)
     init_record = None
     if init is not None and not resume:
-        try:
-            load_flow_checkpoint(model, init)
-        except ValueError as error:
-            raise InputError(str(error)) from error
+        _load_init(model, Path(init))
         init_record = {"path": str(init), "sha256": file_sha256(init)}
     model = model.to(run_device).train()
     teacher = None
@@ -248,18 +280,32 @@ def train_flow(out_dir: str | os.PathLike, config: FlowTrainConfig, *,
     if resume:
         checkpoint = load_checkpoint(last_path, map_location=run_device,
                                      checkpoint_format=FLOW_CHECKPOINT_FORMAT)
-        if _settings(checkpoint["train_config"]) != _settings(config.to_dict()):
+        missing = [key for key in _RESUME_KEYS + (("teacher",) if teacher is not None else ())
+                   if key not in checkpoint]
+        if missing:
+            raise InputError(f"{last_path}: not a resumable checkpoint (no "
+                             f"{', '.join(map(repr, missing))})")
+        if not isinstance(checkpoint["train_config"], dict) or _settings(
+                checkpoint["train_config"]) != _settings(config.to_dict()):
             raise InputError(f"{last_path}: was trained with other settings; resume with the "
                              "same options")
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        start_step, history = int(checkpoint["step"]), list(checkpoint["history"])
+        try:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            if teacher is not None:
+                teacher.load_state_dict(checkpoint["teacher"])
+            start_step, history = int(checkpoint["step"]), list(checkpoint["history"])
+        except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as error:
+            raise InputError(f"{last_path}: cannot be resumed ({one_line(error)})") from error
+        if not 0 <= start_step <= config.steps:
+            raise InputError(f"{last_path}: step {start_step} is outside this run's "
+                             f"{config.steps} steps")
         init_record = checkpoint.get("init")
-        if teacher is not None:
-            teacher.load_state_dict(checkpoint["teacher"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(
+    if overwrite:
+        for name in RUN_FILES:
+            (out_dir / name).unlink(missing_ok=True)
+    write_text_atomic(out_dir / "config.json", json.dumps(
         {"train_config": config.to_dict(), "data": [str(p) for p in data_dirs],
          "init": init_record, "middlebury": None if middlebury is None else str(middlebury),
          "clips": [clip.name for clip in clips], "device": str(run_device),
@@ -285,18 +331,17 @@ def train_flow(out_dir: str | os.PathLike, config: FlowTrainConfig, *,
             loss, parts = self_supervised_step_loss(
                 model, image1.to(run_device), image2.to(run_device),
                 num_flow_updates=config.num_flow_updates, config=config.loss, teacher=teacher)
-        last_good = history[-1]["step"] if history else 0
         if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"the loss became {loss.item()} at step {step + 1}; {last_path} keeps the last "
-                f"good checkpoint (step {last_good}); try a lower --lr")
+            raise TrainingDiverged(_divergence_message(
+                f"the loss became {loss.item()}", step + 1, last_path, history))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        # A finite loss can still have an overflowing gradient; a step with it would turn the
+        # weights into NaN, and the next checkpoint with them.
         if not torch.isfinite(norm):
-            raise TrainingDiverged(
-                f"the gradient became {norm.item()} at step {step + 1}; {last_path} keeps the "
-                f"last good checkpoint (step {last_good}); try a lower --lr")
+            raise TrainingDiverged(_divergence_message(
+                f"the gradient became {norm.item()}", step + 1, last_path, history))
         optimizer.step()
         scheduler.step()
         for name, value in {"loss": loss.item(), **parts}.items():
@@ -316,6 +361,10 @@ def train_flow(out_dir: str | os.PathLike, config: FlowTrainConfig, *,
                 name: average_epe(model, pair, num_flow_updates=config.num_flow_updates)[0]
                 for name, pair in middlebury_set}
         record["seconds"] = time.perf_counter() - started
+        if not all(torch.isfinite(value).all() for value in model.state_dict().values()
+                   if value.is_floating_point()):
+            raise TrainingDiverged(_divergence_message("the weights became non-finite", done,
+                                                       last_path, history))
         history.append(record)
         running, started = {}, time.perf_counter()
         state = {"model": model.state_dict(), "model_config": {"name": config.model},
@@ -335,4 +384,49 @@ def train_flow(out_dir: str | os.PathLike, config: FlowTrainConfig, *,
                 f"{name} {epe:.3f}" for name, epe in record["middlebury_epe"].items())
         tqdm.write(message + f"  ({record['seconds']:.0f} s)")
     bar.close()
+    if start_step == config.steps and _exported_step(weights_path) != start_step:
+        # A run killed between writing its final last.pt and weights.pt: finish the exports.
+        _export_weights(weights_path, model, config, step=start_step, history=history,
+                        init=init_record)
+        _write_log(out_dir / "log.jsonl", history)
     return weights_path
+
+
+def _divergence_message(what: str, step: int, last_path: Path, history: list[dict]) -> str:
+    if history:
+        kept = f"{last_path} keeps the last good checkpoint (step {history[-1]['step']})"
+    else:
+        kept = "no checkpoint had been written yet"
+    return f"{what} at step {step}; {kept}; try a lower --lr"
+
+
+def _exported_step(path: Path) -> int | None:
+    """The step of a run's ``weights.pt``, or None when it is missing or unreadable."""
+    try:
+        return int(load_checkpoint(path, checkpoint_format=FLOW_CHECKPOINT_FORMAT)["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _load_init(model: torch.nn.Module, path: Path) -> None:
+    """Load ``--init`` into ``model``, read once with ``weights_only=True``.
+
+    Raises:
+        InputError: the file is refused (code in it), unreadable, a crossnet checkpoint of
+            another kind (the segmentation model), or weights that do not fit ``model``.
+    """
+    try:
+        document = load_weights_only(path)
+    except (OSError, ValueError) as error:
+        raise InputError(one_line(error)) from error
+    kind = document.get("format") if isinstance(document, dict) else None
+    if kind == SEGMENTATION_CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: a crossnet segmentation checkpoint (from crossnet train), "
+                         "not a flow network; --init takes a RAFT checkpoint, e.g. a "
+                         "train-flow run's weights.pt")
+    if isinstance(kind, str) and kind != FLOW_CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: a {kind!r} checkpoint, not a flow network")
+    try:
+        load_flow_checkpoint(model, document, source=str(path))
+    except ValueError as error:
+        raise InputError(one_line(error)) from error

@@ -108,6 +108,7 @@ _RUNNER = textwrap.dedent("""
     import pipelines.imageio
     import crossnet.checkpoint
     import pipelines.train
+    import pipelines.train_flow
 
     append = flow.cache.CacheWriter.append
     def counted_append(self, *args, **kwargs):
@@ -127,6 +128,7 @@ _RUNNER = textwrap.dedent("""
         announce()
         return result
     pipelines.train.save_checkpoint = counted_save
+    pipelines.train_flow.save_checkpoint = counted_save  # last.pt, then weights.pt
 
     from pipelines.cli import main
     sys.exit(main(sys.argv[1:]))

@@ -60,6 +60,9 @@ def inputs(tmp_path_factory):
     cv2.imwrite(str(roi_size / "ROI.bmp"), np.zeros((10, 10), np.uint8))
     write_scene(root / "short_scene", count=1)
     (root / "a_file").write_text("a file where a folder is expected")
+    (root / "no_videos").mkdir()
+    (root / "no_videos" / "readme.txt").write_text("notes")
+    (root / "no_videos" / "labels.csv").write_text("1,2,3")
     tiny_model(root / "model.pt")
     return root
 
@@ -131,6 +134,23 @@ SINGLE_INPUT_FAILURES = {
         ["gt000002.png: ground-truth size 32x24 differs"]),
     "evaluate/ROI of another size": ("evaluate {root}/roi_size",
                                      ["roi_size/ROI.bmp: ROI size 10x10 differs"]),
+    "train-flow/nonexistent data": ("train-flow --stage video --data {root}/absent --out {out}",
+                                    ["absent: no such file or folder"]),
+    "train-flow/empty folder": ("train-flow --stage video --data {root}/empty --out {out}",
+                                ["empty: no video, frame folder or scene under it"]),
+    "train-flow/only non-video files": (
+        "train-flow --stage video --data {root}/no_videos --out {out}",
+        ["no_videos: no video, frame folder or scene under it"]),
+    "train-flow/not a video": ("train-flow --stage video --data {root}/notes.mp4 --out {out}",
+                               ["notes.mp4: not a readable video (OpenCV could not open it)"]),
+    "train-flow/one frame": ("train-flow --stage video --data {root}/one.mp4 --out {out}",
+                             ["one.mp4: 1 frame(s); training pairs need at least 2"]),
+    "train-flow/video stage without data": ("train-flow --stage video --out {out}",
+                                            ["--stage video needs --data"]),
+    "train-flow/nonexistent init": (("train-flow --stage synthetic --init {root}/absent.pt "
+                                    "--out {out}"), ["absent.pt: no such checkpoint file"]),
+    "train-flow/resume without a run": ("train-flow --stage synthetic --resume --out {out}",
+                                        ["out/last.pt: nothing to resume"]),
 }
 
 
@@ -265,6 +285,7 @@ OUTPUT_COMMANDS = {
     "evaluate --json": "evaluate {root}/scene --json {out}/s.json",
     "evaluate --report": "evaluate {root}/scene --report {out}",
     "train": "train --data {root}/empty --split {root}/split.json --out {out}",
+    "train-flow": "train-flow --stage synthetic --out {out} --steps 1 --crop 32x32 --iters 1",
 }
 
 
@@ -408,6 +429,60 @@ def test_full_disk_while_saving_a_checkpoint_keeps_the_last_one(inputs, tmp_path
     assert load_checkpoint(out / "last.pt")["epoch"] == 2
 
 
+def _flow_checkpoint_step(path):
+    from crossnet.checkpoint import FLOW_CHECKPOINT_FORMAT
+
+    return load_checkpoint(path, checkpoint_format=FLOW_CHECKPOINT_FORMAT)["step"]
+
+
+TINY_FLOW_RUN = ("--steps", "2", "--batch-size", "1", "--crop", "32x32", "--iters", "1",
+                 "--checkpoint-every", "1", "--device", "cpu", "--no-progress")
+
+
+def test_full_disk_while_saving_a_train_flow_checkpoint_keeps_the_last_one(tmp_path, capsys,
+                                                                          monkeypatch):
+    import crossnet.checkpoint
+
+    out = tmp_path / "run"
+    args = ["train-flow", "--stage", "synthetic", "--out", out, *TINY_FLOW_RUN]
+    # Step 1 writes last.pt and weights.pt; the disk is full when step 2 writes last.pt.
+    monkeypatch.setattr(crossnet.checkpoint, "open", _FullDisk(after=2), raising=False)
+    code, _, errors = run(capsys, *args)
+    monkeypatch.undo()
+    assert code == 1
+    _one_error(errors, f"{out / 'last.pt'}: No space left on device")
+    assert _flow_checkpoint_step(out / "last.pt") == 1
+    assert _flow_checkpoint_step(out / "weights.pt") == 1
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    code, _, errors = run(capsys, *args, "--resume")
+    assert code == 0, errors
+    assert _flow_checkpoint_step(out / "last.pt") == _flow_checkpoint_step(out / "weights.pt") == 2
+
+
+def test_train_flow_skips_a_corrupt_video_in_a_data_folder_with_a_warning(inputs, tmp_path,
+                                                                          capsys, caplog):
+    data = tmp_path / "videos"
+    data.mkdir()
+    for name in ("good.mp4", "notes.mp4", "truncated.mp4"):
+        (data / name).write_bytes((inputs / name).read_bytes())
+    args = ["train-flow", "--stage", "video", "--data", data, *TINY_FLOW_RUN]
+    with caplog.at_level(logging.WARNING, logger="pipelines.flow_data"):
+        code, _, errors = run(capsys, *args, "--out", tmp_path / "run")
+    assert code == 0 and errors == []
+    warnings = sorted(r.message for r in caplog.records if r.name == "pipelines.flow_data")
+    assert warnings == [
+        f"{data / 'notes.mp4'}: not a readable video (OpenCV could not open it); skipped",
+        f"{data / 'truncated.mp4'}: not a readable video (OpenCV could not open it); skipped"]
+    assert _flow_checkpoint_step(tmp_path / "run" / "last.pt") == 2
+    # Nothing usable left: one line saying so.
+    (data / "good.mp4").unlink()
+    code, _, errors = run(capsys, *args, "--out", tmp_path / "run2")
+    assert code == 1
+    _one_error(errors, f"{data}: no video or frame folder with at least 2 frames under it",
+               "2 unusable, see the warnings")
+    assert not (tmp_path / "run2" / "last.pt").exists()
+
+
 def test_full_disk_while_writing_outputs_of_flow_evaluate_and_synth(inputs, tmp_path, capsys,
                                                                     monkeypatch):
     import flow.io
@@ -461,6 +536,19 @@ UNKNOWN_VALUES = {
     "resume with overwrite": ("train --data d --split s --out o --resume --overwrite",
                               "--resume continues the run in --out, --overwrite discards it"),
     "png same as out": ("flow a b --out x.flo --png x.flo", "names the same file as --out"),
+    "train-flow device": ("train-flow --stage synthetic --out o --device tpu",
+                          "'tpu' is not auto, cpu, cuda or cuda:N"),
+    "train-flow zero crop": ("train-flow --stage synthetic --out o --crop 0x0",
+                             "'0x0' is not WIDTHxHEIGHT"),
+    "train-flow tiny crop": ("train-flow --stage synthetic --out o --crop 8x8",
+                             "'8x8': the flow network needs crops of at least 16x16"),
+    "train-flow learning rate nan": ("train-flow --stage synthetic --out o --lr nan",
+                                     "'nan' is not a finite number"),
+    "train-flow distillation inf": ("train-flow --stage video --out o --distill inf",
+                                    "'inf' is not a finite number"),
+    "train-flow stage": ("train-flow --stage both --out o", "'both' is not one of"),
+    "train-flow resume with overwrite": (("train-flow --stage synthetic --out o --resume "
+                                         "--overwrite"), "--resume continues the run in --out"),
 }
 
 

@@ -288,3 +288,96 @@ def test_a_cache_with_a_damaged_chunk_fails_in_one_line(clip, tmp_path, capsys):
         reader.flow(2)
         with pytest.raises(ValueError, match=r"clip\.h5: flow of frame 3 cannot be read"):
             reader.flow(3)
+
+
+# train-flow: 4 steps of raft-small on 64x64 synthetic pairs, a checkpoint after each step
+# (last.pt, then weights.pt: two saves, so progress 2N is checkpoint N complete).
+FLOW_STEPS = 4
+
+
+def _train_flow_args(out, *extra):
+    return ["train-flow", "--stage", "synthetic", "--out", out, "--steps", str(FLOW_STEPS),
+            "--batch-size", "1", "--crop", "64x64", "--iters", "2", "--checkpoint-every", "1",
+            "--threads", "1", "--device", "cpu", "--no-progress", *extra]
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    threads = torch.get_num_threads()  # --threads sets it for the whole process
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def reference_flow_run(tmp_path_factory):
+    import torch
+
+    threads = torch.get_num_threads()
+    out = tmp_path_factory.mktemp("flow_reference") / "run"
+    try:
+        assert run_quietly(_train_flow_args(out)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def _flow_checkpoint(path):
+    from crossnet.checkpoint import FLOW_CHECKPOINT_FORMAT
+
+    return load_checkpoint(path, checkpoint_format=FLOW_CHECKPOINT_FORMAT)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGINT],
+                         ids=["SIGKILL", "SIGINT"])
+def test_train_flow_interrupted_then_resumed_completes(reference_flow_run, tmp_path, capsys,
+                                                       one_thread, signal_number):
+    import torch
+
+    from flow.checkpoints import load_flow_checkpoint
+    from flow.raft import raft_small
+
+    out = tmp_path / "run"
+    process = start_cli(*_train_flow_args(out), pause=0.5)
+    wait_for_progress(process, 2)  # step 1's last.pt and weights.pt are written
+    process.send_signal(signal_number)
+    code = process.wait(timeout=60)
+    stderr = process.stderr.read()
+    if signal_number == signal.SIGINT:
+        assert code == 130
+        assert "crossnet: interrupted" in stderr.splitlines() and "Traceback" not in stderr
+    else:
+        assert code == -signal.SIGKILL
+        (out / ".last.pt.4242.0123456789ab.tmp").write_bytes(b"torn")  # a kill mid-write
+    stopped = _flow_checkpoint(out / "last.pt")["step"]
+    assert 1 <= stopped < FLOW_STEPS
+    assert _flow_checkpoint(out / "weights.pt")["step"] in (stopped - 1, stopped)
+
+    code, _, errors = run(capsys, *_train_flow_args(out))
+    assert code == 1 and "holds a run already (last.pt, weights.pt); pass --resume" in errors[0]
+    code, stdout, errors = run(capsys, *_train_flow_args(out, "--resume"))
+    assert code == 0, errors
+    assert stdout.strip().endswith(f"weights: {out / 'weights.pt'}")
+    last, weights = _flow_checkpoint(out / "last.pt"), _flow_checkpoint(out / "weights.pt")
+    assert last["step"] == weights["step"] == FLOW_STEPS
+    load_flow_checkpoint(raft_small(), out / "weights.pt")  # a valid network for --weights
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in log] == list(range(1, FLOW_STEPS + 1))
+    # The resumed run is the uninterrupted one.
+    expected = _flow_checkpoint(reference_flow_run / "weights.pt")["model"]
+    for key, value in expected.items():
+        torch.testing.assert_close(weights["model"][key], value, msg=key)
+
+
+def test_train_flow_killed_between_its_final_checkpoint_and_weights_finishes_on_resume(
+        reference_flow_run, tmp_path, capsys, one_thread):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(reference_flow_run, out)
+    (out / "weights.pt").unlink()  # last.pt of the final step was written, weights.pt not
+    code, _, errors = run(capsys, *_train_flow_args(out, "--resume"))
+    assert code == 0, errors
+    assert _flow_checkpoint(out / "weights.pt")["step"] == FLOW_STEPS

@@ -134,6 +134,10 @@ def test_requests_that_cannot_fit_are_refused_before_they_start(tmp_path, capsys
                   "training on 20000x20000 crops in batches of 8 needs about"),
         "synth": (["synth", tmp_path / "synth", "--size", HUGE, "--no-progress"],
                   f"a synthetic scene of {HUGE} needs about"),
+        "train-flow": (["train-flow", "--stage", "synthetic", "--out", tmp_path / "flow_run",
+                        "--crop", "4000x4000", "--no-progress"],
+                       ("training raft-small on 4000x4000 crops in batches of 4 with 12 updates "
+                       "needs about")),
     }
     for command, (args, start) in cases.items():
         code, _, errors = run(capsys, *args)
@@ -142,6 +146,7 @@ def test_requests_that_cannot_fit_are_refused_before_they_start(tmp_path, capsys
         assert "GiB of memory, only" in errors[0] and "available; choose a smaller" in errors[0]
     assert not (tmp_path / "masks").exists() or not list((tmp_path / "masks").iterdir())
     assert not (tmp_path / "run" / "last.pt").exists()
+    assert not (tmp_path / "flow_run" / "last.pt").exists()
     assert not (tmp_path / "synth").exists() or not list((tmp_path / "synth").iterdir())
 
 
@@ -170,6 +175,19 @@ def test_estimates_scale_as_the_buffers_do():
     one = memory.hofam_bytes(config, (160, 160), batch=1, training=True)
     assert memory.hofam_bytes(config, (160, 160), batch=4, training=True) == pytest.approx(4 * one)
     assert memory.hofam_bytes(config, (160, 160), batch=1, training=False) < one
+    # RAFT training: linear in pairs and updates, the correlation quadratic in pixels; the
+    # default train-flow settings (192x192, batch 4, 12 updates) need some hundreds of MB.
+    flow = memory.raft_training_bytes("raft-small", (192, 192), pairs=4, num_flow_updates=12)
+    assert 200e6 < flow < 2e9
+    assert memory.raft_training_bytes("raft-small", (192, 192), pairs=8,
+                                      num_flow_updates=12) == pytest.approx(2 * flow)
+    assert memory.raft_training_bytes("raft-small", (192, 192), pairs=4,
+                                      num_flow_updates=24) > flow
+    assert memory.raft_training_bytes("raft-large", (192, 192), pairs=4,
+                                      num_flow_updates=12) > 2 * flow
+    big = memory.raft_training_bytes("raft-small", (1536, 1536), pairs=1, num_flow_updates=1)
+    assert big > 4 * memory.raft_training_bytes("raft-small", (768, 768), pairs=1,
+                                                num_flow_updates=1)
     # The default model at 320x240, batch 4: tens of MB, not GB (measured ~180 B/px/frame).
     assert 20e6 < memory.segment_bytes(HofamConfig(), (320, 240), batch_frames=4,
                                        backend="dis-fast") < 300e6

@@ -153,3 +153,101 @@ def test_the_cache_never_stores_non_finite_flow(tmp_path):
         with pytest.raises(ValueError, match="flow must be finite in float16"):
             writer.append(1, np.zeros((3, 4, 3), np.uint8), flow)
         assert writer.frames_written == 0
+
+
+# train-flow: a run of 3 steps with a checkpoint after each; step 2 goes wrong.
+def _train_flow(capsys, out, *extra):
+    return run(capsys, "train-flow", "--stage", "synthetic", "--out", out, "--steps", "3",
+               "--batch-size", "1", "--crop", "32x32", "--iters", "1", "--checkpoint-every",
+               "1", "--device", "cpu", "--no-progress", *extra)
+
+
+def _break_flow_loss_from_step(monkeypatch, step, corrupt):
+    import pipelines.train_flow as train_flow_module
+
+    real_loss = train_flow_module.supervised_loss
+    calls = []
+
+    def loss(*args, **kwargs):
+        total, parts = real_loss(*args, **kwargs)
+        calls.append(1)
+        return (corrupt(total) if len(calls) >= step else total), parts
+
+    monkeypatch.setattr(train_flow_module, "supervised_loss", loss)
+
+
+def _assert_flow_step_kept(out, step):
+    from crossnet.checkpoint import FLOW_CHECKPOINT_FORMAT
+    from flow.checkpoints import load_flow_checkpoint
+    from flow.raft import raft_small
+
+    for name in ("last.pt", "weights.pt"):
+        checkpoint = load_checkpoint(out / name, checkpoint_format=FLOW_CHECKPOINT_FORMAT)
+        assert checkpoint["step"] == step, name
+        assert all(torch.isfinite(value).all() for value in checkpoint["model"].values()
+                   if value.is_floating_point()), name
+    load_flow_checkpoint(raft_small(), out / "weights.pt")  # loads as --weights / --init
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    lines = (out / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == list(range(1, step + 1))
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_train_flow_stops_on_a_non_finite_loss_and_keeps_the_last_good_step(tmp_path, capsys,
+                                                                            monkeypatch, value):
+    _break_flow_loss_from_step(monkeypatch, 2, lambda loss: loss * float(value))
+    out = tmp_path / "run"
+    code, _, errors = _train_flow(capsys, out)
+    assert code == 1
+    assert errors == [(f"crossnet: error: the loss became {value} at step 2; {out / 'last.pt'} "
+                      "keeps the last good checkpoint (step 1); try a lower --lr")]
+    _assert_flow_step_kept(out, 1)
+    if value == "nan":
+        monkeypatch.undo()
+        code, _, errors = _train_flow(capsys, out, "--resume")
+        assert code == 0, errors
+        _assert_flow_step_kept(out, 3)
+
+
+def test_train_flow_stops_on_an_overflowing_gradient_before_the_weights_go_bad(
+        tmp_path, capsys, monkeypatch):
+    def infinite_gradient(loss):
+        loss.register_hook(lambda gradient: torch.full_like(gradient, float("inf")))
+        return loss  # finite: only the backward pass overflows
+
+    _break_flow_loss_from_step(monkeypatch, 2, infinite_gradient)
+    out = tmp_path / "run"
+    code, _, errors = _train_flow(capsys, out)
+    assert code == 1 and len(errors) == 1
+    assert errors[0].startswith("crossnet: error: the gradient became ")
+    assert errors[0].endswith(f"at step 2; {out / 'last.pt'} keeps the last good checkpoint "
+                              "(step 1); try a lower --lr")
+    _assert_flow_step_kept(out, 1)
+
+
+def test_train_flow_diverging_before_its_first_checkpoint_says_none_was_written(
+        tmp_path, capsys, monkeypatch):
+    _break_flow_loss_from_step(monkeypatch, 1, lambda loss: loss * float("nan"))
+    out = tmp_path / "run"
+    code, _, errors = _train_flow(capsys, out)
+    assert code == 1
+    assert errors == [("crossnet: error: the loss became nan at step 1; no checkpoint had been "
+                      "written yet; try a lower --lr")]
+    assert not (out / "last.pt").exists() and not (out / "weights.pt").exists()
+
+
+@pytest.mark.parametrize("lr", [float("nan"), float("inf"), 0.0, -1.0])
+def test_train_flow_refuses_non_finite_or_non_positive_learning_rates(lr):
+    from pipelines.train_flow import FlowTrainConfig
+
+    with pytest.raises(ValueError, match="lr must be finite and > 0"):
+        FlowTrainConfig(lr=lr)
+
+
+def test_train_flow_non_finite_numbers_on_the_command_line_are_usage_errors(capsys):
+    for option in ("--lr", "--distill"):
+        for value in ("nan", "inf"):
+            code, _, errors = run(capsys, "train-flow", "--stage", "video", "--out", "o",
+                                  option, value)
+            assert code == 2 and any(f"'{value}' is not a finite number" in line
+                                     for line in errors), (option, value)

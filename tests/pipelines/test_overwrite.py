@@ -214,3 +214,34 @@ def test_preprocess_out(inputs, tmp_path, capsys):
     with CacheReader(tmp_path / "a.h5") as reader:
         assert reader.info.strides == (1, 4)
     assert (tmp_path / "a_preview.png").stat().st_mtime_ns != stamps["a_preview.png"]
+
+
+def test_train_flow_out(tmp_path, capsys):
+    from crossnet.checkpoint import FLOW_CHECKPOINT_FORMAT
+
+    out = tmp_path / "run"
+    args = ["train-flow", "--stage", "synthetic", "--out", out, "--steps", "1", "--batch-size",
+            "1", "--crop", "32x32", "--iters", "1", "--device", "cpu", "--no-progress"]
+    assert run(capsys, *args)[0] == 0
+    first = {name: (out / name).read_bytes() for name in ("last.pt", "weights.pt")}
+    code, _, errors = run(capsys, *args)
+    assert code == 1
+    _one_error(errors, f"{out}: holds a run already (last.pt, weights.pt); pass --resume to "
+                       "continue it, --overwrite to start over, or choose another --out")
+    assert {name: (out / name).read_bytes() for name in first} == first
+    # A folder holding only weights.pt (the network to ship) is protected too.
+    (out / "last.pt").unlink()
+    code, _, errors = run(capsys, *args)
+    assert code == 1
+    _one_error(errors, "holds a run already (weights.pt)")
+    assert (out / "weights.pt").read_bytes() == first["weights.pt"]
+    # --overwrite keeps the old run until the new one's inputs were read: a bad --init
+    # leaves it as it was.
+    code, _, errors = run(capsys, *args, "--overwrite", "--init", tmp_path / "bad.pt")
+    assert code == 1 and (out / "weights.pt").read_bytes() == first["weights.pt"]
+    code, _, errors = run(capsys, *args, "--overwrite", "--seed", "7")
+    assert code == 0, errors
+    last = load_checkpoint(out / "last.pt", checkpoint_format=FLOW_CHECKPOINT_FORMAT)
+    assert last["train_config"]["seed"] == 7
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()
+            ] == [1]

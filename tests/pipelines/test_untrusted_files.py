@@ -214,3 +214,47 @@ def test_caches_are_data_only_and_foreign_hdf5_files_are_refused(tmp_path, marke
         CacheReader(path)
     with pytest.raises(ValueError, match=r"scene_000\.h5: "):
         load_checkpoint(path)  # and as a checkpoint it is no checkpoint either
+
+
+def test_train_flow_refuses_foreign_and_malicious_checkpoints(tmp_path, capsys, marker):
+    from crossnet.checkpoint import FLOW_CHECKPOINT_FORMAT
+
+    files = _malicious_files(tmp_path, marker)
+    out = tmp_path / "run"
+    args = ["train-flow", "--stage", "synthetic", "--out", out, "--steps", "1", "--batch-size",
+            "1", "--crop", "32x32", "--iters", "1", "--device", "cpu", "--no-progress"]
+    refused = (": refused: the file would call "
+               f"{os.system.__module__}.system on loading (code, not tensors); nothing was run")
+    for path in files.values():
+        code, _, errors = run(capsys, *args, "--init", path)
+        assert code == 1 and errors == [f"crossnet: error: {path}{refused}"]
+    segmentation = tiny_model(tmp_path / "segmentation.pt")
+    foreign = tmp_path / "random.pt"
+    FOREIGN["random bytes"](foreign)
+    for path, message in (
+            (segmentation, ("a crossnet segmentation checkpoint (from crossnet train), not a "
+                           "flow network; --init takes a RAFT checkpoint, e.g. a train-flow "
+                           "run's weights.pt")),
+            (foreign, "not a readable checkpoint (not a torch file, or damaged)")):
+        code, _, errors = run(capsys, *args, "--init", path)
+        assert code == 1 and errors == [f"crossnet: error: {path}: {message}"]
+    assert not (out / "last.pt").exists()
+
+    # --resume reads last.pt as untrusted too.
+    out.mkdir(exist_ok=True)
+    cases = {
+        "torch zip": (files["torch zip"], refused[2:]),
+        "segmentation": (segmentation, "not a crossnet flow-network checkpoint"),
+        "no resume state": (None, ("not a resumable checkpoint (no 'optimizer', 'scheduler', "
+                                  "'step', 'history')")),
+    }
+    for name, (source, message) in cases.items():
+        if source is None:
+            save_checkpoint(out / "last.pt", {"model": raft_small().state_dict(),
+                                              "model_config": {"name": "raft-small"},
+                                              "train_config": {}},
+                            checkpoint_format=FLOW_CHECKPOINT_FORMAT)
+        else:
+            (out / "last.pt").write_bytes(source.read_bytes())
+        code, _, errors = run(capsys, *args, "--resume")
+        assert code == 1 and errors == [f"crossnet: error: {out / 'last.pt'}: {message}"], name
