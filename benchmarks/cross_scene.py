@@ -66,7 +66,7 @@ def main() -> None:
     rows, wins = [], {"mog2": 0, "knn": 0}
     for name in split.test:
         f = {method: by_method[method][name].scores["F"] for method in by_method}
-        fps = {method: by_method[method][name].scores["fps"] for method in by_method}
+        fps = {method: by_method[method][name].fps for method in by_method}
         for baseline in wins:
             wins[baseline] += f["crossnet"] > f[baseline]
         rows.append([name, f["crossnet"], f["mog2"], f["knn"], f["crossnet"] - max(
