@@ -24,7 +24,7 @@ from crossnet.metrics import VideoScorer, mean_scores
 from pipelines.baselines import BASELINE_NAMES, OpenCVSubtractor
 from pipelines.error_pictures import error_picture, picture_frame_numbers
 from pipelines.errors import InputError, one_line
-from pipelines.outputs import write_text_atomic
+from pipelines.outputs import json_safe, write_text_atomic
 from pipelines.scenes import Scene, find_scenes
 
 logger = logging.getLogger(__name__)
@@ -273,14 +273,4 @@ def write_json(reports: Sequence[MethodReport], path: str | os.PathLike, *,
         document = {"methods": {report.method: report.to_dict() for report in reports}}
     if failed:
         document["failed"] = dict(failed)
-    write_text_atomic(path, json.dumps(_nan_to_none(document), indent=2) + "\n")
-
-
-def _nan_to_none(value):
-    if isinstance(value, dict):
-        return {key: _nan_to_none(item) for key, item in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return _nan_to_none(value.item())
-    return value
+    write_text_atomic(path, json.dumps(json_safe(document), indent=2) + "\n")

@@ -10,10 +10,14 @@ content or the complete new one, whatever interrupts the writer.
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import uuid
 from pathlib import Path
+
+import numpy as np
 
 from pipelines.errors import InputError
 
@@ -126,6 +130,26 @@ def with_file_name(error: OSError, path: str | os.PathLike) -> OSError:
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """:func:`write_bytes_atomic` for UTF-8 text."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def json_safe(value):
+    """``value`` with NaN/inf floats as None and numpy scalars as Python ones, recursively
+    through dicts and lists: strict JSON (``null``) instead of Python's ``NaN``."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if isinstance(value, np.generic):
+        return json_safe(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records) -> Path:
+    """Rewrite a JSON-lines log from ``records`` (one line each, :func:`json_safe`), atomically:
+    rewritten whole from a checkpoint's history after a resume, it holds each record once."""
+    return write_text_atomic(path, "".join(json.dumps(json_safe(r)) + "\n" for r in records))
 
 
 def remove_stale_temporaries(folder: Path, final_name: re.Pattern[str]) -> int:

@@ -50,6 +50,7 @@ from pipelines.memory import check_fits, hofam_bytes
 from pipelines.outputs import (
     prepare_output_folder,
     remove_stale_temporaries,
+    write_jsonl_atomic,
     write_text_atomic,
 )
 
@@ -444,7 +445,7 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
             if improved:
                 save_checkpoint(best_path, {k: v for k, v in checkpoint.items()
                                             if k not in ("optimizer", "scheduler")})
-            _write_log(out_dir / "log.jsonl", history)
+            write_jsonl_atomic(out_dir / "log.jsonl", history)
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}  train loss {train_loss:.4f}  "
                        f"validation F {validation_f:.4f} (threshold {threshold})  "
                        f"best {best_f:.4f}  "
@@ -476,15 +477,3 @@ def _resumable_settings(train_config: dict) -> dict:
     return normalised
 
 
-def _write_log(path: Path, history: list[dict]) -> None:
-    """Rewrite the JSONL log from the checkpoint's history, atomically: after a resume the log
-    holds each epoch exactly once."""
-    write_text_atomic(path, "".join(json.dumps(_nan_to_none(line)) + "\n" for line in history))
-
-
-def _nan_to_none(value):
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -67,7 +67,12 @@ from flow.training import (
 from pipelines.errors import InputError, TrainingDiverged, one_line
 from pipelines.flow_data import VideoPairSampler, load_clips, middlebury_pairs, texture_pool
 from pipelines.memory import check_fits, format_size, raft_training_bytes
-from pipelines.outputs import prepare_output_folder, remove_stale_temporaries, write_text_atomic
+from pipelines.outputs import (
+    prepare_output_folder,
+    remove_stale_temporaries,
+    write_jsonl_atomic,
+    write_text_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -164,20 +169,6 @@ def _export_weights(path: Path, model: torch.nn.Module, config: FlowTrainConfig,
         "train_config": config.to_dict(), "step": step, "init": init,
         "history": history, "code_version": crossnet.__version__,
     }, checkpoint_format=FLOW_CHECKPOINT_FORMAT)
-
-
-def _write_log(path: Path, history: list[dict]) -> None:
-    """Rewrite the JSONL log from the checkpoint's history, atomically: after a resume the log
-    holds each checkpoint exactly once."""
-    write_text_atomic(path, "".join(json.dumps(_nan_to_none(line)) + "\n" for line in history))
-
-
-def _nan_to_none(value):
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _settings(config: dict) -> dict:
@@ -376,7 +367,7 @@ def train_flow(out_dir: str | os.PathLike, config: FlowTrainConfig, *,
         save_checkpoint(last_path, state, checkpoint_format=FLOW_CHECKPOINT_FORMAT)
         _export_weights(weights_path, model, config, step=done, history=history,
                         init=init_record)
-        _write_log(out_dir / "log.jsonl", history)
+        write_jsonl_atomic(out_dir / "log.jsonl", history)
         message = (f"step {done}/{config.steps}  loss {record['loss']:.4f}  "
                    f"validation EPE {record['validation_epe']:.3f}")
         if middlebury_set:
@@ -388,7 +379,7 @@ def train_flow(out_dir: str | os.PathLike, config: FlowTrainConfig, *,
         # A run killed between writing its final last.pt and weights.pt: finish the exports.
         _export_weights(weights_path, model, config, step=start_step, history=history,
                         init=init_record)
-        _write_log(out_dir / "log.jsonl", history)
+        write_jsonl_atomic(out_dir / "log.jsonl", history)
     return weights_path
 
 

@@ -1,0 +1,24 @@
+"""Strict-JSON helpers of pipelines.outputs: NaN and numpy values never reach a file as-is."""
+
+import json
+import math
+
+import numpy as np
+
+from pipelines.outputs import json_safe, write_jsonl_atomic
+
+
+def test_json_safe_turns_non_finite_floats_into_null_and_numpy_into_python():
+    value = {"F": math.nan, "fps": np.float32(12.5), "n": np.int64(3),
+             "rows": [math.inf, 1.0, (np.float64(-math.inf),)]}
+    assert json_safe(value) == {"F": None, "fps": 12.5, "n": 3, "rows": [None, 1.0, [None]]}
+    json.dumps(json_safe(value), allow_nan=False)  # raises if anything non-strict is left
+
+
+def test_write_jsonl_atomic_writes_one_strict_line_per_record(tmp_path):
+    path = write_jsonl_atomic(tmp_path / "log.jsonl", [{"epoch": 1, "F": math.nan},
+                                                        {"epoch": 2, "F": 0.5}])
+    lines = path.read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [{"epoch": 1, "F": None},
+                                                    {"epoch": 2, "F": 0.5}]
+    assert list(tmp_path.iterdir()) == [path]  # no temporary left behind
