@@ -91,10 +91,25 @@ FLOW_CHOICES = ("dis-ultrafast", "dis-fast", "dis-medium", "farneback", "raft-sm
 @click.version_option(crossnet.__version__, prog_name="crossnet")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details (INFO level).")
-def cli(debug: bool, verbose: bool) -> None:
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads for torch and OpenCV in every command (default: their own "
+                   "choice, one per core). Set 1 on a machine other jobs share: threads that "
+                   "wait for a busy core slow everything down.")
+def cli(debug: bool, verbose: bool, threads: int | None) -> None:
     """Cross-scene background subtraction: from raw video to foreground masks."""
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if threads is not None:
+        set_threads(threads)
+
+
+def set_threads(count: int) -> None:
+    """Use ``count`` CPU threads in torch (intra-op) and OpenCV from now on."""
+    import cv2
+    import torch
+
+    torch.set_num_threads(count)
+    cv2.setNumThreads(count)
 
 
 @cli.command()

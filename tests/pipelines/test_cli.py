@@ -78,3 +78,17 @@ def test_synth_then_evaluate_end_to_end(tmp_path, capsys):
     assert main(["evaluate", str(out), "--method", "mog2", "--no-progress"]) == 0
     table = capsys.readouterr().out
     assert "scene_000" in table and "scene_001" in table and "mean of 2 scenes" in table
+
+
+def test_threads_option_sets_torch_and_opencv_threads():
+    import cv2
+    import torch
+
+    before = (torch.get_num_threads(), cv2.getNumThreads())
+    try:
+        assert main(["--threads", "1", "synth", "--help"]) == 0
+        assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
+        assert main(["--threads", "0", "synth", "--help"]) == 2  # a usage error
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
