@@ -12,7 +12,7 @@ bundled weights (or ``--weights``), strides from the checkpoint:
 5. ``segment`` end to end (:func:`pipelines.segment.segment_frames` from the video file: decode,
    running background, 3D-HOP, HOFAM, threshold, resize back) per flow backend, the default
    backend (the checkpoint's) first;
-6. ``segment`` to a folder (:func:`pipelines.segment.segment_to_folder`, what the command runs:
+6. ``segment`` to a folder (:func:`pipelines.segment_folder.segment_to_folder`, what the command runs:
    the above plus writing every mask as a PNG), the default backend;
 7. peak resident memory of this process (ru_maxrss) and the resident memory of the end-to-end
    run at its first and last frame, which shows whether memory grows with the video's length.
@@ -50,7 +50,8 @@ from crossnet.weights import bundled_weights
 from flow.backends import make_hop_backend
 from flow.hop import build_hops
 from pipelines.baselines import OpenCVSubtractor
-from pipelines.segment import load_segmentation_model, segment_frames, segment_to_folder
+from pipelines.segment import load_segmentation_model, segment_frames
+from pipelines.segment_folder import segment_to_folder
 from pipelines.sources import VideoSource
 
 DEFAULT_VIDEO = DEFAULT_DATA / "videos" / "highway2_320x240.avi"

@@ -513,7 +513,8 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
     from pathlib import Path
 
     from flow.backends import make_hop_backend, resolve_device
-    from pipelines.segment import load_segmentation_model, segment_to_folder
+    from pipelines.segment import load_segmentation_model
+    from pipelines.segment_folder import segment_to_folder
     from pipelines.sources import open_source
 
     run_device = resolve_device(device)

@@ -26,13 +26,11 @@ from pipelines.error_pictures import error_picture, picture_frame_numbers
 from pipelines.errors import InputError, one_line
 from pipelines.outputs import json_safe, write_text_atomic
 from pipelines.scenes import Scene, find_scenes
+from pipelines.sources import MIN_FRAMES
 
 logger = logging.getLogger(__name__)
 
 METHOD_NAMES = ("crossnet", *BASELINE_NAMES)
-
-MIN_FRAMES = 2
-"""Fewest frames a scene needs: a background model learns the scene from earlier frames."""
 
 # The columns printed in the table, in order; every score is in the JSON.
 _TABLE_COLUMNS = ("Re", "Pr", "F", "PWC", "fps")

@@ -39,6 +39,7 @@ from pipelines.memory import check_fits, flow_bytes, format_size
 from pipelines.outputs import prepare_output_folder
 from pipelines.scenes import find_scenes, is_scene
 from pipelines.sources import (
+    MIN_FRAMES,
     FrameFolderSource,
     Source,
     VideoSource,
@@ -47,9 +48,6 @@ from pipelines.sources import (
 )
 
 logger = logging.getLogger(__name__)
-
-MIN_FRAMES = 2
-"""Fewest frames a video needs: one frame has no motion, so no 3D-HOP."""
 
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}

@@ -31,6 +31,9 @@ from pipelines.imageio import is_image_file, read_image_rgb
 
 logger = logging.getLogger(__name__)
 
+MIN_FRAMES = 2
+"""Fewest frames a source needs for segmentation or a 3D-HOP: one frame has no motion."""
+
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _DIGITS = re.compile(r"\d+")
 

@@ -147,7 +147,8 @@ def test_segment_out_video_and_overlay(inputs, tmp_path, capsys):
 
 def test_segment_a_stream_never_resumes_into_old_masks(inputs, tmp_path):
     from pipelines.errors import InputError
-    from pipelines.segment import load_segmentation_model, segment_to_folder
+    from pipelines.segment import load_segmentation_model
+    from pipelines.segment_folder import segment_to_folder
     from pipelines.sources import StreamSource, VideoSource
 
     out = tmp_path / "masks"
