@@ -34,6 +34,7 @@ farneback      0.744      0.542     1.290   60 ms
 
 from __future__ import annotations
 
+import abc
 from typing import Literal, Protocol, runtime_checkable
 
 import cv2
@@ -93,7 +94,7 @@ def _to_uint8_images(name: str, images: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(images.to("cpu").permute(0, 2, 3, 1).numpy())
 
 
-class _OpenCVFlow:
+class _OpenCVFlow(abc.ABC):
     """Shared image plumbing; subclasses implement ``_gray_flow`` on one grayscale uint8 pair."""
 
     name: str
@@ -117,9 +118,9 @@ class _OpenCVFlow:
         flow = self._gray_flow(first_gray, second_gray)
         return np.ascontiguousarray(flow.transpose(2, 0, 1), dtype=np.float32)
 
+    @abc.abstractmethod
     def _gray_flow(self, first_gray: np.ndarray, second_gray: np.ndarray) -> np.ndarray:
         """(H, W) uint8 pair -> (H, W, 2) float32 flow."""
-        raise NotImplementedError
 
     def __call__(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """Flow from ``first`` to ``second``.
