@@ -515,55 +515,47 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
     from flow.backends import make_hop_backend, resolve_device
     from pipelines.segment import load_segmentation_model
     from pipelines.segment_folder import segment_to_folder
-    from pipelines.sources import open_source
 
     run_device = resolve_device(device)
     segmentation = load_segmentation_model(weights or _bundled_weights(), device=run_device)
     backend = make_hop_backend(flow_name or segmentation.flow_backend, device=str(run_device))
-    scenes = _scenes_in_one_folder(source)
-    jobs = ([(open_source(source), Path(out_dir), video_path, overlay_path)] if not scenes else
-            [(scene, Path(out_dir) / scene.name, _with_suffix(video_path, scene.name),
-              _with_suffix(overlay_path, scene.name)) for scene in scenes])
-    if scenes:
-        click.echo(f"{source}: {len(scenes)} scenes, one mask folder each under {out_dir}")
-    for job_source, job_out, job_video, job_overlay in jobs:
+    sources = _segment_sources(source)
+    several = len(sources) > 1
+    if several:
+        click.echo(f"{source}: {len(sources)} scenes, one mask folder each under {out_dir}")
+    for job in sources:
         summary = segment_to_folder(
-            job_source, segmentation, job_out, backend=backend, size=size,
-            threshold=threshold, batch_frames=batch_size, device=run_device,
-            video=Path(job_video) if job_video else None,
-            overlay=Path(job_overlay) if job_overlay else None, overwrite=overwrite,
-            progress=not no_progress, cache_dir=Path(cache_dir) if cache_dir else None)
+            job, segmentation, Path(out_dir) / job.name if several else Path(out_dir),
+            backend=backend, size=size, threshold=threshold, batch_frames=batch_size,
+            device=run_device,
+            video=_per_scene(video_path, job.name if several else None),
+            overlay=_per_scene(overlay_path, job.name if several else None),
+            overwrite=overwrite, progress=not no_progress,
+            cache_dir=Path(cache_dir) if cache_dir else None)
         _echo_segment_summary(summary)
 
 
-def _scenes_in_one_folder(source: str) -> list:
-    """The scenes of a folder that holds several in itself (the HOFAM demo layout: one scene per
-    run of consecutive frame numbers); empty for anything else."""
+def _segment_sources(source: str) -> list:
+    """What ``segment SOURCE`` runs over: the scenes of a scene folder (several for the HOFAM
+    demo layout, one per run of consecutive frame numbers), else the one source."""
     from pathlib import Path
 
-    from pipelines.errors import InputError
-    from pipelines.scenes import find_scenes
+    from pipelines.scenes import is_scene, open_scenes
+    from pipelines.sources import open_source
 
-    path = Path(source)
-    if not path.is_dir():
-        return []
-    try:
-        scenes = find_scenes([path])
-    except InputError:
-        return []
-    if len(scenes) > 1 and all(Path(scene.path).resolve() == path.resolve() for scene in scenes):
-        return scenes
-    return []
+    if Path(source).is_dir() and is_scene(source):
+        return open_scenes(source)
+    return [open_source(source)]
 
 
-def _with_suffix(path: str | None, name: str) -> str | None:
+def _per_scene(path: str | None, name: str | None):
     """``overlay.mp4`` -> ``overlay_<name>.mp4`` (one video per scene); None stays None."""
+    from pathlib import Path
+
     if path is None:
         return None
-    from pathlib import Path
-
     path_ = Path(path)
-    return str(path_.with_name(f"{path_.stem}_{name}{path_.suffix}"))
+    return path_ if name is None else path_.with_name(f"{path_.stem}_{name}{path_.suffix}")
 
 
 def _echo_segment_summary(summary) -> None:

@@ -389,6 +389,23 @@ def _load_scenes(path: Path, *, size: tuple[int, int] | None) -> list[Scene]:
     return [_load_folder_scene(path, layout=layout, size=size)]
 
 
+def open_scenes(path: str | os.PathLike, *, size: tuple[int, int] | None = None) -> list[Scene]:
+    """Opens every scene one benchmark scene folder holds: one for most layouts, one per run of
+    consecutive frame numbers for a HOFAM demo folder.
+
+    Args:
+        path: the scene folder.
+        size: optional (width, height) processing size for frames, masks and ROI.
+
+    Raises:
+        InputError: the folder is missing, is not a scene of a known layout, or is malformed.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    return _load_scenes(path, size=check_size(size))
+
+
 def open_scene(path: str | os.PathLike, *, size: tuple[int, int] | None = None) -> Scene:
     """Opens one benchmark scene folder.
 
@@ -401,16 +418,13 @@ def open_scene(path: str | os.PathLike, *, size: tuple[int, int] | None = None) 
 
     Raises:
         InputError: the folder is missing, is not a scene of a known layout, holds several
-            scenes (a HOFAM demo folder; use :func:`find_scenes`), or is malformed.
+            scenes (a HOFAM demo folder; use :func:`open_scenes`), or is malformed.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
-    scenes = _load_scenes(path, size=check_size(size))
+    scenes = open_scenes(path, size=size)
     if len(scenes) != 1:
         names = ", ".join(scene.name for scene in scenes)
         raise InputError(
-            f"{path}: holds {len(scenes)} scenes ({names}); open them with find_scenes"
+            f"{path}: holds {len(scenes)} scenes ({names}); open them with open_scenes"
         )
     return scenes[0]
 
