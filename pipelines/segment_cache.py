@@ -103,11 +103,11 @@ class SegmentCache:
         if mask is not None and mask.shape != small.shape[:2]:
             mask = cv2.resize(mask, (small.shape[1], small.shape[0]),
                               interpolation=cv2.INTER_NEAREST)
-        roi = self._roi
-        if roi is not None and roi.shape != small.shape[:2]:
-            roi = cv2.resize(roi.astype(np.uint8), (small.shape[1], small.shape[0]),
-                             interpolation=cv2.INTER_NEAREST).astype(bool)
-        self._writer.append(frame.number, small, stack.numpy(), with_roi(mask, roi))
+        if self._roi is not None and self._roi.shape != small.shape[:2]:
+            # Once per run: the ROI is the scene's, the processing size fixed.
+            self._roi = cv2.resize(self._roi.astype(np.uint8), (small.shape[1], small.shape[0]),
+                                   interpolation=cv2.INTER_NEAREST).astype(bool)
+        self._writer.append(frame.number, small, stack.numpy(), with_roi(mask, self._roi))
 
     def finish(self) -> None:
         """Mark a written cache complete (atomic rename); nothing to do for a read one."""
