@@ -50,6 +50,7 @@ from crossnet.weights import bundled_weights
 from flow.backends import make_hop_backend
 from flow.hop import build_hops
 from pipelines.baselines import OpenCVSubtractor
+from pipelines.cli import parse_size
 from pipelines.segment import load_segmentation_model, segment_frames
 from pipelines.segment_folder import segment_to_folder
 from pipelines.sources import VideoSource
@@ -99,8 +100,8 @@ def main() -> None:
     add_record_argument(parser)
     args = parser.parse_args()
     env = environment()
-    width, height = (int(v) for v in args.size.lower().split("x"))
-    size = (width, height)
+    size = parse_size(args.size)
+    width, height = size
     video = Path(args.video)
     if not video.is_file():
         raise SystemExit(f"{video}: no such video")
