@@ -9,6 +9,7 @@ the mask at the frame's own size. Memory stays constant for any length of video.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -25,7 +26,10 @@ from crossnet.checkpoint import load_checkpoint
 from crossnet.hofam import HOFAM, HofamConfig, build_hofam
 from flow.backends import BACKEND_NAMES, file_sha256
 from flow.hop import build_hops
+from pipelines.prefetch import prefetch
 from pipelines.sources import Frame, Source, resize_rgb
+
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -109,8 +113,8 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
                    size: tuple[int, int] | None = None, threshold: float | None = None,
                    batch_frames: int = 4, device: str | torch.device = "cpu",
                    background_rate: float = 0.05, start: int = 0,
-                   cache_dir: str | os.PathLike | None = None
-                   ) -> Iterator[tuple[Frame, np.ndarray | None]]:
+                   cache_dir: str | os.PathLike | None = None, overlap: bool = True,
+                   precision: str = "fp32") -> Iterator[tuple[Frame, np.ndarray | None]]:
     """Yield ``(frame, mask)`` for every frame of ``source``, in order.
 
     With ``start`` (resuming), the first ``start`` frames are read and yielded with ``None``
@@ -132,6 +136,13 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
         start: index of the first frame to segment (see above).
         cache_dir: reuse the source's HDF5 cache there when it is complete and matches, else
             write it while segmenting (see :mod:`pipelines.segment_cache`).
+        overlap: decode, update the running background and build the 3D-HOP of the next
+            frames in a background thread while HOFAM runs on the current batch
+            (:mod:`pipelines.prefetch`). The masks are the same either way; False runs every
+            stage in the calling thread, one after the other.
+        precision: ``"fp32"``, or ``"bf16"`` to run HOFAM under bfloat16 autocast (faster on
+            CPUs with AVX512-BF16 or AMX and on GPUs; masks agree with fp32 on all but a few
+            pixels at object edges, see ``tests/pipelines/test_segment_speedups.py``).
 
     Yields:
         The source's frame and its mask, (H, W) uint8, 255 foreground and 0 background;
@@ -142,6 +153,8 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     if start < 0:
         raise ValueError(f"start must be >= 0, got {start}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     config = segmentation.config
     device = torch.device(device)
     logit_threshold = float(np.log(threshold / (1 - threshold)))
@@ -174,7 +187,7 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
             pending[index] = (frame, small, estimate)
             yield as_tensor(small)
 
-    cache = None
+    cache = hops = None
     if cache_dir is not None:
         from pipelines.segment_cache import SegmentCache
 
@@ -188,25 +201,38 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
         else:
             hops = build_hops(processing_frames(), backend, config.strides,
                               batch_frames=batch_frames, start=offset)
+        if overlap:
+            # Two batches ahead: the next one is ready when HOFAM finishes the current one.
+            hops = prefetch(hops, depth=2 * batch_frames, name="segment-flow")
+        run = functools.partial(_run_model, pending=pending, model=segmentation.model,
+                                device=device, logit_threshold=logit_threshold,
+                                bf16=precision == "bf16")
         batch: list[tuple[int, torch.Tensor]] = []
         for index, stack in hops:
             if cache is not None:
                 cache.record(index + start - offset, pending[index][0], pending[index][1], stack)
             batch.append((index, stack))
             if len(batch) == batch_frames:
-                yield from _run_model(batch, pending, segmentation.model, device,
-                                      logit_threshold)
+                yield from run(batch)
                 batch = []
         if batch:
-            yield from _run_model(batch, pending, segmentation.model, device, logit_threshold)
+            yield from run(batch)
         if cache is not None:
             cache.finish()
     finally:
+        if hops is not None:
+            hops.close()  # with overlap: stops the background thread before the cache closes
         if cache is not None:
             cache.close()
 
 
-def _run_model(batch, pending, model, device, logit_threshold):
+def _run_model(batch, *, pending, model, device, logit_threshold, bf16
+               ) -> list[tuple[Frame, np.ndarray]]:
+    """HOFAM on one batch: ``(frame, mask)`` per entry, masks at the frames' own size.
+
+    Returns a list rather than yielding, so that the autocast context never stays open while
+    the caller runs its own code between masks.
+    """
     entries = [pending.pop(index) for index, _ in batch]
     frames = torch.stack([torch.from_numpy(small).permute(2, 0, 1) for _, small, _ in entries])
     inputs = {"frames": frames.to(device).float() / 255.0,
@@ -215,7 +241,10 @@ def _run_model(batch, pending, model, device, logit_threshold):
         backgrounds = torch.stack([torch.from_numpy(np.ascontiguousarray(b)).permute(2, 0, 1)
                                    for _, _, b in entries])
         inputs["background"] = backgrounds.to(device).float() / 255.0
-    logits = model(**inputs)[:, 0].float().cpu().numpy()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(**inputs)[:, 0]
+    logits = logits.float().cpu().numpy()
+    masks = []
     for (frame, small, _), logit in zip(entries, logits):
         height, width = frame.rgb.shape[:2]
         if logit.shape != (height, width):
@@ -223,4 +252,5 @@ def _run_model(batch, pending, model, device, logit_threshold):
             logit = cv2.resize(logit, (width, height), interpolation=cv2.INTER_LINEAR)
         # uint8 from the start: an int64 intermediate would be 8 bytes per pixel of a frame
         # that may be 4K.
-        yield frame, np.where(logit > logit_threshold, np.uint8(255), np.uint8(0))
+        masks.append((frame, np.where(logit > logit_threshold, np.uint8(255), np.uint8(0))))
+    return masks

@@ -121,7 +121,8 @@ def _existing_masks(out_dir: Path) -> set[int]:
 
 
 def run_identity(source: Source, segmentation: SegmentationModel, *, backend: str,
-                 size: tuple[int, int] | None, threshold: float) -> dict[str, Any]:
+                 size: tuple[int, int] | None, threshold: float,
+                 precision: str = "fp32") -> dict[str, Any]:
     """What decides the masks of a run: the source's files, the weights and the settings.
 
     Recorded in the mask folder's manifest; a rerun continues the folder only when its own
@@ -137,7 +138,12 @@ def run_identity(source: Source, segmentation: SegmentationModel, *, backend: st
                        "mtime": max((stat.st_mtime for stat in stats), default=0.0)}
         fingerprint = {"source": str(path), **fingerprint}
     return {**fingerprint, "weights_sha256": segmentation.weights_sha256, "flow_backend": backend,
-            "size": None if size is None else list(size), "threshold": float(threshold)}
+            "size": None if size is None else list(size), "threshold": float(threshold),
+            "precision": precision}
+
+
+# What an identity entry missing from an older manifest stood for (the option came later).
+_ABSENT_MEANS = {"precision": "fp32"}
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
@@ -174,8 +180,9 @@ def _first_missing(source: Source, existing: set[int]) -> int:
 
 def _differing(recorded: dict[str, Any], identity: dict[str, Any]) -> str | None:
     for key, value in identity.items():
-        if recorded.get(key) != value:
-            return f"{key}: {recorded.get(key)!r} there, {value!r} now"
+        there = recorded.get(key, _ABSENT_MEANS.get(key))
+        if there != value:
+            return f"{key}: {there!r} there, {value!r} now"
     return None
 
 
@@ -185,7 +192,8 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
                       batch_frames: int = 4, device: str | torch.device = "cpu",
                       video: Path | None = None, overlay: Path | None = None,
                       overwrite: bool = False, progress: bool = True,
-                      cache_dir: Path | None = None) -> SegmentSummary:
+                      cache_dir: Path | None = None, precision: str = "fp32"
+                      ) -> SegmentSummary:
     """Segment ``source`` into ``out_dir/binNNNNNN.png`` (0/255, the frame's own number).
 
     Each mask is written atomically (a hidden temporary file, then a rename), so the folder
@@ -218,7 +226,7 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
     remove_stale_temporaries(out_dir, _MASK_NAME)  # left by a killed run
     threshold = segmentation.threshold if threshold is None else float(threshold)
     identity = run_identity(source, segmentation, backend=backend.name, size=size,
-                            threshold=threshold)
+                            threshold=threshold, precision=precision)
     manifest_path = out_dir / MANIFEST_NAME
     manifest = _read_manifest(manifest_path)
     existing = _existing_masks(out_dir)
@@ -274,7 +282,7 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
             for frame, mask in segment_frames(source, segmentation, backend=backend, size=size,
                                               threshold=threshold, batch_frames=batch_frames,
                                               device=device, start=start,
-                                              cache_dir=cache_dir):
+                                              cache_dir=cache_dir, precision=precision):
                 path = mask_path(out_dir, frame.number)
                 if mask is None or (not overwrite and path.exists()):
                     if writers:  # the videos need it: read back the mask that is kept

@@ -109,12 +109,21 @@ def test_segment_out_video_and_overlay(inputs, tmp_path, capsys):
               "--no-progress"], "weights_sha256:"),
             (["segment", inputs / "a.mp4", "--out", out, "--size", "32x24", *base], "size:"),
             (["segment", inputs / "a.mp4", "--out", out, "--threshold", "0.9", *base],
-             "threshold:")):
+             "threshold:"),
+            (["segment", inputs / "a.mp4", "--out", out, "--precision", "bf16", *base],
+             "precision: 'fp32' there, 'bf16' now")):
         code, _, errors = run(capsys, *args)
         assert code == 1
         _one_error(errors, f"{out}: holds masks of another run ({difference}",
                    "pass --overwrite to replace them, or choose another --out")
     assert {p.name: p.read_bytes() for p in out.glob("bin*.png")} == masks_of_a
+
+    # A manifest from before --precision existed stands for fp32: the same run, nothing to do.
+    manifest = json.loads((out / "segment.json").read_text())
+    del manifest["identity"]["precision"]
+    (out / "segment.json").write_text(json.dumps(manifest))
+    code, stdout, _ = run(capsys, "segment", inputs / "a.mp4", "--out", out, *base)
+    assert code == 0 and {p.name: p.read_bytes() for p in out.glob("bin*.png")} == masks_of_a
 
     # Masks without a record of what made them (an older version, another tool): refused.
     (out / "segment.json").unlink()
