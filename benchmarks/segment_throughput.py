@@ -10,8 +10,10 @@ bundled weights (or ``--weights``), strides from the checkpoint:
 4. HOFAM forward alone (3D-HOP stacks and frames in memory), fp32 at batch 1 and
    ``--batch-size``, and bf16 autocast at ``--batch-size``;
 5. ``segment`` end to end (:func:`pipelines.segment.segment_frames` from the video file: decode,
-   running background, 3D-HOP, HOFAM, threshold, resize back) per flow backend, the default
-   backend (the checkpoint's) first;
+   running background, 3D-HOP, HOFAM, threshold, resize back): the default path (the
+   checkpoint's backend, the 3D-HOP built in a background thread while HOFAM runs), the same
+   path without that overlap (everything in one thread), with bf16 autocast, and with each
+   other backend;
 6. ``segment`` to a folder (:func:`pipelines.segment_folder.segment_to_folder`, what the command runs:
    the above plus writing every mask as a PNG), the default backend;
 7. peak resident memory of this process (ru_maxrss) and the resident memory of the end-to-end
@@ -171,25 +173,35 @@ def main() -> None:
 
     memory = {}
     segment_fps = {}
-    for name in backends:
+    # (label, backend, overlap, precision): the default path first, then what each speed-up
+    # adds or takes away, each against the same reference in this one run.
+    default = segmentation.flow_backend
+    variants = [(f"**segment end to end, {default}** (default: flow in a background thread)",
+                 default, True, "fp32"),
+                (f"segment end to end, {default}, sequential (no overlap)", default, False,
+                 "fp32"),
+                (f"segment end to end, {default}, bf16 autocast (`--precision bf16`)", default,
+                 True, "bf16"),
+                *((f"segment end to end, {name}", name, True, "fp32")
+                  for name in backends if name != default)]
+    for label, name, overlap, precision in variants:
         backend = make_hop_backend(name)
 
-        def run_segment(backend=backend, name=name):
+        def run_segment(backend=backend, label=label, overlap=overlap, precision=precision):
             first = None
             for index, _ in enumerate(segment_frames(
                     VideoSource(video), segmentation, backend=backend, size=size,
-                    batch_frames=args.batch_size)):
+                    batch_frames=args.batch_size, overlap=overlap, precision=precision)):
                 if index == 0:
                     first = resident_mb()
                 if index + 1 >= n:
                     break
-            memory[name] = (first, resident_mb())
+            memory[label] = (first, resident_mb())
 
-        segment_fps[name] = add(f"**segment end to end, {name}**"
-                                + (" (default)" if name == segmentation.flow_backend else ""),
-                                median_seconds(run_segment, repeats=args.repeats),
-                                f"batch {args.batch_size}; RSS {memory[name][0]:.0f} MB at "
-                                f"frame 1, {memory[name][1]:.0f} MB at frame {n}")
+        segment_fps[label] = add(label, median_seconds(run_segment, repeats=args.repeats),
+                                 f"batch {args.batch_size}; RSS {memory[label][0]:.0f} MB at "
+                                 f"frame 1, {memory[label][1]:.0f} MB at frame {n}")
+    default_label, sequential_label = variants[0][0], variants[1][0]
 
     default_backend = make_hop_backend(segmentation.flow_backend)
     with tempfile.TemporaryDirectory() as work:
@@ -216,7 +228,9 @@ def main() -> None:
         table,
         (f"`crossnet segment` with the default backend ({segmentation.flow_backend}), masks "
         f"written: {default:.1f} frames/s, x{default / mog2:.2f} MOG2's {mog2:.0f} frames/s "
-        f"(streaming, no writing: {segment_fps[segmentation.flow_backend]:.1f} frames/s). "
+        f"(streaming, no writing: {segment_fps[default_label]:.1f} frames/s; the same "
+        f"without the background flow thread: {segment_fps[sequential_label]:.1f} frames/s, "
+        f"so the overlap gives x{segment_fps[default_label] / segment_fps[sequential_label]:.2f}). "
         f"Target 25 frames/s: **{verdict}**. Peak RSS of the benchmark process "
         f"{peak_resident_mb():.0f} MB."),
     ])

@@ -83,21 +83,21 @@ class RaftHopBackend:
         device: where the network runs.
         name: recorded in caches.
         weights_sha256: sha256 of the checkpoint the weights came from.
+        bf16: run under bfloat16 autocast; None (default): on CUDA only, where it pays.
     """
 
     def __init__(self, model: torch.nn.Module, *, num_flow_updates: int = 12,
                  device: torch.device | str = "cpu", name: str = "raft",
-                 weights_sha256: str = "") -> None:
+                 weights_sha256: str = "", bf16: bool | None = None) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.num_flow_updates = num_flow_updates
         self.name = name
         self.weights_sha256 = weights_sha256
-        # Half precision only where it pays and is safe: bf16 autocast on CUDA.
-        self._autocast = self.device.type == "cuda"
+        self.bf16 = self.device.type == "cuda" if bf16 is None else bf16
 
     def _context(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._autocast)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     @torch.inference_mode()
     def encode(self, frames: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
