@@ -131,6 +131,19 @@ class Scene:
         return tuple(entry.image for entry in self.files)
 
     @property
+    def input_files(self) -> tuple[Path, ...]:
+        """Every file the scene is read from: frames, GT masks, ROI.bmp and temporalROI.txt
+        where present. Outputs made from the scene (caches, mask folders) are identified by
+        these, so another file added to the folder does not make them stale."""
+        files = dict.fromkeys(self.frame_files)
+        files.update(dict.fromkeys(entry.ground_truth for entry in self.files
+                                   if entry.ground_truth is not None))
+        for name in ("ROI.bmp", "temporalROI.txt"):
+            if (Path(self.path) / name).is_file():
+                files[Path(self.path) / name] = None
+        return tuple(files)
+
+    @property
     def gt_numbers(self) -> tuple[int, ...]:
         """The sorted numbers of the frames that have a GT mask."""
         return tuple(entry.number for entry in self.files if entry.ground_truth is not None)

@@ -420,10 +420,13 @@ def _stream_name(url: str) -> str:
 
 
 def source_identity(source: Source) -> tuple[int, float]:
-    """(size in bytes, latest mtime) of a source's file, or of all files under its folder.
+    """(size in bytes, latest mtime) of the files a source reads.
 
     What outputs record to tell later whether they were made from the same input (a cache
-    resumes, a mask folder continues, only when it matches). Live streams have none: (0, 0.0).
+    resumes, a mask folder continues, only when it matches). A video is its file; a frame
+    folder its frame files; a scene its frames, GT masks and ROI files (``input_files``), so
+    a file added beside them (notes, another tool's output) changes nothing. Live streams have
+    none: (0, 0.0).
     """
     if isinstance(source, StreamSource):
         return 0, 0.0
@@ -431,7 +434,9 @@ def source_identity(source: Source) -> tuple[int, float]:
     if path.is_file():
         stat = path.stat()
         return stat.st_size, stat.st_mtime
-    files = [p for p in path.rglob("*") if p.is_file()]
+    files = getattr(source, "input_files", None) or getattr(source, "frame_files", None)
+    if files is None:  # a source type without a file list: everything under its folder
+        files = [p for p in path.rglob("*") if p.is_file()]
     stats = [p.stat() for p in files]
     return sum(s.st_size for s in stats), max((s.st_mtime for s in stats), default=0.0)
 

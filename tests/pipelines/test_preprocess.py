@@ -203,3 +203,32 @@ def test_roi_is_folded_into_the_cached_masks_as_outside_roi():
     np.testing.assert_array_equal(with_roi(mask, None), mask)
     with pytest.raises(ValueError, match="ROI shape"):
         with_roi(mask, np.ones((3, 2), bool))
+
+
+def test_a_cache_is_stale_when_a_file_it_reads_changes_not_when_another_is_added(tmp_path):
+    import os
+
+    from pipelines.synth import SynthConfig, generate_scenes
+
+    config = SynthConfig(size=(64, 48), num_frames=6, strides=(1, 2))
+    scene = generate_scenes(tmp_path / "synth", num_scenes=1, config=config, seed=3,
+                            progress=False)[0]
+    backend = make_hop_backend("dis-ultrafast")
+
+    def run():
+        return preprocess([scene], tmp_path / "cache", backend=backend, strides=(1, 2),
+                          progress=False)
+
+    first = run()
+    assert len(first.written) == 1
+    (scene / "notes.txt").write_text("filmed on a Tuesday")
+    (scene / "masks_of_another_tool").mkdir()
+    (scene / "masks_of_another_tool" / "bin000001.png").write_bytes(b"not read by the scene")
+    assert run().skipped == first.written  # nothing the cache is made from changed
+
+    gt = scene / "groundtruth" / "gt000003.png"
+    later = gt.stat().st_mtime + 10
+    os.utime(gt, (later, later))  # a GT mask edited after the cache was made
+    stale = run()
+    assert stale.skipped == [] and len(stale.failed) == 1
+    assert "--overwrite" in stale.failed[0][1]
