@@ -29,6 +29,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "RESULTS.md"
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
+# The clip the speed benchmarks share, so their tables can be read side by side.
+DEFAULT_VIDEO = DEFAULT_DATA / "videos" / "highway2_320x240.avi"
 
 _NUMERIC_CELL = re.compile(r"[-+x\d.,/% ]+")
 

@@ -40,7 +40,7 @@ from pathlib import Path
 import click
 import torch
 from _report import (
-    DEFAULT_DATA,
+    DEFAULT_VIDEO,
     add_record_argument,
     environment,
     markdown_table,
@@ -54,7 +54,6 @@ from pipelines.cli import parse_size
 from pipelines.errors import InputError
 from pipelines.sources import VideoSource
 
-DEFAULT_VIDEO = DEFAULT_DATA / "videos" / "highway2_320x240.avi"
 DEFAULT_SIZES = "160x120,320x240,640x480"
 REFERENCE_BACKEND = "dis-medium"
 NUM_FLOW_UPDATES = 12

@@ -41,7 +41,7 @@ import h5py
 import numpy as np
 import torch
 from _report import (
-    DEFAULT_DATA,
+    DEFAULT_VIDEO,
     add_record_argument,
     environment,
     markdown_table,
@@ -58,7 +58,6 @@ from pipelines.baselines import BASELINE_NAMES, OpenCVSubtractor
 from pipelines.preprocess import preprocess
 from pipelines.sources import VideoSource
 
-DEFAULT_VIDEO = DEFAULT_DATA / "videos" / "highway2_320x240.avi"
 PREPROCESS_BACKENDS = ("dis-fast", "dis-ultrafast")
 CACHE_TARGET_KB = 300.0
 KB = 1000.0

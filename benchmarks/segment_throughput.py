@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _report import (
-    DEFAULT_DATA,
+    DEFAULT_VIDEO,
     add_record_argument,
     environment,
     markdown_table,
@@ -57,7 +57,6 @@ from pipelines.segment import load_segmentation_model, segment_frames
 from pipelines.segment_folder import segment_to_folder
 from pipelines.sources import VideoSource
 
-DEFAULT_VIDEO = DEFAULT_DATA / "videos" / "highway2_320x240.avi"
 TARGET_FPS = 25.0
 
 
