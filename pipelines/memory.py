@@ -23,6 +23,8 @@ import torch
 
 from pipelines.errors import InputError
 
+SEGMENT_LOOKAHEAD_BYTES = 32e6  # see segment_lookahead_frames
+
 GIB = 1024**3
 
 # Working memory of one classical flow pair per pixel, output included (RSS growth for one pair
@@ -217,10 +219,24 @@ def segment_bytes(config, size: tuple[int, int], *, batch_frames: int, backend: 
     native = float(native_size[0]) * native_size[1] if native_size else pixels
     model_inputs = batch_frames * pixels * 4 * (3 + 3 + 2 * len(config.strides))
     masks = batch_frames * native * 5  # logits resized to the frame's size, then the mask
+    # Frames the background flow thread reads ahead, held at their own size (RGB).
+    native_wh = native_size or size
+    lookahead = segment_lookahead_frames(native_wh, batch_frames) * native * 3
     return (flow_bytes(size, strides=config.strides, batch_frames=batch_frames,
                        backend=backend, native_size=native_size)
-            + 12 * pixels + model_inputs + masks
+            + 12 * pixels + model_inputs + masks + lookahead
             + hofam_bytes(config, size, batch=batch_frames, training=False))
+
+
+def segment_lookahead_frames(frame_size: tuple[int, int], batch_frames: int) -> int:
+    """Frames ``segment``'s background flow thread may finish ahead of the model.
+
+    Two batches, so the next one is ready when the model finishes the current one, but never
+    more frames (held at their own size until their masks are made) than fit in
+    :data:`SEGMENT_LOOKAHEAD_BYTES`: a 4K video (25 MB a frame) is read one frame ahead.
+    """
+    frame_bytes = 3 * frame_size[0] * frame_size[1]
+    return max(1, min(2 * batch_frames, int(SEGMENT_LOOKAHEAD_BYTES // frame_bytes)))
 
 
 def raft_training_bytes(model: str, size: tuple[int, int], *, pairs: int,

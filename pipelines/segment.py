@@ -26,6 +26,7 @@ from crossnet.checkpoint import load_checkpoint
 from crossnet.hofam import HOFAM, HofamConfig, build_hofam
 from flow.backends import BACKEND_NAMES, file_sha256
 from flow.hop import build_hops
+from pipelines.memory import segment_lookahead_frames
 from pipelines.prefetch import prefetch
 from pipelines.sources import Frame, Source, resize_rgb
 
@@ -202,8 +203,9 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
             hops = build_hops(processing_frames(), backend, config.strides,
                               batch_frames=batch_frames, start=offset)
         if overlap:
-            # Two batches ahead: the next one is ready when HOFAM finishes the current one.
-            hops = prefetch(hops, depth=2 * batch_frames, name="segment-flow")
+            # The next batch is ready when HOFAM finishes the current one.
+            hops = prefetch(hops, depth=segment_lookahead_frames(source.frame_size, batch_frames),
+                            name="segment-flow")
         run = functools.partial(_run_model, pending=pending, model=segmentation.model,
                                 device=device, logit_threshold=logit_threshold,
                                 bf16=precision == "bf16")
