@@ -4,6 +4,7 @@ files, overwriting, memory, numerics): small enough that every command runs in a
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -69,6 +70,20 @@ def write_scene(root: Path, count: int = 4, size: tuple[int, int] = SIZE) -> Pat
     cv2.imwrite(str(root / "ROI.bmp"), np.full((size[1], size[0]), 255, np.uint8))
     (root / "temporalROI.txt").write_text(f"1 {count}\n")
     return root
+
+
+def training_caches(root: Path, *, count: int = 4) -> tuple[Path, Path]:
+    """Two tiny scenes under ``root``, preprocessed, and a split where ``scene_000`` trains and
+    ``scene_001`` validates: what ``crossnet train`` needs. Returns (cache folder, split)."""
+    for index in range(2):
+        write_scene(root / "scenes" / f"scene_{index:03d}", count=count)
+    assert main([str(arg) for arg in ("preprocess", root / "scenes", "--out", root / "cache",
+                                      "--strides", "1,2", "--flow", "dis-ultrafast",
+                                      "--no-progress")]) == 0
+    split = root / "split.json"
+    split.write_text(json.dumps({"name": "s", "train": ["scene_000"],
+                                 "validation": ["scene_001"], "test": []}))
+    return root / "cache", split
 
 
 def tiny_model(path: Path, *, seed: int = 0, strides=(1, 2), **config) -> Path:

@@ -25,6 +25,7 @@ from tests.pipelines.reliability_inputs import (
     moving_frames,
     run,
     tiny_model,
+    training_caches,
     write_frames,
     write_scene,
     write_video,
@@ -405,15 +406,9 @@ def test_full_disk_while_saving_a_checkpoint_keeps_the_last_one(inputs, tmp_path
                                                                monkeypatch):
     import crossnet.checkpoint
 
-    for index in range(2):
-        write_scene(tmp_path / "scenes" / f"scene_{index:03d}", count=3)
-    assert run(capsys, "preprocess", tmp_path / "scenes", "--out", tmp_path / "cache",
-               "--strides", "1,2", "--flow", "dis-ultrafast", "--no-progress")[0] == 0
-    split = tmp_path / "split.json"
-    split.write_text(json.dumps({"name": "s", "train": ["scene_000"],
-                                 "validation": ["scene_001"], "test": []}))
+    cache, split = training_caches(tmp_path, count=3)
     out = tmp_path / "run"
-    args = ["train", "--data", tmp_path / "cache", "--split", split, "--out", out, "--epochs",
+    args = ["train", "--data", cache, "--split", split, "--out", out, "--epochs",
             "2", "--batch-size", "2", "--samples-per-epoch", "2", "--crop", "32x32",
             "--composite-fraction", "0", "--workers", "0", "--no-progress"]
     # Epoch 1 writes last.pt and best.pt; the disk is full when epoch 2 writes last.pt.

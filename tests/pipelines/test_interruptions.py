@@ -21,8 +21,8 @@ from tests.pipelines.reliability_inputs import (
     run,
     start_cli,
     tiny_model,
+    training_caches,
     wait_for_progress,
-    write_scene,
     write_video,
 )
 
@@ -184,15 +184,7 @@ def test_segment_resume_after_a_deleted_mask_recomputes_it_identically(clip, wei
 @pytest.fixture(scope="module")
 def caches(tmp_path_factory):
     """Two tiny scenes, preprocessed: one trains, one validates."""
-    root = tmp_path_factory.mktemp("train")
-    for index in range(2):
-        write_scene(root / "scenes" / f"scene_{index:03d}", count=6)
-    assert run_quietly(["preprocess", root / "scenes", "--out", root / "cache", "--strides",
-                        "1,2", "--flow", "dis-ultrafast", "--no-progress"]) == 0
-    split = root / "split.json"
-    split.write_text(json.dumps({"name": "tiny", "train": ["scene_000"],
-                                 "validation": ["scene_001"], "test": []}))
-    return root / "cache", split
+    return training_caches(tmp_path_factory.mktemp("train"), count=6)
 
 
 def _train_args(caches, out, *extra):
@@ -271,7 +263,7 @@ def test_training_skips_a_truncated_cache_with_a_warning(caches, tmp_path, caplo
     with caplog.at_level(logging.WARNING):
         code, _, errors = run(capsys, *_train_args((data, caches[1]), tmp_path / "run"))
     assert code == 1
-    assert errors == [("crossnet: error: no training scene of split 'tiny' among the 1 caches "
+    assert errors == [("crossnet: error: no training scene of split 's' among the 1 caches "
                       f"under {data}")]
     assert any("scene_000.h5: not a complete crossnet cache" in r.message for r in caplog.records)
 

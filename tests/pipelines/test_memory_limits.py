@@ -4,7 +4,6 @@ the whole video in memory), and a request that cannot fit says so in one line be
 
 from __future__ import annotations
 
-import json
 import tracemalloc
 
 import cv2
@@ -17,7 +16,7 @@ from flow.cache import CacheReader
 from flow.raft import raft_small
 from pipelines import memory
 from pipelines.sources import VideoSource
-from tests.pipelines.reliability_inputs import run, tiny_model, write_scene
+from tests.pipelines.reliability_inputs import run, tiny_model, training_caches, write_scene
 
 UHD = (3840, 2160)
 FRAME_BYTES = UHD[0] * UHD[1] * 3  # one decoded 4K RGB frame, 24.9 MB
@@ -108,21 +107,10 @@ def test_the_check_uses_the_processing_size_not_the_native_one(uhd_video, tmp_pa
 HUGE = "100000x100000"
 
 
-def _training_data(root, capsys):
-    for index in range(2):
-        write_scene(root / "scenes" / f"scene_{index:03d}", count=3)
-    assert run(capsys, "preprocess", root / "scenes", "--out", root / "cache", "--strides",
-               "1,2", "--flow", "dis-ultrafast", "--no-progress")[0] == 0
-    split = root / "split.json"
-    split.write_text(json.dumps({"name": "s", "train": ["scene_000"],
-                                 "validation": ["scene_001"], "test": []}))
-    return root / "cache", split
-
-
 def test_requests_that_cannot_fit_are_refused_before_they_start(tmp_path, capsys):
     scene = write_scene(tmp_path / "scene")
     weights = tiny_model(tmp_path / "model.pt")
-    data, split = _training_data(tmp_path / "train", capsys)
+    data, split = training_caches(tmp_path / "train", count=3)
     cases = {
         "preprocess": (["preprocess", scene, "--out", tmp_path / "cache", "--size", HUGE,
                         "--no-progress"], f"preprocessing at {HUGE} needs about"),

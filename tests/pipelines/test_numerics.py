@@ -15,23 +15,12 @@ import torch
 import pipelines.train as train_module
 from crossnet.checkpoint import load_checkpoint
 from pipelines.train import TrainConfig
-from tests.pipelines.reliability_inputs import run, write_scene
+from tests.pipelines.reliability_inputs import run, training_caches
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from pipelines.cli import main
-
-    root = tmp_path_factory.mktemp("numerics")
-    for index in range(2):
-        write_scene(root / "scenes" / f"scene_{index:03d}", count=4)
-    assert main([str(a) for a in ("preprocess", root / "scenes", "--out", root / "cache",
-                                  "--strides", "1,2", "--flow", "dis-ultrafast",
-                                  "--no-progress")]) == 0
-    split = root / "split.json"
-    split.write_text(json.dumps({"name": "s", "train": ["scene_000"],
-                                 "validation": ["scene_001"], "test": []}))
-    return root / "cache", split
+    return training_caches(tmp_path_factory.mktemp("numerics"))
 
 
 def _train(capsys, data, out, *extra):

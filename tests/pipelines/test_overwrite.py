@@ -14,6 +14,7 @@ from flow.cache import CacheReader
 from tests.pipelines.reliability_inputs import (
     run,
     tiny_model,
+    training_caches,
     write_frames,
     write_scene,
     write_video,
@@ -175,16 +176,9 @@ def test_segment_a_stream_never_resumes_into_old_masks(inputs, tmp_path):
 
 
 def test_train_out(inputs, tmp_path, capsys):
-    scenes = tmp_path / "scenes"
-    for index in range(2):
-        write_scene(scenes / f"scene_{index:03d}", count=3)
-    assert run(capsys, "preprocess", scenes, "--out", tmp_path / "cache", "--strides", "1,2",
-               "--flow", "dis-ultrafast", "--no-progress")[0] == 0
-    split = tmp_path / "split.json"
-    split.write_text(json.dumps({"name": "s", "train": ["scene_000"],
-                                 "validation": ["scene_001"], "test": []}))
+    cache, split = training_caches(tmp_path, count=3)
     out = tmp_path / "run"
-    args = ["train", "--data", tmp_path / "cache", "--split", split, "--out", out, "--epochs",
+    args = ["train", "--data", cache, "--split", split, "--out", out, "--epochs",
             "1", "--batch-size", "2", "--samples-per-epoch", "2", "--crop", "32x32",
             "--composite-fraction", "0", "--workers", "0", "--no-progress"]
     assert run(capsys, *args)[0] == 0

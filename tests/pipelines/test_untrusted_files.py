@@ -22,7 +22,13 @@ from crossnet.hofam import HofamConfig, build_hofam
 from flow.cache import CacheReader, is_complete
 from flow.raft import raft_small
 from pipelines.segment import load_segmentation_model
-from tests.pipelines.reliability_inputs import run, tiny_model, write_scene, write_video
+from tests.pipelines.reliability_inputs import (
+    run,
+    tiny_model,
+    training_caches,
+    write_scene,
+    write_video,
+)
 
 
 class _CreatesMarker:
@@ -94,18 +100,11 @@ def test_malicious_checkpoints_are_refused_by_every_command(tmp_path, capsys, ma
 
 def test_a_malicious_last_pt_is_refused_on_resume(tmp_path, capsys, marker):
     files = _malicious_files(tmp_path, marker)
-    scenes = tmp_path / "scenes"
-    for index in range(2):
-        write_scene(scenes / f"scene_{index:03d}", count=4)
-    assert run(capsys, "preprocess", scenes, "--out", tmp_path / "cache", "--strides", "1,2",
-               "--flow", "dis-ultrafast", "--no-progress")[0] == 0
-    split = tmp_path / "split.json"
-    split.write_text(json.dumps({"name": "s", "train": ["scene_000"],
-                                 "validation": ["scene_001"], "test": []}))
+    cache, split = training_caches(tmp_path)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "last.pt").write_bytes(files["torch zip"].read_bytes())
-    code, _, errors = run(capsys, "train", "--data", tmp_path / "cache", "--split", split,
+    code, _, errors = run(capsys, "train", "--data", cache, "--split", split,
                           "--out", run_dir, "--resume", "--crop", "32x32", "--workers", "0",
                           "--no-progress")
     assert code == 1 and len(errors) == 1 and "last.pt: refused" in errors[0]
