@@ -45,7 +45,7 @@ from crossnet.metrics import VideoScorer, mean_scores
 from crossnet.split import Split, load_split
 from flow.backends import resolve_device
 from flow.cache import CacheReader, is_complete
-from pipelines.errors import InputError, TrainingDiverged, one_line
+from pipelines.errors import InputError, TrainingDiverged
 from pipelines.memory import check_fits, hofam_bytes
 from pipelines.outputs import (
     prepare_output_folder,
@@ -53,6 +53,7 @@ from pipelines.outputs import (
     write_jsonl_atomic,
     write_text_atomic,
 )
+from pipelines.resume import check_resumable, restoring
 
 logger = logging.getLogger(__name__)
 
@@ -340,23 +341,15 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
     start_epoch, best_f, history = 0, -math.inf, []
     if resume:
         checkpoint = load_checkpoint(last_path, map_location=run_device)
-        missing = [key for key in ("train_config", "optimizer", "scheduler", "epoch", "best_f")
-                   if key not in checkpoint]
-        if missing:
-            raise InputError(f"{last_path}: not a resumable checkpoint (no "
-                             f"{', '.join(map(repr, missing))})")
-        if _resumable_settings(checkpoint["train_config"]) != _resumable_settings(
-                config.to_dict()):
-            raise InputError(f"{last_path}: was trained with other settings; resume with the "
-                             "same options")
-        try:
+        check_resumable(last_path, checkpoint,
+                        keys=("train_config", "optimizer", "scheduler", "epoch", "best_f"),
+                        train_config=config.to_dict(), ignore=_RESUME_IGNORES)
+        with restoring(last_path):
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
             start_epoch = int(checkpoint["epoch"])
             best_f = float(checkpoint["best_f"])
-        except (RuntimeError, ValueError, TypeError, KeyError) as error:
-            raise InputError(f"{last_path}: cannot be resumed ({one_line(error)})") from error
         history = list(checkpoint.get("history", []))
     trained = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
 
@@ -469,11 +462,8 @@ def _divergence_message(loss: float, batch: dict, epoch: int, last_path: Path) -
     return f"the loss became {loss} in epoch {epoch + 1}; {kept} (try a lower --lr)"
 
 
-def _resumable_settings(train_config: dict) -> dict:
-    """The settings a resumed run must share with the original: all but the worker count
-    (samples are seeded per index, so workers do not change them)."""
-    normalised = json.loads(json.dumps(train_config))
-    normalised.pop("num_workers", None)
-    return normalised
+# Settings a resumed run may change: samples are seeded per index, so the worker count does
+# not change them.
+_RESUME_IGNORES = ("num_workers",)
 
 

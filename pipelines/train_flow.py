@@ -73,6 +73,7 @@ from pipelines.outputs import (
     write_jsonl_atomic,
     write_text_atomic,
 )
+from pipelines.resume import check_resumable, restoring
 
 logger = logging.getLogger(__name__)
 
@@ -171,11 +172,6 @@ def _export_weights(path: Path, model: torch.nn.Module, config: FlowTrainConfig,
     }, checkpoint_format=FLOW_CHECKPOINT_FORMAT)
 
 
-def _settings(config: dict) -> dict:
-    """A config dict through JSON, as it is compared on resume."""
-    return json.loads(json.dumps(config))
-
-
 RUN_FILES = ("last.pt", "weights.pt", "log.jsonl", "config.json")
 """What a run folder holds; ``--overwrite`` deletes these (and nothing else) before a new run."""
 _RUN_FILE_NAMES = re.compile("|".join(re.escape(name) for name in RUN_FILES))
@@ -271,24 +267,16 @@ def train_flow(out_dir: str | os.PathLike, config: FlowTrainConfig, *,
     if resume:
         checkpoint = load_checkpoint(last_path, map_location=run_device,
                                      checkpoint_format=FLOW_CHECKPOINT_FORMAT)
-        missing = [key for key in _RESUME_KEYS + (("teacher",) if teacher is not None else ())
-                   if key not in checkpoint]
-        if missing:
-            raise InputError(f"{last_path}: not a resumable checkpoint (no "
-                             f"{', '.join(map(repr, missing))})")
-        if not isinstance(checkpoint["train_config"], dict) or _settings(
-                checkpoint["train_config"]) != _settings(config.to_dict()):
-            raise InputError(f"{last_path}: was trained with other settings; resume with the "
-                             "same options")
-        try:
+        check_resumable(last_path, checkpoint,
+                        keys=_RESUME_KEYS + (("teacher",) if teacher is not None else ()),
+                        train_config=config.to_dict())
+        with restoring(last_path):
             model.load_state_dict(checkpoint["model"])
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
             if teacher is not None:
                 teacher.load_state_dict(checkpoint["teacher"])
             start_step, history = int(checkpoint["step"]), list(checkpoint["history"])
-        except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as error:
-            raise InputError(f"{last_path}: cannot be resumed ({one_line(error)})") from error
         if not 0 <= start_step <= config.steps:
             raise InputError(f"{last_path}: step {start_step} is outside this run's "
                              f"{config.steps} steps")
