@@ -198,6 +198,7 @@ class CompositeDataset(Dataset):
         seed: seeds every choice with the epoch and the item index.
         use_background: add the ``background`` key.
         background_rate: EMA rate of the running background.
+        background_estimator: how the running background is made (``"ema"`` or ``"median"``).
         speed_range: (low, high) object speed, pixels per frame.
         min_object_pixels, max_cut_fraction: which objects qualify (see :func:`find_objects`).
         max_attempts: object draws per item before giving up.
@@ -210,7 +211,7 @@ class CompositeDataset(Dataset):
                  background_caches: Sequence[str | os.PathLike[str]], *, backend: HopBackend,
                  strides: Sequence[int], crop_size: Sequence[int] | None = DEFAULT_CROP_SIZE,
                  length: int, seed: int = 0, use_background: bool = False,
-                 background_rate: float = DEFAULT_RATE,
+                 background_rate: float = DEFAULT_RATE, background_estimator: str = "ema",
                  speed_range: tuple[float, float] = (0.5, 3.0), min_object_pixels: int = 30,
                  max_cut_fraction: float = 0.1, max_attempts: int = 50) -> None:
         self.strides = check_strides(strides)
@@ -237,7 +238,8 @@ class CompositeDataset(Dataset):
                                        same_strides=False)
         self._object_frames = [np.flatnonzero(reader.has_mask) for reader in self._objects]
         self._target_frames = [np.flatnonzero(reader.has_mask) for reader in self._targets]
-        self._backgrounds = VideoBackgrounds(self._targets, rate=background_rate)
+        self._backgrounds = VideoBackgrounds(self._targets, rate=background_rate,
+                                             estimator=background_estimator)
         self.scenes = [reader.path.stem for reader in self._targets]
 
     def set_epoch(self, epoch: int) -> None:

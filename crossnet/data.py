@@ -199,11 +199,14 @@ class VideoBackgrounds:
     Args:
         readers: the caches.
         rate: EMA rate (see :mod:`crossnet.background`).
+        estimator: one of :data:`crossnet.background.ESTIMATORS`.
     """
 
-    def __init__(self, readers: Sequence[CacheReader], *, rate: float = DEFAULT_RATE) -> None:
+    def __init__(self, readers: Sequence[CacheReader], *, rate: float = DEFAULT_RATE,
+                 estimator: str = "ema") -> None:
         self._readers = list(readers)
         self.rate = rate
+        self.estimator = estimator
         self._tables: dict[int, dict[int, np.ndarray]] = {}
 
     def _compute(self, cache: int) -> dict[int, np.ndarray]:
@@ -213,7 +216,8 @@ class VideoBackgrounds:
         keep = set(wanted.tolist())
         frames = (reader.frame(t) for t in range(last + 1))
         return {t: np.ascontiguousarray(background.transpose(2, 0, 1))
-                for t, background in enumerate(running_backgrounds(frames, rate=self.rate))
+                for t, background in enumerate(running_backgrounds(frames, rate=self.rate,
+                                                                     estimator=self.estimator))
                 if t in keep}
 
     def get(self, cache: int, t: int) -> np.ndarray:
@@ -255,6 +259,7 @@ class CacheFrameDataset(Dataset):
         crop_size: (h, w) of the random crop, or None for whole frames.
         use_background: add the ``background`` key.
         background_rate: EMA rate of the running background.
+        background_estimator: how the running background is made (``"ema"`` or ``"median"``).
         seed: seeds the crop offsets with the epoch and the item index.
 
     Raises:
@@ -264,13 +269,14 @@ class CacheFrameDataset(Dataset):
     def __init__(self, cache_paths: Sequence[str | os.PathLike[str]], *,
                  crop_size: Sequence[int] | None = DEFAULT_CROP_SIZE,
                  use_background: bool = False, background_rate: float = DEFAULT_RATE,
-                 seed: int = 0) -> None:
+                 background_estimator: str = "ema", seed: int = 0) -> None:
         self.crop_size = check_crop_size(crop_size)
         self.use_background = use_background
         self.seed = int(seed)
         self.epoch = 0
         self._readers, self.strides = open_caches(cache_paths, what="training caches")
-        self._backgrounds = VideoBackgrounds(self._readers, rate=background_rate)
+        self._backgrounds = VideoBackgrounds(self._readers, rate=background_rate,
+                                             estimator=background_estimator)
         self._items = [(cache, int(t)) for cache, reader in enumerate(self._readers)
                        for t in np.flatnonzero(reader.has_mask)]
         self.scenes = [reader.path.stem for reader in self._readers]

@@ -355,6 +355,14 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
               type=click.Choice(["uvm", "magnitude"]), help="How the 3D-HOP enters the model.")
 @click.option("--background/--no-background", default=True, show_default=True,
               help="Feed a running background estimate to the appearance branch.")
+@click.option("--background-estimator", default="ema", show_default=True,
+              type=click.Choice(["ema", "median"]),
+              help="How the running background is made: moving average, or the median of 9 "
+                   "frames sampled every 6.")
+@click.option("--appearance-norm", default="imagenet", show_default=True,
+              type=click.Choice(["imagenet", "scene"]),
+              help="Normalise frames with fixed ImageNet statistics, or with the scene's own "
+                   "(the background's mean and contrast).")
 @click.option("--cmdff/--no-cmdff", default=True, show_default=True,
               help="Cross-modal dynamic feature filter (off: plain concatenation).")
 @click.option("--attention/--no-attention", default=True, show_default=True,
@@ -372,8 +380,8 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
               help="auto, cpu or cuda[:N].")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_epoch, crop,
-          composite_fraction, flow_encoding, background, cmdff, attention, size_balanced, amp,
-          workers, seed, resume, overwrite, device, no_progress) -> None:
+          composite_fraction, flow_encoding, background, background_estimator, appearance_norm,
+          cmdff, attention, size_balanced, amp, workers, seed, resume, overwrite, device, no_progress) -> None:
     """Train the HOFAM segmentation model on cached 3D-HOP stacks and masks.
 
     Trains on the split's training scenes (plus composites), reports validation F per epoch on
@@ -392,8 +400,9 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
         epochs=epochs, batch_size=batch_size, lr=lr, samples_per_epoch=samples_per_epoch,
         crop_size=(crop[1], crop[0]), composite_fraction=composite_fraction, amp=amp,
         seed=seed, num_workers=workers,
-        model=HofamConfig(flow_encoding=flow_encoding, use_background=background, cmdff=cmdff,
-                          attention=attention),
+        model=HofamConfig(flow_encoding=flow_encoding, use_background=background,
+                          background_estimator=background_estimator,
+                          appearance_norm=appearance_norm, cmdff=cmdff, attention=attention),
         loss=LossConfig(size_balanced=size_balanced))
     best = run_training(data_dirs, split_path, out_dir, config, device=device, resume=resume,
                         overwrite=overwrite, progress=not no_progress)

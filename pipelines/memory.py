@@ -224,8 +224,22 @@ def segment_bytes(config, size: tuple[int, int], *, batch_frames: int, backend: 
     lookahead = segment_lookahead_frames(native_wh, batch_frames) * native * 3
     return (flow_bytes(size, strides=config.strides, batch_frames=batch_frames,
                        backend=backend, native_size=native_size)
-            + 12 * pixels + model_inputs + masks + lookahead
+            + background_bytes(config, size) + model_inputs + masks + lookahead
             + hofam_bytes(config, size, batch=batch_frames, training=False))
+
+
+def background_bytes(config, size: tuple[int, int]) -> float:
+    """Memory of the running background at the processing size (width, height).
+
+    The float32 RGB estimate (12 bytes a pixel); the median also keeps its 9 uint8 samples
+    (27) and, while it updates, at most 72 more: the stack of up to 8 samples, its sorted copy and
+    the float32 middle images, in a video's first frames, or the sorting network's two new
+    images per exchange (6) afterwards.
+    """
+    if not config.use_background:
+        return 0.0
+    per_pixel = 12 + (27 + 72 if config.background_estimator == "median" else 0)
+    return float(per_pixel) * size[0] * size[1]
 
 
 def segment_lookahead_frames(frame_size: tuple[int, int], batch_frames: int) -> int:

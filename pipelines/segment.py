@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from crossnet.background import RunningBackground, to_uint8
+from crossnet.background import make_background, to_uint8
 from crossnet.blocks import fold_batchnorm
 from crossnet.checkpoint import load_checkpoint
 from crossnet.hofam import HOFAM, HofamConfig, build_hofam
@@ -160,7 +160,8 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
     device = torch.device(device)
     logit_threshold = float(np.log(threshold / (1 - threshold)))
     pending: dict[int, tuple[Frame, np.ndarray, np.ndarray | None]] = {}
-    background = RunningBackground(rate=background_rate) if config.use_background else None
+    background = (make_background(config.background_estimator, rate=background_rate)
+                  if config.use_background else None)
 
     def as_tensor(small: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1)

@@ -197,8 +197,8 @@ def _to_model_inputs(batch: dict, device: torch.device) -> dict[str, torch.Tenso
 
 @torch.inference_mode()
 def validate(model: torch.nn.Module, caches: Sequence[Path], *, device: torch.device,
-             use_background: bool, thresholds: Sequence[float], amp: bool
-             ) -> tuple[float, dict[str, float]]:
+             use_background: bool, thresholds: Sequence[float], amp: bool,
+             background_estimator: str = "ema") -> tuple[float, dict[str, float]]:
     """Pick the threshold with the best mean F over the validation scenes.
 
     Every frame with ground truth of every scene, whole frames, CDnet rules; F per scene (NaN,
@@ -210,7 +210,8 @@ def validate(model: torch.nn.Module, caches: Sequence[Path], *, device: torch.de
     model.eval()
     scores = {threshold: {} for threshold in thresholds}
     for path in caches:
-        dataset = CacheFrameDataset([path], crop_size=None, use_background=use_background)
+        dataset = CacheFrameDataset([path], crop_size=None, use_background=use_background,
+                                    background_estimator=background_estimator)
         scorers = {threshold: VideoScorer() for threshold in thresholds}
         for index in range(len(dataset)):
             item = dataset[index]
@@ -232,7 +233,9 @@ def validate(model: torch.nn.Module, caches: Sequence[Path], *, device: torch.de
 def _build_training_set(train_caches: Sequence[Path], config: TrainConfig,
                         model_config: HofamConfig):
     real = CacheFrameDataset(train_caches, crop_size=config.crop_size,
-                             use_background=model_config.use_background, seed=config.seed)
+                             use_background=model_config.use_background,
+                             background_estimator=model_config.background_estimator,
+                             seed=config.seed)
     real_weights = scene_balanced_weights(real)
     real_weights = real_weights / real_weights.sum()
     if config.composite_fraction == 0 or len(train_caches) < 2:
@@ -244,7 +247,8 @@ def _build_training_set(train_caches: Sequence[Path], config: TrainConfig,
                                   backend=make_hop_backend(config.composite_flow),
                                   strides=model_config.strides, crop_size=config.crop_size,
                                   length=max(config.samples_per_epoch, 1), seed=config.seed,
-                                  use_background=model_config.use_background)
+                                  use_background=model_config.use_background,
+                                  background_estimator=model_config.background_estimator)
     composite_weights = torch.full((len(composites),), 1.0 / len(composites))
     weights = torch.cat([real_weights * (1 - config.composite_fraction),
                          composite_weights * config.composite_fraction])
@@ -410,6 +414,7 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
             threshold, per_scene = (
                 validate(model, validation_caches, device=run_device,
                          use_background=model_config.use_background,
+                         background_estimator=model_config.background_estimator,
                          thresholds=config.validation_thresholds, amp=config.amp)
                 if validation_caches else (0.5, {}))
             validation_f = (mean_scores({"F": f} for f in per_scene.values())["F"]

@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from crossnet.background import RunningBackground, ema_update, running_backgrounds, to_uint8
+from crossnet.background import (
+    ESTIMATORS,
+    MEDIAN_STEP,
+    MEDIAN_WINDOW,
+    RunningBackground,
+    RunningMedian,
+    ema_update,
+    make_background,
+    running_backgrounds,
+    to_uint8,
+)
 
 
 def test_ema_update_is_the_weighted_mean():
@@ -79,3 +89,94 @@ def test_reset_and_bad_rate():
     np.testing.assert_array_equal(running.update(np.full((1, 1, 3), 9, np.uint8)), 9.0)
     with pytest.raises(ValueError, match="rate"):
         RunningBackground(rate=1.5)
+
+
+# The sliding median (RunningMedian, estimator="median").
+
+
+def _grey(value: int, shape=(2, 2, 3)) -> np.ndarray:
+    return np.full(shape, value, np.uint8)
+
+
+def test_median_samples_every_step_th_frame_and_pairs_with_earlier_frames():
+    # step 2: frames 0, 2, 4, 6 are the samples; the odd frames (200) never enter.
+    frames = [_grey(v) for v in (10, 200, 20, 200, 30, 200, 40)]
+    running = RunningMedian(step=2)
+    paired = [float(running.advance(frame)[0, 0, 0]) for frame in frames]
+    # Frame 0 pairs with itself; then the median of the samples before each frame
+    # (an even count takes the mean of the two middle values).
+    assert paired == [10.0, 10.0, 10.0, 15.0, 15.0, 20.0, 20.0]
+    assert float(running.estimate[0, 0, 0]) == 25.0  # samples 10, 20, 30, 40
+
+
+def test_median_window_keeps_the_last_nine_samples():
+    frames = [_grey(v) for v in range(0, 200, 10)]  # 20 frames, values 0..190
+    running = RunningMedian(step=1)
+    for frame in frames:
+        running.update(frame)
+    # Samples are the last nine frames, values 110..190: median 150.
+    np.testing.assert_array_equal(running.estimate, 150.0)
+
+
+def test_median_network_equals_numpy_median():
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (5, 7, 3), dtype=np.uint8) for _ in range(70)]
+    got = list(running_backgrounds(frames, estimator="median"))
+    # 1, 2, 2, 3 and 7 samples (np.sort path), then the full window of 9 (the network).
+    for t in (1, 2, 7, 13, 37, 55, 61, 69):
+        samples = frames[0:t:MEDIAN_STEP][-MEDIAN_WINDOW:]
+        expected = np.clip(np.rint(np.median(np.stack(samples), axis=0)), 0, 255)
+        np.testing.assert_array_equal(got[t], expected.astype(np.uint8), err_msg=f"frame {t}")
+        assert got[t].dtype == np.uint8
+
+
+def test_median_removes_a_ghost_that_the_ema_keeps():
+    # An object sits in frame 0 and is gone from frame 1 on: a ghost for the EMA, which blends
+    # frame 0 in; the median forgets it once the samples without it are the majority.
+    scene, thing = 100, 250
+    frames = [_grey(thing)] + [_grey(scene)] * 40
+    ema = list(running_backgrounds(frames, estimator="ema"))
+    median = list(running_backgrounds(frames, estimator="median"))
+    # Samples before frame 13: frames 0, 6, 12; two of three show the scene.
+    np.testing.assert_array_equal(median[13], scene)
+    assert abs(int(ema[13][0, 0, 0]) - scene) > 50  # 150 * 0.95^12 = 81 grey levels left
+    np.testing.assert_array_equal(median[40], scene)
+
+
+def test_median_torch_layout_matches_numpy():
+    rng = np.random.default_rng(2)
+    frames = [rng.integers(0, 256, (4, 6, 3), dtype=np.uint8) for _ in range(30)]
+    from_numpy = list(running_backgrounds(frames, estimator="median"))
+    from_torch = list(running_backgrounds(
+        [torch.from_numpy(frame).permute(2, 0, 1) for frame in frames], estimator="median"))
+    for a, b in zip(from_numpy, from_torch):
+        assert b.dtype == torch.uint8
+        np.testing.assert_array_equal(a, b.permute(1, 2, 0).numpy())
+
+
+def test_median_advance_returns_a_copy_and_reset_forgets():
+    running = RunningMedian(step=1)
+    first = running.advance(_grey(7))
+    first[...] = -1
+    np.testing.assert_array_equal(running.estimate, 7.0)
+    running.reset()
+    assert running.estimate is None
+    np.testing.assert_array_equal(running.advance(_grey(3)), 3.0)
+
+
+def test_median_rejects_bad_step_and_shape_changes():
+    with pytest.raises(ValueError, match="step"):
+        RunningMedian(step=0)
+    running = RunningMedian(step=1)
+    running.update(_grey(1))
+    with pytest.raises(ValueError, match=r"\(3, 3, 3\)"):
+        running.update(_grey(1, shape=(3, 3, 3)))
+
+
+def test_make_background_names_the_estimators():
+    assert isinstance(make_background("ema", rate=0.2), RunningBackground)
+    assert make_background("ema", rate=0.2).rate == 0.2
+    assert isinstance(make_background("median"), RunningMedian)
+    assert set(ESTIMATORS) == {"ema", "median"}
+    with pytest.raises(ValueError, match="'mode'"):
+        make_background("mode")

@@ -168,6 +168,19 @@ def test_background_is_the_ema_of_earlier_frames(caches):
     assert dataset[1]["background"][2, 0, 0] == round(0.25 * 1 + 0.25 * 11 + 0.5 * 21)
 
 
+def test_median_background_when_asked(caches):
+    dataset = CacheFrameDataset(caches[:1], crop_size=None, use_background=True,
+                                background_estimator="median")
+    frames = [position_frame(t, 1, 40, 48)[0] for t in range(6)]
+    expected = list(running_backgrounds(frames, estimator="median"))
+    for index, t in enumerate((1, 3, 4)):
+        np.testing.assert_array_equal(dataset[index]["background"].numpy(),
+                                      expected[t].transpose(2, 0, 1))
+    # One sample (frame 0, blue 1) until frame 6: the median is frame 0 itself, where the
+    # EMA of the same frames would have moved towards frame 3's blue 31.
+    assert dataset[2]["background"][2, 0, 0] == 1
+
+
 def test_caches_with_other_strides_are_refused(caches, tmp_path):
     odd = write_cache(tmp_path / "odd.h5", cache_id=3, size=(40, 48), frames=2, masked={1},
                       strides=(1, 4))

@@ -29,6 +29,11 @@ CONFIGS: dict[str, HofamConfig] = {
     ),
     "thin_motion_stream": HofamConfig(motion_widths=(4, 8, 8, 12), use_background=False,
                                       **SMALL),
+    "scene_norm_median_background": HofamConfig(
+        use_background=True, background_estimator="median", appearance_norm="scene", **SMALL
+    ),
+    "scene_norm_no_background": HofamConfig(appearance_norm="scene", use_background=False,
+                                            **SMALL),
     "two_strides_three_levels": HofamConfig(
         strides=(1, 2), widths=(8, 12, 16), blocks_per_stage=(1, 0, 1), attention=False,
         use_background=False,
@@ -247,11 +252,50 @@ def test_config_from_partial_dict_uses_defaults() -> None:
         ("blocks_per_stage", (1, 1), r"\(1, 1\)"),
         ("motion_widths", (8, 8), r"\(8, 8\)"),
         ("foreground_prior", 1.0, "1.0"),
+        ("background_estimator", "mode", "'mode'"),
+        ("appearance_norm", "none", "'none'"),
     ],
 )
 def test_config_rejects_invalid_values(field: str, value, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         HofamConfig(**{field: value})
+
+
+@pytest.mark.parametrize("use_background", [True, False])
+def test_scene_norm_ignores_the_scene_s_contrast_and_brightness(use_background: bool) -> None:
+    # Halving the contrast and brightening (a foggy version of the same scene) leaves the
+    # scene-normalised input, hence the output, unchanged; the ImageNet-normalised model sees
+    # a different image.
+    outputs = {}
+    for norm in ("scene", "imagenet"):
+        config = HofamConfig(appearance_norm=norm, use_background=use_background, **SMALL)
+        model = _model(config).eval()
+        frames, hop, background = _inputs(config, 2, 32, 48, seed=3)
+        foggy = {"frames": 0.4 + 0.5 * frames,
+                 "background": None if background is None else 0.4 + 0.5 * background}
+        with torch.no_grad():
+            outputs[norm] = (model(frames, hop, background), model(hop=hop, **foggy))
+    scene_change = (outputs["scene"][1] - outputs["scene"][0]).abs().max()
+    imagenet_change = (outputs["imagenet"][1] - outputs["imagenet"][0]).abs().max()
+    # (A freshly initialised model's logits stay near the prior's bias, so changes are small.)
+    assert scene_change < 1e-5, scene_change
+    assert imagenet_change > 100 * scene_change, (imagenet_change, scene_change)
+
+
+def test_scene_norm_of_a_flat_scene_is_finite() -> None:
+    # A flat background (std 0) is divided by the floor, not by zero.
+    config = HofamConfig(appearance_norm="scene", use_background=True, **SMALL)
+    model = _model(config).eval()
+    frames, hop, _ = _inputs(config, 1, 32, 32)
+    with torch.no_grad():
+        logits = model(frames, hop, torch.full((1, 3, 32, 32), 0.5))
+    assert torch.isfinite(logits).all()
+
+
+def test_configs_without_the_newer_options_keep_the_old_behaviour() -> None:
+    # Checkpoints written before background_estimator and appearance_norm existed.
+    config = HofamConfig.from_dict({"use_background": True})
+    assert (config.background_estimator, config.appearance_norm) == ("ema", "imagenet")
 
 
 @pytest.mark.parametrize(("field", "value"), [("cmdff", "yes"), ("strides", 3)])

@@ -175,3 +175,32 @@ def test_a_resumed_run_reads_the_right_frames_from_the_cache(scene, tmp_path):
                                                   backend=backend, start=4)]
     for a, b in zip(shifted[4:], resumed[4:]):
         assert (a == b).mean() > 0.99  # and what the flow gives without the cache
+
+
+@pytest.mark.parametrize("estimator", ["ema", "median"])
+def test_the_model_gets_the_background_estimate_it_was_trained_with(scene, tmp_path, estimator):
+    # segment must build the same running background as training (crossnet.data) does.
+    from dataclasses import replace
+
+    from crossnet.background import running_backgrounds
+
+    torch.manual_seed(1)
+    model = build_hofam(HofamConfig(strides=(1, 2), use_background=True,
+                                    background_estimator=estimator))
+    save_checkpoint(tmp_path / "bg.pt", {"model": model.state_dict(),
+                                         "model_config": model.config.to_dict()})
+    segmentation = load_segmentation_model(tmp_path / "bg.pt")
+    seen = []
+
+    def recording(frames, hop, background):
+        seen.extend(background.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+        return segmentation.model(frames, hop, background)
+
+    spy = replace(segmentation, model=recording)
+    list(segment_frames(open_scene(scene), spy, backend=make_hop_backend("dis-ultrafast"),
+                        batch_frames=4))
+    frames = [frame.rgb for frame in open_scene(scene)]
+    expected = list(running_backgrounds(frames, estimator=estimator))
+    assert len(seen) == len(expected) == 9
+    for t, (got, want) in enumerate(zip(seen, expected)):
+        np.testing.assert_array_equal(got, want, err_msg=f"frame {t}")
