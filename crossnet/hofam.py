@@ -87,6 +87,10 @@ class HofamConfig:
         appearance_norm: ``"imagenet"`` (fixed statistics) or ``"scene"``: frame and background
             are standardised by the background's statistics (the frame's without a background),
             so a foggy, low-contrast scene reaches the network at the contrast of a clear one.
+            Off by default: its ablation row scored lower (validation F 0.669, test 0.473,
+            against 0.719 and 0.484; ``benchmarks/RESULTS.md``, "HOFAM ablation"): it gains
+            on CAVIAR1, IBMtest2, surfers and WavingTrees but loses birds (0.221 against
+            0.428), whose grey sky (std 0.055) it amplifies most.
         cmdff: fuse with the cross-modal dynamic feature filter (False: concatenation + conv).
         dynamic_filter: within CmDFF, add the per-sample dynamic depthwise filters.
         attention: gate the decoder's skip connections (False: plain concatenation).
