@@ -22,7 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -265,6 +265,12 @@ def data_root(path: str | os.PathLike | None) -> Path:
             "<repo>/../shared/data)"
         )
     return root
+
+
+def nan_mean(values: Iterable[float | None]) -> float:
+    """The mean of the finite values (None and NaN left out); NaN when there are none."""
+    finite = [value for value in values if value is not None and not math.isnan(value)]
+    return statistics.fmean(finite) if finite else math.nan
 
 
 def median_seconds(function: Callable[[], object], *, repeats: int, warmup: int = 1) -> float:

@@ -24,11 +24,18 @@ import argparse
 import dataclasses
 import json
 import math
-import statistics
 import time
 from pathlib import Path
 
-from _report import REPO_ROOT, add_record_argument, data_root, environment, markdown_table, report
+from _report import (
+    REPO_ROOT,
+    add_record_argument,
+    data_root,
+    environment,
+    markdown_table,
+    nan_mean,
+    report,
+)
 
 from crossnet.hofam import HofamConfig
 from crossnet.losses import LossConfig
@@ -76,11 +83,6 @@ def rows_matching_defaults() -> list[str]:
             if strides == model.strides
             and all(getattr(model, key) == value for key, value in model_settings.items())
             and all(getattr(loss, key) == value for key, value in loss_settings.items())]
-
-
-def nan_mean(values) -> float:
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return statistics.fmean(finite) if finite else math.nan
 
 
 def caches_for(strides, scene_paths, work: Path) -> Path:

@@ -20,12 +20,17 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import math
-import statistics
 import time
 
 import numpy as np
-from _report import add_record_argument, data_root, environment, markdown_table, median_seconds
+from _report import (
+    add_record_argument,
+    data_root,
+    environment,
+    markdown_table,
+    median_seconds,
+    nan_mean,
+)
 from _report import report as record_report
 
 from crossnet.background import ESTIMATORS, make_background, running_backgrounds
@@ -33,12 +38,6 @@ from crossnet.metrics import VideoScorer
 from pipelines.scenes import find_scenes
 
 THRESHOLDS = (10, 15, 20, 25, 30, 40, 50)
-
-
-def nan_mean(values) -> float:
-    """The mean of the finite values; NaN when there are none."""
-    finite = [value for value in values if not math.isnan(value)]
-    return statistics.fmean(finite) if finite else math.nan
 
 
 def score_scene(scene, estimator: str) -> dict[int, float]:

@@ -17,22 +17,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from _report import add_record_argument, data_root, environment, markdown_table, report
+from _report import add_record_argument, data_root, environment, markdown_table, nan_mean, report
 
 from pipelines.baselines import BASELINE_NAMES
 from pipelines.evaluate import MethodReport, evaluate
 from pipelines.scenes import find_scenes
-
-
-def nan_mean(values: Sequence[float]) -> float:
-    """The mean of the finite values; NaN when there are none."""
-    finite = [value for value in values if not math.isnan(value)]
-    return statistics.fmean(finite) if finite else math.nan
 
 
 def dataset_of(scene_path: Path, root: Path) -> str:

@@ -16,12 +16,18 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import math
-import statistics
 import time
 from pathlib import Path
 
-from _report import REPO_ROOT, add_record_argument, data_root, environment, markdown_table, report
+from _report import (
+    REPO_ROOT,
+    add_record_argument,
+    data_root,
+    environment,
+    markdown_table,
+    nan_mean,
+    report,
+)
 
 from crossnet.split import load_split
 from crossnet.weights import bundled_weights
@@ -31,11 +37,6 @@ from pipelines.scenes import find_scenes
 from pipelines.segment import load_segmentation_model
 
 TARGET_MEAN_F = 0.80
-
-
-def nan_mean(values) -> float:
-    finite = [value for value in values if not math.isnan(value)]
-    return statistics.fmean(finite) if finite else math.nan
 
 
 def main() -> None:
