@@ -39,7 +39,7 @@ import crossnet
 from crossnet.augment import AugmentConfig, augment_batch
 from crossnet.checkpoint import load_checkpoint, save_checkpoint
 from crossnet.data import CacheFrameDataset, scene_balanced_weights
-from crossnet.hofam import HofamConfig, build_hofam
+from crossnet.hofam import HOFAM, HofamConfig, build_hofam
 from crossnet.losses import LossConfig, SegmentationLoss
 from crossnet.metrics import VideoScorer, mean_scores
 from crossnet.split import Split, load_split
@@ -196,9 +196,8 @@ def _to_model_inputs(batch: dict, device: torch.device) -> dict[str, torch.Tenso
 
 
 @torch.inference_mode()
-def validate(model: torch.nn.Module, caches: Sequence[Path], *, device: torch.device,
-             use_background: bool, thresholds: Sequence[float], amp: bool,
-             background_estimator: str = "ema") -> tuple[float, dict[str, float]]:
+def validate(model: HOFAM, caches: Sequence[Path], *, device: torch.device,
+             thresholds: Sequence[float], amp: bool) -> tuple[float, dict[str, float]]:
     """Pick the threshold with the best mean F over the validation scenes.
 
     Every frame with ground truth of every scene, whole frames, CDnet rules; F per scene (NaN,
@@ -210,8 +209,10 @@ def validate(model: torch.nn.Module, caches: Sequence[Path], *, device: torch.de
     model.eval()
     scores = {threshold: {} for threshold in thresholds}
     for path in caches:
-        dataset = CacheFrameDataset([path], crop_size=None, use_background=use_background,
-                                    background_estimator=background_estimator)
+        # The model's own inputs: its background, if it takes one, made as it was trained.
+        dataset = CacheFrameDataset([path], crop_size=None,
+                                    use_background=model.config.use_background,
+                                    background_estimator=model.config.background_estimator)
         scorers = {threshold: VideoScorer() for threshold in thresholds}
         for index in range(len(dataset)):
             item = dataset[index]
@@ -413,8 +414,6 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
         if rank == 0:
             threshold, per_scene = (
                 validate(model, validation_caches, device=run_device,
-                         use_background=model_config.use_background,
-                         background_estimator=model_config.background_estimator,
                          thresholds=config.validation_thresholds, amp=config.amp)
                 if validation_caches else (0.5, {}))
             validation_f = (mean_scores({"F": f} for f in per_scene.values())["F"]
