@@ -267,6 +267,13 @@ def data_root(path: str | os.PathLike | None) -> Path:
     return root
 
 
+def ratio(value: float | None, reference: float | None) -> str | None:
+    """``value / reference`` as a table cell, ``x0.40``; None when either is missing."""
+    if value is None or reference is None:
+        return None
+    return f"x{value / reference:.2f}"
+
+
 def nan_mean(values: Iterable[float | None]) -> float:
     """The mean of the finite values (None and NaN left out); NaN when there are none."""
     finite = [value for value in values if value is not None and not math.isnan(value)]

@@ -45,6 +45,7 @@ from _report import (
     environment,
     markdown_table,
     median_seconds,
+    ratio,
     report,
 )
 
@@ -166,12 +167,6 @@ def sweep_rows(build: Callable[[], torch.nn.Module], name: str, video: Path, *,
         rows.append([name, batch, precision_of(backend), pairs_per_second,
                      1000.0 / pairs_per_second, ratio(pairs_per_second, reference)])
     return rows
-
-
-def ratio(value: float | None, reference: float | None) -> str | None:
-    if value is None or reference is None:
-        return None
-    return f"x{value / reference:.2f}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -46,6 +46,7 @@ from _report import (
     environment,
     markdown_table,
     median_seconds,
+    ratio,
     report,
 )
 
@@ -223,10 +224,6 @@ def raft_rows(frames: Sequence[np.ndarray], strides: Sequence[int], *, device: s
         Row(f"3D-HOP raft-small (batch_frames {batch_frames})", len(tensors) / hop_seconds,
             estimated_pairs(len(tensors), strides) / hop_seconds, f"{setting}; frames in memory"),
     ]
-
-
-def ratio(value: float, reference: float) -> str:
-    return f"x{value / reference:.2f}"
 
 
 def build_body(rows: list[Row], sizes: list[CacheSize], *, mog2_fps: float, video: Path,

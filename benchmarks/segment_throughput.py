@@ -44,6 +44,7 @@ from _report import (
     environment,
     markdown_table,
     median_seconds,
+    ratio,
     report,
 )
 
@@ -214,7 +215,7 @@ def main() -> None:
                             f"batch {args.batch_size}; what the command does, minus start-up")
 
     mog2 = baseline_fps["mog2"]
-    table_rows = [[stage, fps, ms, f"x{fps / mog2:.2f}", note] for stage, fps, ms, note in rows]
+    table_rows = [[stage, fps, ms, ratio(fps, mog2), note] for stage, fps, ms, note in rows]
     table = markdown_table(["stage", "frames/s", "ms/frame", "vs MOG2", "note"], table_rows)
     default = to_folder_fps
     verdict = ("met" if default >= TARGET_FPS else
