@@ -347,8 +347,9 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
               help="Peak learning rate (one-cycle schedule, AdamW).")
 @click.option("--samples-per-epoch", default=2000, show_default=True,
               type=click.IntRange(min=1), help="Scene-balanced samples drawn per epoch.")
-@click.option("--crop", default="160x160", show_default=True, callback=_size_option,
-              help="Training crop WIDTHxHEIGHT.")
+@click.option("--crop", default="320x240", show_default=True, callback=_size_option,
+              help="Training crop WIDTHxHEIGHT (default: a whole frame at 320x240; smaller "
+                   "frames are padded, and the padding is left out of the loss).")
 @click.option("--composite-fraction", default=0.3, show_default=True,
               type=FiniteFloatRange(0, 1), help="Share of composited samples.")
 @click.option("--flow-encoding", default="uvm", show_default=True,

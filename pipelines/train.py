@@ -69,7 +69,12 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         samples_per_epoch: samples drawn per epoch over all processes (scene-balanced, with
             replacement: each training scene is equally likely, whatever its length).
-        crop_size: (height, width) of the training crops.
+        crop_size: (height, width) of the training crops. The default, 240 x 320, is a
+            whole frame at the usual CDnet size (smaller frames are padded, see
+            :mod:`crossnet.data`): a crop's edge is almost never the frame's edge, where
+            objects enter and the flow is poorest, and models trained on whole frames
+            scored higher on unseen scenes (``benchmarks/RESULTS.md``, "Training on
+            whole frames").
         composite_fraction: share of samples that are composites.
         composite_flow: flow backend that recomputes the 3D-HOP of composites.
         grad_clip: gradient norm clip.
@@ -88,7 +93,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     samples_per_epoch: int = 2000
-    crop_size: tuple[int, int] = (160, 160)
+    crop_size: tuple[int, int] = (240, 320)
     composite_fraction: float = 0.3
     composite_flow: str = "dis-fast"
     grad_clip: float = 1.0
