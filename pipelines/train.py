@@ -74,7 +74,8 @@ class TrainConfig:
             :mod:`crossnet.data`): a crop's edge is almost never the frame's edge, where
             objects enter and the flow is poorest, and models trained on whole frames
             scored higher on unseen scenes (``benchmarks/RESULTS.md``, "Training on
-            whole frames").
+            crops or on whole frames"). A frame much smaller than the window is mostly
+            padding: make synthetic scenes at the size the model will segment.
         composite_fraction: share of samples that are composites.
         composite_flow: flow backend that recomputes the 3D-HOP of composites.
         grad_clip: gradient norm clip.
