@@ -39,14 +39,13 @@ from _report import (
     nan_mean,
     report,
 )
+from _split import fit_caches, split_scenes
 
 from crossnet.hofam import HofamConfig
 from crossnet.losses import LossConfig
 from crossnet.split import load_split
 from flow.backends import make_hop_backend
 from pipelines.evaluate import ModelMethod, evaluate
-from pipelines.preprocess import preprocess
-from pipelines.scenes import find_scenes
 from pipelines.segment import load_segmentation_model
 from pipelines.train import TrainConfig, train
 
@@ -100,16 +99,6 @@ def rows_matching_defaults() -> list[str]:
             and all(getattr(loss, key) == value for key, value in loss_settings.items())]
 
 
-def caches_for(strides, scene_paths, work: Path) -> Path:
-    """Caches of the training and validation scenes for one stride set (made once, reused)."""
-    out = work / ("caches_" + "-".join(map(str, strides)))
-    summary = preprocess(scene_paths, out, backend=make_hop_backend("dis-fast"), strides=strides,
-                         progress=False)
-    if summary.failed:
-        raise SystemExit(f"preprocess failed: {summary.failed}")
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="real scenes (default <repo>/../shared/data)")
@@ -133,11 +122,7 @@ def main() -> None:
 
     root = data_root(args.data)
     split = load_split(args.split)
-    scenes = {scene.name: Path(scene.path) for scene in find_scenes([root])}
-    missing = sorted(set(split.train + split.validation + split.test) - set(scenes))
-    if missing:
-        raise SystemExit(f"scenes of the split not found under {root}: {', '.join(missing)}")
-    fit_paths = sorted({scenes[n] for n in split.train + split.validation})
+    scenes = split_scenes(root, split)
     test_paths = [scenes[name] for name in split.test]
     work = Path(args.work)
 
@@ -146,7 +131,7 @@ def main() -> None:
     rows, details = [], {}
     for name in args.variants:
         strides, model_changes, loss_changes = VARIANTS[name]
-        data = [caches_for(strides, fit_paths, work)]
+        data = [fit_caches(strides, split, scenes, work)]
         if strides == DEFAULT_STRIDES:
             data += [Path(p) for p in args.synthetic]
         config = TrainConfig(

@@ -28,12 +28,12 @@ from _report import (
     nan_mean,
     report,
 )
+from _split import split_scenes
 
 from crossnet.split import load_split
 from crossnet.weights import bundled_weights
 from flow.backends import file_sha256, make_hop_backend
 from pipelines.evaluate import ModelMethod, evaluate
-from pipelines.scenes import find_scenes
 from pipelines.segment import load_segmentation_model
 
 TARGET_MEAN_F = 0.80
@@ -51,11 +51,7 @@ def main() -> None:
 
     root = data_root(args.data)
     split = load_split(args.split)
-    scenes = {scene.name: Path(scene.path) for scene in find_scenes([root])}
-    missing = [name for name in split.test if name not in scenes]
-    if missing:
-        raise SystemExit(f"test scenes of {split.name} not found under {root}: "
-                         f"{', '.join(missing)}")
+    scenes = split_scenes(root, split, parts=("test",))
     weights = Path(args.weights) if args.weights else bundled_weights()
     segmentation = load_segmentation_model(weights)
     model = ModelMethod(segmentation=segmentation,

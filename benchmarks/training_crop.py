@@ -33,13 +33,12 @@ from _report import (
     nan_mean,
     report,
 )
+from _split import fit_caches, split_scenes
 
 from crossnet.split import load_split
 from flow.backends import make_hop_backend
 from pipelines.cli import main as cli
 from pipelines.evaluate import ModelMethod, evaluate
-from pipelines.preprocess import preprocess
-from pipelines.scenes import find_scenes
 from pipelines.segment import load_segmentation_model
 from pipelines.train import TrainConfig, train
 
@@ -106,18 +105,9 @@ def main() -> None:
 
     root = data_root(args.data)
     split = load_split(args.split)
-    scenes = {scene.name: Path(scene.path) for scene in find_scenes([root])}
-    missing = sorted(set(split.train + split.validation + split.test) - set(scenes))
-    if missing:
-        raise SystemExit(f"scenes of the split not found under {root}: {', '.join(missing)}")
+    scenes = split_scenes(root, split)
     work = Path(args.work)
-    fit_paths = sorted({scenes[n] for n in split.train + split.validation})
-    real = work / "caches_1-4-8"
-    summary = preprocess(fit_paths, real, backend=make_hop_backend("dis-fast"), strides=STRIDES,
-                         progress=False)
-    if summary.failed:
-        raise SystemExit(f"preprocess failed: {summary.failed}")
-    data = [real, synthetic_caches(work)]
+    data = [fit_caches(STRIDES, split, scenes, work), synthetic_caches(work)]
     scored = list(split.test) + list(split.validation)
     scored_paths = [scenes[name] for name in scored]
 
