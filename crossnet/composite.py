@@ -57,9 +57,11 @@ import torch
 from torch.utils.data import Dataset
 
 from crossnet.background import DEFAULT_RATE
+from crossnet.camera_motion import remove_camera_motion
 from crossnet.data import (
     DEFAULT_CROP_SIZE,
     VideoBackgrounds,
+    check_camera_motion,
     check_crop_size,
     crop_item_arrays,
     open_caches,
@@ -199,6 +201,8 @@ class CompositeDataset(Dataset):
         use_background: add the ``background`` key.
         background_rate: EMA rate of the running background.
         background_estimator: how the running background is made (``"ema"`` or ``"median"``).
+        camera_motion: ``"none"`` or ``"affine"``: subtract the camera's motion from the
+            whole composite's 3D-HOP before cropping (:mod:`crossnet.camera_motion`).
         speed_range: (low, high) object speed, pixels per frame.
         min_object_pixels, max_cut_fraction: which objects qualify (see :func:`find_objects`).
         max_attempts: object draws per item before giving up.
@@ -212,7 +216,7 @@ class CompositeDataset(Dataset):
                  strides: Sequence[int], crop_size: Sequence[int] | None = DEFAULT_CROP_SIZE,
                  length: int, seed: int = 0, use_background: bool = False,
                  background_rate: float = DEFAULT_RATE, background_estimator: str = "ema",
-                 speed_range: tuple[float, float] = (0.5, 3.0), min_object_pixels: int = 30,
+                 camera_motion: str = "none", speed_range: tuple[float, float] = (0.5, 3.0), min_object_pixels: int = 30,
                  max_cut_fraction: float = 0.1, max_attempts: int = 50) -> None:
         self.strides = check_strides(strides)
         self.crop_size = check_crop_size(crop_size)
@@ -229,6 +233,7 @@ class CompositeDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.use_background = use_background
+        self.camera_motion = check_camera_motion(camera_motion)
         self.speed_range = (low, high)
         self.min_object_pixels = int(min_object_pixels)
         self.max_cut_fraction = float(max_cut_fraction)
@@ -337,6 +342,7 @@ class CompositeDataset(Dataset):
             for s, e in enumerate(earlier):
                 if e != t:
                     hop[s] = next(rows)
+        hop = remove_camera_motion(hop, self.strides, self.camera_motion)
         labels = reader.mask(t).copy()
         labels[object_pixels] = MOTION
         arrays = {"frame": np.ascontiguousarray(composites[t].transpose(2, 0, 1)), "hop": hop,

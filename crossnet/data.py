@@ -55,12 +55,24 @@ import torch
 from torch.utils.data import Dataset
 
 from crossnet.background import DEFAULT_RATE, running_backgrounds
+from crossnet.camera_motion import CAMERA_MOTIONS, remove_camera_motion
 from crossnet.metrics import OUTSIDE_ROI
 from flow.cache import CacheReader
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CROP_SIZE = (160, 160)
+
+
+def check_camera_motion(mode: str) -> str:
+    """``mode`` if it is one of :data:`crossnet.camera_motion.CAMERA_MOTIONS`.
+
+    Raises:
+        ValueError: naming the known modes.
+    """
+    if mode not in CAMERA_MOTIONS:
+        raise ValueError(f"unknown camera motion {mode!r}, expected one of {CAMERA_MOTIONS}")
+    return mode
 
 
 def check_crop_size(crop_size: Sequence[int] | None) -> tuple[int, int] | None:
@@ -260,6 +272,8 @@ class CacheFrameDataset(Dataset):
         use_background: add the ``background`` key.
         background_rate: EMA rate of the running background.
         background_estimator: how the running background is made (``"ema"`` or ``"median"``).
+        camera_motion: ``"none"`` or ``"affine"``: subtract the camera's motion from each
+            whole frame's 3D-HOP before cropping (:mod:`crossnet.camera_motion`).
         seed: seeds the crop offsets with the epoch and the item index.
 
     Raises:
@@ -269,9 +283,11 @@ class CacheFrameDataset(Dataset):
     def __init__(self, cache_paths: Sequence[str | os.PathLike[str]], *,
                  crop_size: Sequence[int] | None = DEFAULT_CROP_SIZE,
                  use_background: bool = False, background_rate: float = DEFAULT_RATE,
-                 background_estimator: str = "ema", seed: int = 0) -> None:
+                 background_estimator: str = "ema", camera_motion: str = "none",
+                 seed: int = 0) -> None:
         self.crop_size = check_crop_size(crop_size)
         self.use_background = use_background
+        self.camera_motion = check_camera_motion(camera_motion)
         self.seed = int(seed)
         self.epoch = 0
         self._readers, self.strides = open_caches(cache_paths, what="training caches")
@@ -305,7 +321,8 @@ class CacheFrameDataset(Dataset):
         cache, t = self._items[index]
         reader = self._readers[cache]
         arrays = {"frame": np.ascontiguousarray(reader.frame(t).transpose(2, 0, 1)),
-                  "hop": reader.flow(t), "labels": reader.mask(t)}
+                  "hop": remove_camera_motion(reader.flow(t), self.strides, self.camera_motion),
+                  "labels": reader.mask(t)}
         if self.use_background:
             arrays["background"] = self._backgrounds.get(cache, t)
         if self.crop_size is not None:

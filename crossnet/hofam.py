@@ -51,6 +51,7 @@ from torch import Tensor, nn
 
 from crossnet.background import ESTIMATORS
 from crossnet.blocks import Encoder
+from crossnet.camera_motion import CAMERA_MOTIONS
 from crossnet.cmdff import ConcatFusion, CrossModalDynamicFeatureFilter
 from crossnet.decoder import AttentionDecoder
 from crossnet.flow_encoding import DEFAULT_CLAMP_SCALE, FLOW_ENCODINGS, encode_hop, hop_channels
@@ -91,6 +92,11 @@ class HofamConfig:
             against 0.719 and 0.484; ``benchmarks/RESULTS.md``, "HOFAM ablation"): it gains
             on CAVIAR1, IBMtest2, surfers and WavingTrees but loses birds (0.221 against
             0.428), whose grey sky (std 0.055) it amplifies most.
+        camera_motion: ``"none"`` or ``"affine"``: subtract the camera's own motion (a robust
+            affine fit, :mod:`crossnet.camera_motion`) from the whole frame's 3D-HOP before it
+            reaches the model. Part of the model's input definition, like the background
+            estimator: the training data and ``segment`` apply it, not :meth:`HOFAM.forward`
+            (a crop or a padded window would bias the fit).
         cmdff: fuse with the cross-modal dynamic feature filter (False: concatenation + conv).
         dynamic_filter: within CmDFF, add the per-sample dynamic depthwise filters.
         attention: gate the decoder's skip connections (False: plain concatenation).
@@ -113,6 +119,7 @@ class HofamConfig:
     use_background: bool = True
     background_estimator: str = "ema"
     appearance_norm: str = "imagenet"
+    camera_motion: str = "none"
     cmdff: bool = True
     dynamic_filter: bool = True
     attention: bool = True
@@ -157,6 +164,11 @@ class HofamConfig:
             raise ValueError(
                 f"crossnet/hofam.py: HofamConfig.appearance_norm must be one of "
                 f"{APPEARANCE_NORMS}, got {self.appearance_norm!r}"
+            )
+        if self.camera_motion not in CAMERA_MOTIONS:
+            raise ValueError(
+                f"crossnet/hofam.py: HofamConfig.camera_motion must be one of "
+                f"{CAMERA_MOTIONS}, got {self.camera_motion!r}"
             )
         if self.flow_clamp is not None and not self.flow_clamp > 0:
             raise ValueError(

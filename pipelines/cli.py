@@ -364,6 +364,10 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
               type=click.Choice(["imagenet", "scene"]),
               help="Normalise frames with fixed ImageNet statistics, or with the scene's own "
                    "(the background's mean and contrast).")
+@click.option("--camera-motion", default="none", show_default=True,
+              type=click.Choice(["none", "affine"]),
+              help="Subtract the camera's own motion (a robust affine fit per flow field) from "
+                   "the 3D-HOP, for panning, shaking or tracking cameras.")
 @click.option("--cmdff/--no-cmdff", default=True, show_default=True,
               help="Cross-modal dynamic feature filter (off: plain concatenation).")
 @click.option("--attention/--no-attention", default=True, show_default=True,
@@ -382,7 +386,7 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_epoch, crop,
           composite_fraction, flow_encoding, background, background_estimator, appearance_norm,
-          cmdff, attention, size_balanced, amp, workers, seed, resume, overwrite, device,
+          camera_motion, cmdff, attention, size_balanced, amp, workers, seed, resume, overwrite, device,
           no_progress) -> None:
     """Train the HOFAM segmentation model on cached 3D-HOP stacks and masks.
 
@@ -404,7 +408,8 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
         seed=seed, num_workers=workers,
         model=HofamConfig(flow_encoding=flow_encoding, use_background=background,
                           background_estimator=background_estimator,
-                          appearance_norm=appearance_norm, cmdff=cmdff, attention=attention),
+                          appearance_norm=appearance_norm, camera_motion=camera_motion,
+                          cmdff=cmdff, attention=attention),
         loss=LossConfig(size_balanced=size_balanced))
     best = run_training(data_dirs, split_path, out_dir, config, device=device, resume=resume,
                         overwrite=overwrite, progress=not no_progress)

@@ -22,6 +22,7 @@ import torch
 
 from crossnet.background import make_background, to_uint8
 from crossnet.blocks import fold_batchnorm
+from crossnet.camera_motion import remove_camera_motion
 from crossnet.checkpoint import load_checkpoint
 from crossnet.hofam import HOFAM, HofamConfig, build_hofam
 from flow.backends import BACKEND_NAMES, file_sha256
@@ -208,6 +209,7 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
             hops = prefetch(hops, depth=segment_lookahead_frames(source.frame_size, batch_frames),
                             name="segment-flow")
         run = functools.partial(_run_model, pending=pending, model=segmentation.model,
+                                strides=config.strides, camera_motion=config.camera_motion,
                                 device=device, logit_threshold=logit_threshold,
                                 bf16=precision == "bf16")
         batch: list[tuple[int, torch.Tensor]] = []
@@ -229,7 +231,7 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
             cache.close()
 
 
-def _run_model(batch, *, pending, model, device, logit_threshold, bf16
+def _run_model(batch, *, pending, model, strides, camera_motion, device, logit_threshold, bf16
                ) -> list[tuple[Frame, np.ndarray]]:
     """HOFAM on one batch: ``(frame, mask)`` per entry, masks at the frames' own size.
 
@@ -238,8 +240,9 @@ def _run_model(batch, *, pending, model, device, logit_threshold, bf16
     """
     entries = [pending.pop(index) for index, _ in batch]
     frames = torch.stack([torch.from_numpy(small).permute(2, 0, 1) for _, small, _ in entries])
+    hops = torch.stack([stack for _, stack in batch]).to(device)
     inputs = {"frames": frames.to(device).float() / 255.0,
-              "hop": torch.stack([stack for _, stack in batch]).to(device)}
+              "hop": remove_camera_motion(hops, strides, camera_motion)}
     if entries[0][2] is not None:
         backgrounds = torch.stack([torch.from_numpy(np.ascontiguousarray(b)).permute(2, 0, 1)
                                    for _, _, b in entries])

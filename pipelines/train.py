@@ -218,7 +218,8 @@ def validate(model: HOFAM, caches: Sequence[Path], *, device: torch.device,
         # The model's own inputs: its background, if it takes one, made as it was trained.
         dataset = CacheFrameDataset([path], crop_size=None,
                                     use_background=model.config.use_background,
-                                    background_estimator=model.config.background_estimator)
+                                    background_estimator=model.config.background_estimator,
+                                    camera_motion=model.config.camera_motion)
         scorers = {threshold: VideoScorer() for threshold in thresholds}
         for index in range(len(dataset)):
             item = dataset[index]
@@ -242,7 +243,7 @@ def _build_training_set(train_caches: Sequence[Path], config: TrainConfig,
     real = CacheFrameDataset(train_caches, crop_size=config.crop_size,
                              use_background=model_config.use_background,
                              background_estimator=model_config.background_estimator,
-                             seed=config.seed)
+                             camera_motion=model_config.camera_motion, seed=config.seed)
     real_weights = scene_balanced_weights(real)
     real_weights = real_weights / real_weights.sum()
     if config.composite_fraction == 0 or len(train_caches) < 2:
@@ -255,7 +256,8 @@ def _build_training_set(train_caches: Sequence[Path], config: TrainConfig,
                                   strides=model_config.strides, crop_size=config.crop_size,
                                   length=max(config.samples_per_epoch, 1), seed=config.seed,
                                   use_background=model_config.use_background,
-                                  background_estimator=model_config.background_estimator)
+                                  background_estimator=model_config.background_estimator,
+                                  camera_motion=model_config.camera_motion)
     composite_weights = torch.full((len(composites),), 1.0 / len(composites))
     weights = torch.cat([real_weights * (1 - config.composite_fraction),
                          composite_weights * config.composite_fraction])

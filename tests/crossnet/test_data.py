@@ -235,3 +235,16 @@ def test_dataloader_with_two_workers(caches):
     # Workers produce exactly what the main process does for the same epoch.
     for key in ("frame", "hop", "labels", "background"):
         torch.testing.assert_close(batches[2][key][0], dataset[4][key])
+
+
+def test_camera_motion_is_removed_from_the_whole_frame_before_cropping(caches):
+    # position_frame's flow is affine in the pixel position: all camera, no object.
+    plain = CacheFrameDataset(caches[:1], crop_size=CROP, seed=3)
+    compensated = CacheFrameDataset(caches[:1], crop_size=CROP, seed=3, camera_motion="affine")
+    for index in range(len(plain)):
+        assert plain[index]["hop"].abs().max() > 1.0
+        hop = compensated[index]["hop"]
+        assert hop.shape == plain[index]["hop"].shape
+        assert hop.abs().max() < 0.05
+    with pytest.raises(ValueError, match="unknown camera motion 'pan'"):
+        CacheFrameDataset(caches[:1], crop_size=CROP, camera_motion="pan")

@@ -204,3 +204,36 @@ def test_the_model_gets_the_background_estimate_it_was_trained_with(scene, tmp_p
     assert len(seen) == len(expected) == 9
     for t, (got, want) in enumerate(zip(seen, expected)):
         np.testing.assert_array_equal(got, want, err_msg=f"frame {t}")
+
+
+@pytest.mark.parametrize("camera_motion", ["none", "affine"])
+def test_the_model_gets_the_3d_hop_with_the_camera_motion_it_was_trained_with(
+        scene, tmp_path, camera_motion):
+    # segment must hand the model the 3D-HOP that training (crossnet.data) gave it.
+    from dataclasses import replace
+
+    from crossnet.camera_motion import remove_camera_motion
+    from flow.hop import build_hops
+
+    torch.manual_seed(1)
+    model = build_hofam(HofamConfig(strides=(1, 2), camera_motion=camera_motion))
+    save_checkpoint(tmp_path / "cm.pt", {"model": model.state_dict(),
+                                         "model_config": model.config.to_dict()})
+    segmentation = load_segmentation_model(tmp_path / "cm.pt")
+    seen = []
+
+    def recording(frames, hop, background=None):
+        seen.extend(hop)
+        return segmentation.model(frames, hop, background)
+
+    backend = make_hop_backend("dis-ultrafast")
+    spy = replace(segmentation, model=recording)
+    list(segment_frames(open_scene(scene), spy, backend=backend, batch_frames=4))
+    frames = (torch.from_numpy(frame.rgb).permute(2, 0, 1) for frame in open_scene(scene))
+    raw = [stack for _, stack in build_hops(frames, backend, (1, 2))]
+    assert len(seen) == len(raw) == 9
+    for t, (got, stack) in enumerate(zip(seen, raw)):
+        want = remove_camera_motion(stack, (1, 2), camera_motion)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0, msg=f"frame {t}")
+    if camera_motion == "affine":
+        assert max((a - b).abs().max() for a, b in zip(seen, raw)) > 0
