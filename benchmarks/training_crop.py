@@ -20,7 +20,6 @@ Usage (from the repository root; about 50 minutes on a 2-core CPU)::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -30,60 +29,22 @@ from _report import (
     data_root,
     environment,
     markdown_table,
-    nan_mean,
     report,
+)
+from _runs import (
+    STRIDES,
+    baseline_rows,
+    parse_size,
+    run_row,
+    score_run,
+    seed_means,
+    synthetic_caches,
+    trained,
 )
 from _split import fit_caches, split_scenes
 
 from crossnet.split import load_split
-from flow.backends import make_hop_backend
-from pipelines.cli import main as cli
-from pipelines.evaluate import ModelMethod, evaluate
-from pipelines.segment import load_segmentation_model
-from pipelines.train import TrainConfig, train
-
-STRIDES = (1, 4, 8)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'WxH' -> (width, height)."""
-    width, height = (int(part) for part in text.lower().split("x"))
-    return width, height
-
-
-def synthetic_caches(work: Path) -> Path:
-    """The model card's 6 synthetic scenes (128x96, 50 frames, seed 7), cached once."""
-    scenes, caches = work / "synth", work / "caches_synth"
-    if not caches.exists():
-        if cli(["synth", str(scenes), "--scenes", "6", "--frames", "50", "--size", "128x96",
-                "--seed", "7", "--no-progress"]) != 0:
-            raise SystemExit("crossnet synth failed")
-        if cli(["preprocess", str(scenes), "--out", str(caches), "--strides", "1,4,8",
-                "--flow", "dis-fast", "--no-progress"]) != 0:
-            raise SystemExit("crossnet preprocess failed")
-    return caches
-
-
-def trained(run: Path, data: list[Path], split, config: TrainConfig) -> tuple[Path, float]:
-    """Train ``run`` unless it finished before; its best checkpoint and training seconds.
-
-    A finished run is reused only if it was trained with exactly ``config``.
-    """
-    done = run / "done"
-    recorded = run / "config.json"
-    if recorded.exists():
-        previous = json.loads(recorded.read_text())["train_config"]
-        wanted = json.loads(json.dumps(config.to_dict()))  # tuples as JSON lists
-        differing = sorted(k for k, v in wanted.items() if previous.get(k) != v)
-        if differing:
-            raise SystemExit(f"{run}: trained with other settings ({', '.join(differing)}); "
-                             "delete it or pick another --work")
-    if not done.exists():
-        started = time.perf_counter()
-        train(data, split, run, config, device="cpu", resume=(run / "last.pt").exists(),
-              progress=False)
-        done.write_text(f"{time.perf_counter() - started:.0f}\n")
-    return run / "best.pt", float(done.read_text())
+from pipelines.train import TrainConfig
 
 
 def main() -> None:
@@ -108,12 +69,7 @@ def main() -> None:
     scenes = split_scenes(root, split)
     work = Path(args.work)
     data = [fit_caches(STRIDES, split, scenes, work), synthetic_caches(work)]
-    scored = list(split.test) + list(split.validation)
-    scored_paths = [scenes[name] for name in scored]
-
-    baselines = {r.method: {s.scene: s.scores["F"] for s in r.scenes}
-                 for r in evaluate([scenes[n] for n in split.test], ["mog2", "knn"],
-                                   progress=False)}
+    baselines = baseline_rows(split, scenes)
     rows, by_crop = [], {}
     for crop in args.crops:
         width, height = parse_size(crop)
@@ -123,25 +79,13 @@ def main() -> None:
                                  seed=seed)
             best, seconds = trained(work / "crop_runs" / f"crop{crop}_seed{seed}", data, split,
                                     config)
-            segmentation = load_segmentation_model(best)
-            model = ModelMethod(segmentation=segmentation,
-                                backend=make_hop_backend(segmentation.flow_backend))
-            result = evaluate(scored_paths, ["crossnet"], model=model, progress=False)[0]
-            f = {s.scene: s.scores["F"] for s in result.scenes}
-            test_f = nan_mean(f[n] for n in split.test)
-            val_f = nan_mean(f[n] for n in split.validation)
-            by_crop.setdefault(crop, []).append((test_f, val_f))
-            rows.append([f"crop {crop}, seed {seed}", *[f[n] for n in split.test], test_f,
-                         val_f, seconds])
-            print(f"{rows[-1][0]}: test F {test_f:.3f}, validation F {val_f:.3f}", flush=True)
-    for method in ("mog2", "knn"):
-        values = [baselines[method][n] for n in split.test]
-        rows.append([method.upper(), *values, nan_mean(values), float("nan"), float("nan")])
+            f, test_f, val_f = score_run(best, split, scenes)
+            by_crop.setdefault(f"crop {crop}", []).append((test_f, val_f))
+            rows.append(run_row(f"crop {crop}, seed {seed}", split, f, test_f, val_f, seconds))
+    rows.extend(baselines)
 
     header = ["run", *split.test, "test mean F", "val F", "train s"]
-    means = "; ".join(
-        f"crop {crop}: test F {nan_mean(t for t, _ in runs):.3f}, validation F "
-        f"{nan_mean(v for _, v in runs):.3f}" for crop, runs in by_crop.items())
+    means = seed_means(by_crop)
     body = (
         f"Split `{split.name}`: CDnet-2014 F on each of its {len(split.test)} test scenes "
         f"(never trained on, never used for a choice) and mean F over its validation scenes "

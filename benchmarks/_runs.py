@@ -1,0 +1,105 @@
+"""Training runs of the benchmark scripts that compare recipes: train once, reuse, score.
+
+Imported as ``_runs`` (a script's own folder is first on ``sys.path``, as for ``_report``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from _report import nan_mean
+
+from crossnet.hofam import HofamConfig
+from crossnet.split import Split
+from flow.backends import make_hop_backend
+from pipelines.cli import main as cli
+from pipelines.evaluate import ModelMethod, evaluate
+from pipelines.segment import load_segmentation_model
+from pipelines.train import TrainConfig, train
+
+STRIDES = (1, 4, 8)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WxH' -> (width, height)."""
+    width, height = (int(part) for part in text.lower().split("x"))
+    return width, height
+
+
+def synthetic_caches(work: Path) -> Path:
+    """The model card's 6 synthetic scenes (128x96, 50 frames, seed 7), cached once."""
+    scenes, caches = work / "synth", work / "caches_synth"
+    if not caches.exists():
+        if cli(["synth", str(scenes), "--scenes", "6", "--frames", "50", "--size", "128x96",
+                "--seed", "7", "--no-progress"]) != 0:
+            raise SystemExit("crossnet synth failed")
+        if cli(["preprocess", str(scenes), "--out", str(caches), "--strides", "1,4,8",
+                "--flow", "dis-fast", "--no-progress"]) != 0:
+            raise SystemExit("crossnet preprocess failed")
+    return caches
+
+
+def trained(run: Path, data: list[Path], split: Split, config: TrainConfig
+            ) -> tuple[Path, float]:
+    """Train ``run`` unless it finished before; its best checkpoint and training seconds.
+
+    A finished run is reused only if it was trained with exactly ``config`` (model options
+    added since the run take their defaults, as when its checkpoint is loaded).
+    """
+    done = run / "done"
+    recorded = run / "config.json"
+    if recorded.exists():
+        previous = json.loads(recorded.read_text())["train_config"]
+        previous["model"] = HofamConfig.from_dict(previous["model"]).to_dict()
+        wanted = json.loads(json.dumps(config.to_dict()))  # tuples as JSON lists
+        differing = sorted(k for k, v in wanted.items() if previous.get(k) != v)
+        if differing:
+            raise SystemExit(f"{run}: trained with other settings ({', '.join(differing)}); "
+                             "delete it or pick another --work")
+    if not done.exists():
+        started = time.perf_counter()
+        train(data, split, run, config, device="cpu", resume=(run / "last.pt").exists(),
+              progress=False)
+        done.write_text(f"{time.perf_counter() - started:.0f}\n")
+    return run / "best.pt", float(done.read_text())
+
+
+def score_run(best: Path, split: Split, scenes: dict[str, Path]
+              ) -> tuple[dict[str, float], float, float]:
+    """F of a checkpoint on every test and validation scene through the streaming ``segment``
+    path (its own threshold and flow backend), and the test and validation means."""
+    segmentation = load_segmentation_model(best)
+    model = ModelMethod(segmentation=segmentation,
+                        backend=make_hop_backend(segmentation.flow_backend))
+    paths = [scenes[name] for name in list(split.test) + list(split.validation)]
+    result = evaluate(paths, ["crossnet"], model=model, progress=False)[0]
+    f = {s.scene: s.scores["F"] for s in result.scenes}
+    return (f, nan_mean(f[n] for n in split.test), nan_mean(f[n] for n in split.validation))
+
+
+def baseline_rows(split: Split, scenes: dict[str, Path]) -> list[list]:
+    """MOG2 and KNN rows for a recipe table: F per test scene, test mean, no val F or time."""
+    reports = evaluate([scenes[n] for n in split.test], ["mog2", "knn"], progress=False)
+    rows = []
+    for report in reports:
+        f = {s.scene: s.scores["F"] for s in report.scenes}
+        values = [f[n] for n in split.test]
+        rows.append([report.method.upper(), *values, nan_mean(values), math.nan, math.nan])
+    return rows
+
+
+def run_row(label: str, split: Split, f: dict[str, float], test_f: float, val_f: float,
+            seconds: float) -> list:
+    """A recipe table's row for one run (F per test scene, means, training time), printed."""
+    print(f"{label}: test F {test_f:.3f}, validation F {val_f:.3f}", flush=True)
+    return [label, *[f[n] for n in split.test], test_f, val_f, seconds]
+
+
+def seed_means(groups: dict[str, list[tuple[float, float]]]) -> str:
+    """'<group>: test F ..., validation F ...' per group of (test F, val F) runs."""
+    return "; ".join(
+        f"{group}: test F {nan_mean(t for t, _ in runs):.3f}, validation F "
+        f"{nan_mean(v for _, v in runs):.3f}" for group, runs in groups.items())
