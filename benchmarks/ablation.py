@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from _report import (
     nan_mean,
     report,
 )
+from _runs import baseline_rows
 from _split import fit_caches, split_scenes
 
 from crossnet.hofam import HofamConfig
@@ -126,8 +126,7 @@ def main() -> None:
     test_paths = [scenes[name] for name in split.test]
     work = Path(args.work)
 
-    baselines = {r.method: {s.scene: s.scores["F"] for s in r.scenes}
-                 for r in evaluate(test_paths, ["mog2", "knn"], progress=False)}
+    baselines = baseline_rows(split, scenes)
     rows, details = [], {}
     for name in args.variants:
         strides, model_changes, loss_changes = VARIANTS[name]
@@ -158,9 +157,7 @@ def main() -> None:
         rows.append([name, *[per_scene[n] for n in split.test], nan_mean(per_scene.values()),
                      history["best_f"], float((run / "done").read_text())])
         print(f"{name}: mean test F {rows[-1][-3]:.3f}", flush=True)
-    for method in ("mog2", "knn"):
-        f_values = [baselines[method][n] for n in split.test]
-        rows.append([method.upper(), *f_values, nan_mean(f_values), math.nan, math.nan])
+    rows.extend(baselines)
 
     header = ["configuration", *split.test, "mean F", "val F", "train s"]
     table = markdown_table(header, rows)

@@ -24,7 +24,6 @@ import argparse
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from _report import (
@@ -50,22 +49,22 @@ from _split import fit_caches, split_scenes
 from crossnet.camera_motion import CAMERA_MOTIONS, fit_camera_flow
 from crossnet.hofam import HofamConfig
 from crossnet.split import load_split
+from flow.classical import make_classical_backend
 from pipelines.scenes import Scene, find_scenes
 from pipelines.train import TrainConfig
 
 
 def camera_speed(scene: Scene, frames: int = 90, every: int = 3) -> float:
     """Median length of the fitted camera flow (stride 1, DIS-fast), pixels per frame."""
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+    dis = make_classical_backend("dis-fast")
     previous, speeds = None, []
     for index, frame in enumerate(scene):
         if index > frames:
             break
-        gray = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
         if previous is not None and index % every == 0:
-            flow = torch.from_numpy(dis.calc(gray, previous, None)).permute(2, 0, 1)
+            flow = torch.from_numpy(dis.compute_flow(frame.rgb, previous))  # t -> t - 1
             speeds.append(float(fit_camera_flow(flow).norm(dim=0).median()))
-        previous = gray
+        previous = frame.rgb
     return float(np.median(speeds)) if speeds else float("nan")
 
 

@@ -95,6 +95,18 @@ def fit_camera_flow(flow: Tensor, strides: Sequence[int] | None = None) -> Tenso
     return camera.to(flow.dtype).reshape(flow.shape)
 
 
+def check_camera_motion(mode: str) -> str:
+    """``mode`` if it is one of :data:`CAMERA_MOTIONS`.
+
+    Raises:
+        ValueError: naming the known modes.
+    """
+    if mode not in CAMERA_MOTIONS:
+        raise ValueError(f"crossnet/camera_motion.py: unknown camera motion {mode!r}, "
+                         f"expected one of {CAMERA_MOTIONS}")
+    return mode
+
+
 def remove_camera_motion(hop: Tensor | np.ndarray, strides: Sequence[int],
                          mode: str = "affine") -> Tensor | np.ndarray:
     """A 3D-HOP with the camera's own motion subtracted (``mode="none"``: unchanged).
@@ -111,10 +123,7 @@ def remove_camera_motion(hop: Tensor | np.ndarray, strides: Sequence[int],
     Raises:
         ValueError: an unknown mode, or a shape :func:`fit_camera_flow` rejects.
     """
-    if mode not in CAMERA_MOTIONS:
-        raise ValueError(f"crossnet/camera_motion.py: unknown camera motion {mode!r}, "
-                         f"expected one of {CAMERA_MOTIONS}")
-    if mode == "none":
+    if check_camera_motion(mode) == "none":
         return hop
     if isinstance(hop, np.ndarray):
         flow = torch.from_numpy(np.ascontiguousarray(hop, dtype=np.float32))

@@ -57,11 +57,10 @@ import torch
 from torch.utils.data import Dataset
 
 from crossnet.background import DEFAULT_RATE
-from crossnet.camera_motion import remove_camera_motion
+from crossnet.camera_motion import check_camera_motion, remove_camera_motion
 from crossnet.data import (
     DEFAULT_CROP_SIZE,
     VideoBackgrounds,
-    check_camera_motion,
     check_crop_size,
     crop_item_arrays,
     open_caches,
@@ -216,7 +215,8 @@ class CompositeDataset(Dataset):
                  strides: Sequence[int], crop_size: Sequence[int] | None = DEFAULT_CROP_SIZE,
                  length: int, seed: int = 0, use_background: bool = False,
                  background_rate: float = DEFAULT_RATE, background_estimator: str = "ema",
-                 camera_motion: str = "none", speed_range: tuple[float, float] = (0.5, 3.0), min_object_pixels: int = 30,
+                 camera_motion: str = "none", speed_range: tuple[float, float] = (0.5, 3.0),
+                 min_object_pixels: int = 30,
                  max_cut_fraction: float = 0.1, max_attempts: int = 50) -> None:
         self.strides = check_strides(strides)
         self.crop_size = check_crop_size(crop_size)

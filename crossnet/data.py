@@ -55,24 +55,13 @@ import torch
 from torch.utils.data import Dataset
 
 from crossnet.background import DEFAULT_RATE, running_backgrounds
-from crossnet.camera_motion import CAMERA_MOTIONS, remove_camera_motion
+from crossnet.camera_motion import check_camera_motion, remove_camera_motion
 from crossnet.metrics import OUTSIDE_ROI
 from flow.cache import CacheReader
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CROP_SIZE = (160, 160)
-
-
-def check_camera_motion(mode: str) -> str:
-    """``mode`` if it is one of :data:`crossnet.camera_motion.CAMERA_MOTIONS`.
-
-    Raises:
-        ValueError: naming the known modes.
-    """
-    if mode not in CAMERA_MOTIONS:
-        raise ValueError(f"unknown camera motion {mode!r}, expected one of {CAMERA_MOTIONS}")
-    return mode
 
 
 def check_crop_size(crop_size: Sequence[int] | None) -> tuple[int, int] | None:
