@@ -14,8 +14,9 @@ Method, per flow field (one stride of one frame):
    reweighted least squares of ``u = a0 + a1 x + a2 y`` and ``v = b0 + b1 x + b2 y`` (x, y in
    [-1, 1]) with Geman-McClure weights ``1 / (1 + (r / scale)^2)^2`` on the residual length
    ``r``: a pixel 4 scales off the fit weighs 1/289 of one on it, so even an object covering
-   a quarter of the frame barely pulls the fit (a Cauchy weight, ``1 / (1 + (r/scale)^2)``,
-   let such an object drag it by ~0.05 px per frame). ``scale`` is ``SCALE`` pixels per frame
+   a quarter of the frame barely pulls the fit (with Cauchy weights, ``1 / (1 + (r/scale)^2)``,
+   such an object dragged it by more than 0.05 px per frame of stride: the still-camera case
+   of ``tests/crossnet/test_camera_motion.py`` failed). ``scale`` is ``SCALE`` pixels per frame
    of stride, so a longer stride tolerates proportionally larger residuals.
 3. Subtract the fitted field, evaluated at every pixel.
 
