@@ -32,6 +32,14 @@ The background paired with frame t is the estimate over frames 0..t-1, never inc
 itself (a foreground object standing still for a moment would otherwise leak into its own
 background); frame 0 is paired with itself. :meth:`RunningBackground.advance` does exactly this,
 so a streaming loop and :func:`running_backgrounds` (what the training datasets use) agree.
+
+A moving camera. When the camera pans, every pixel of the frame differs from the estimate and
+the background input says "all foreground". :meth:`RunningBackground.advance` may take the
+camera's flow from frame t to frame t - 1 (:func:`crossnet.camera_motion.camera_flows`, zero
+for a still camera): the estimate is first moved into frame t's pixel grid
+(:func:`align_estimate`), and the parts of frame t that the estimate has not seen yet (entering
+at the frame's edge) start from frame t itself, as frame 0 does. Only the EMA can be moved this
+way; the median's samples would each need their own accumulated motion.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
+
+from crossnet.camera_motion import warp
 
 DEFAULT_RATE = 0.05
 MEDIAN_WINDOW = 9
@@ -91,6 +101,38 @@ def to_uint8(estimate: ArrayLike) -> ArrayLike:
     return np.clip(np.rint(estimate), 0, 255).astype(np.uint8)
 
 
+def align_estimate(estimate: ArrayLike, motion: ArrayLike, frame: ArrayLike) -> ArrayLike:
+    """The estimate of frame t - 1's scene moved into frame t's pixel grid.
+
+    Args:
+        estimate: float32, numpy (H, W, 3) or torch (3, H, W).
+        motion: (2, H, W) the camera's flow from frame t to frame t - 1, pixels (array or
+            tensor).
+        frame: frame t, the layout of ``estimate``; fills the pixels whose position in frame
+            t - 1 lies outside it.
+
+    Returns:
+        float32, the kind and layout of ``estimate``: pixel x holds the estimate at
+        ``x + motion(x)`` (bilinear).
+    """
+    is_torch = isinstance(estimate, torch.Tensor)
+    image = estimate if is_torch else torch.from_numpy(np.ascontiguousarray(estimate))
+    current = torch.as_tensor(np.asarray(frame) if not is_torch else frame)
+    if not is_torch:
+        image, current = image.permute(2, 0, 1), current.permute(2, 0, 1)
+    flow = torch.as_tensor(motion).to(device=image.device, dtype=torch.float32)
+    height, width = image.shape[-2:]
+    if tuple(flow.shape) != (2, height, width):
+        raise ValueError(f"camera motion of shape {tuple(flow.shape)} for a {height}x{width} "
+                         "background")
+    moved = warp(image[None].float(), flow[None])[0]
+    xs = torch.arange(width, device=flow.device) + flow[0]
+    ys = torch.arange(height, device=flow.device)[:, None] + flow[1]
+    outside = (xs < 0) | (xs > width - 1) | (ys < 0) | (ys > height - 1)
+    moved = torch.where(outside, current.to(moved), moved)
+    return moved if is_torch else moved.permute(1, 2, 0).contiguous().numpy()
+
+
 class RunningBackground:
     """The EMA background of a stream of frames, updated one frame at a time.
 
@@ -139,8 +181,14 @@ class RunningBackground:
             self._estimate = ema_update(self._estimate, frame, self.rate)
         return self._estimate
 
-    def advance(self, frame: ArrayLike) -> ArrayLike:
+    def advance(self, frame: ArrayLike, motion: ArrayLike | None = None) -> ArrayLike:
         """The background to pair with ``frame``, then fold ``frame`` in.
+
+        Args:
+            frame: the next frame.
+            motion: the camera's flow from ``frame`` to the frame before it, (2, H, W) pixels,
+                or None for a still camera: the estimate is moved along first
+                (:func:`align_estimate`).
 
         Returns:
             A float32 copy of the estimate over the frames before ``frame``, or of ``frame``
@@ -148,6 +196,8 @@ class RunningBackground:
         """
         if self._estimate is None:
             self.update(frame)
+        elif motion is not None:
+            self._estimate = align_estimate(self._estimate, motion, frame)
         before = self._estimate
         before = before.clone() if isinstance(before, torch.Tensor) else before.copy()
         self.update(frame)
@@ -238,9 +288,16 @@ class RunningMedian:
         self._seen += 1
         return self._estimate
 
-    def advance(self, frame: ArrayLike) -> ArrayLike:
+    def advance(self, frame: ArrayLike, motion: ArrayLike | None = None) -> ArrayLike:
         """The background to pair with ``frame`` (a float32 copy of the estimate over the frames
-        before it, or of ``frame`` itself when it is the first), then fold ``frame`` in."""
+        before it, or of ``frame`` itself when it is the first), then fold ``frame`` in.
+
+        Raises:
+            ValueError: a camera ``motion``: the median cannot be moved with the camera.
+        """
+        if motion is not None:
+            raise ValueError("the median background cannot follow a moving camera; use the "
+                             "'ema' estimator")
         before = frame if self._estimate is None else self._estimate
         if isinstance(before, torch.Tensor):
             before = before.detach().to(torch.float32).clone()
@@ -270,18 +327,26 @@ def make_background(estimator: str = "ema", *, rate: float = DEFAULT_RATE
 
 
 def running_backgrounds(frames: Iterable[ArrayLike], *, rate: float = DEFAULT_RATE,
-                        estimator: str = "ema") -> Iterator[ArrayLike]:
+                        estimator: str = "ema",
+                        motions: Iterable[ArrayLike | None] | None = None
+                        ) -> Iterator[ArrayLike]:
     """The uint8 background of every frame of a video, in order (see the module docstring).
 
     Args:
         frames: the video's frames, numpy (H, W, 3) or torch (3, H, W), values in [0, 255].
         rate: EMA rate, in (0, 1].
         estimator: one of :data:`ESTIMATORS`.
+        motions: per frame, the camera's flow to the frame before it (see
+            :meth:`RunningBackground.advance`), or None for a still camera throughout.
 
     Yields:
         For frame t, the estimate over frames 0..t-1 (frame 0: itself), rounded to uint8, with
         the frames' kind and layout.
     """
     running = make_background(estimator, rate=rate)
-    for frame in frames:
-        yield to_uint8(running.advance(frame))
+    if motions is None:
+        for frame in frames:
+            yield to_uint8(running.advance(frame))
+        return
+    for frame, motion in zip(frames, motions, strict=True):
+        yield to_uint8(running.advance(frame, motion))

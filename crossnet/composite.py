@@ -202,6 +202,8 @@ class CompositeDataset(Dataset):
         background_estimator: how the running background is made (``"ema"`` or ``"median"``).
         camera_motion: ``"none"`` or ``"affine"``: subtract the camera's motion from the
             whole composite's 3D-HOP before cropping (:mod:`crossnet.camera_motion`).
+        align_background: move the targets' running backgrounds with the camera
+            (:class:`crossnet.data.VideoBackgrounds`).
         speed_range: (low, high) object speed, pixels per frame.
         min_object_pixels, max_cut_fraction: which objects qualify (see :func:`find_objects`).
         max_attempts: object draws per item before giving up.
@@ -215,7 +217,7 @@ class CompositeDataset(Dataset):
                  strides: Sequence[int], crop_size: Sequence[int] | None = DEFAULT_CROP_SIZE,
                  length: int, seed: int = 0, use_background: bool = False,
                  background_rate: float = DEFAULT_RATE, background_estimator: str = "ema",
-                 camera_motion: str = "none", speed_range: tuple[float, float] = (0.5, 3.0),
+                 camera_motion: str = "none", align_background: bool = False, speed_range: tuple[float, float] = (0.5, 3.0),
                  min_object_pixels: int = 30,
                  max_cut_fraction: float = 0.1, max_attempts: int = 50) -> None:
         self.strides = check_strides(strides)
@@ -244,7 +246,8 @@ class CompositeDataset(Dataset):
         self._object_frames = [np.flatnonzero(reader.has_mask) for reader in self._objects]
         self._target_frames = [np.flatnonzero(reader.has_mask) for reader in self._targets]
         self._backgrounds = VideoBackgrounds(self._targets, rate=background_rate,
-                                             estimator=background_estimator)
+                                             estimator=background_estimator,
+                                             align=align_background and use_background)
         self.scenes = [reader.path.stem for reader in self._targets]
 
     def set_epoch(self, epoch: int) -> None:
@@ -342,7 +345,11 @@ class CompositeDataset(Dataset):
             for s, e in enumerate(earlier):
                 if e != t:
                     hop[s] = next(rows)
-        hop = remove_camera_motion(hop, self.strides, self.camera_motion)
+        if self.camera_motion != "none":
+            hop = remove_camera_motion(
+                hop, self.strides, self.camera_motion,
+                frame=composites[t].transpose(2, 0, 1),
+                earlier=np.stack([composites[e].transpose(2, 0, 1) for e in earlier]))
         labels = reader.mask(t).copy()
         labels[object_pixels] = MOTION
         arrays = {"frame": np.ascontiguousarray(composites[t].transpose(2, 0, 1)), "hop": hop,

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,10 @@ import torch
 from torch.utils.data import Dataset
 
 from crossnet.background import DEFAULT_RATE, running_backgrounds
-from crossnet.camera_motion import check_camera_motion, remove_camera_motion
+from crossnet.camera_motion import camera_flows, check_camera_motion, remove_camera_motion
 from crossnet.metrics import OUTSIDE_ROI
 from flow.cache import CacheReader
+from flow.hop import earlier_frame
 
 logger = logging.getLogger(__name__)
 
@@ -201,13 +202,21 @@ class VideoBackgrounds:
         readers: the caches.
         rate: EMA rate (see :mod:`crossnet.background`).
         estimator: one of :data:`crossnet.background.ESTIMATORS`.
+        align: move the estimate with the camera (the camera flow of each cache's stride-1
+            field, :func:`crossnet.camera_motion.camera_flows`); the caches need stride 1.
     """
 
     def __init__(self, readers: Sequence[CacheReader], *, rate: float = DEFAULT_RATE,
-                 estimator: str = "ema") -> None:
+                 estimator: str = "ema", align: bool = False) -> None:
         self._readers = list(readers)
         self.rate = rate
         self.estimator = estimator
+        self.align = align
+        if align:
+            for reader in self._readers:
+                if 1 not in reader.info.strides:
+                    raise ValueError(f"{reader.path}: aligning the background with the camera "
+                                     f"needs stride 1, the cache has {reader.info.strides}")
         self._tables: dict[int, dict[int, np.ndarray]] = {}
 
     def _compute(self, cache: int) -> dict[int, np.ndarray]:
@@ -215,11 +224,22 @@ class VideoBackgrounds:
         wanted = np.flatnonzero(reader.has_mask)
         last = int(wanted[-1])
         keep = set(wanted.tolist())
-        frames = (reader.frame(t) for t in range(last + 1))
+        frames = [reader.frame(t) for t in range(last + 1)]
+        motions = self._motions(reader, frames) if self.align else None
+        backgrounds = running_backgrounds(frames, rate=self.rate, estimator=self.estimator,
+                                          motions=motions)
         return {t: np.ascontiguousarray(background.transpose(2, 0, 1))
-                for t, background in enumerate(running_backgrounds(frames, rate=self.rate,
-                                                                     estimator=self.estimator))
-                if t in keep}
+                for t, background in enumerate(backgrounds) if t in keep}
+
+    @staticmethod
+    def _motions(reader: CacheReader, frames: list[np.ndarray]) -> Iterator[torch.Tensor | None]:
+        """The camera's flow from each frame to the one before (None for frame 0)."""
+        stride = reader.info.strides.index(1)
+        yield None
+        for t in range(1, len(frames)):
+            flow = reader.flow(t)[stride:stride + 1]
+            yield camera_flows(flow, (1,), frames[t].transpose(2, 0, 1),
+                               frames[t - 1].transpose(2, 0, 1)[None])[0]
 
     def get(self, cache: int, t: int) -> np.ndarray:
         """The background of frame t of cache ``cache``: (3, H, W) uint8, a copy.
@@ -263,6 +283,8 @@ class CacheFrameDataset(Dataset):
         background_estimator: how the running background is made (``"ema"`` or ``"median"``).
         camera_motion: ``"none"`` or ``"affine"``: subtract the camera's motion from each
             whole frame's 3D-HOP before cropping (:mod:`crossnet.camera_motion`).
+        align_background: move the running background with the camera (see
+            :class:`VideoBackgrounds`).
         seed: seeds the crop offsets with the epoch and the item index.
 
     Raises:
@@ -273,7 +295,7 @@ class CacheFrameDataset(Dataset):
                  crop_size: Sequence[int] | None = DEFAULT_CROP_SIZE,
                  use_background: bool = False, background_rate: float = DEFAULT_RATE,
                  background_estimator: str = "ema", camera_motion: str = "none",
-                 seed: int = 0) -> None:
+                 align_background: bool = False, seed: int = 0) -> None:
         self.crop_size = check_crop_size(crop_size)
         self.use_background = use_background
         self.camera_motion = check_camera_motion(camera_motion)
@@ -281,7 +303,8 @@ class CacheFrameDataset(Dataset):
         self.epoch = 0
         self._readers, self.strides = open_caches(cache_paths, what="training caches")
         self._backgrounds = VideoBackgrounds(self._readers, rate=background_rate,
-                                             estimator=background_estimator)
+                                             estimator=background_estimator,
+                                             align=align_background and use_background)
         self._items = [(cache, int(t)) for cache, reader in enumerate(self._readers)
                        for t in np.flatnonzero(reader.has_mask)]
         self.scenes = [reader.path.stem for reader in self._readers]
@@ -309,9 +332,14 @@ class CacheFrameDataset(Dataset):
             raise IndexError(f"item {index} out of range for {len(self._items)} items")
         cache, t = self._items[index]
         reader = self._readers[cache]
-        arrays = {"frame": np.ascontiguousarray(reader.frame(t).transpose(2, 0, 1)),
-                  "hop": remove_camera_motion(reader.flow(t), self.strides, self.camera_motion),
-                  "labels": reader.mask(t)}
+        frame = np.ascontiguousarray(reader.frame(t).transpose(2, 0, 1))
+        hop = reader.flow(t)
+        if self.camera_motion != "none":
+            earlier = np.stack([reader.frame(earlier_frame(t, k)).transpose(2, 0, 1)
+                                for k in self.strides])
+            hop = remove_camera_motion(hop, self.strides, self.camera_motion, frame=frame,
+                                       earlier=earlier)
+        arrays = {"frame": frame, "hop": hop, "labels": reader.mask(t)}
         if self.use_background:
             arrays["background"] = self._backgrounds.get(cache, t)
         if self.crop_size is not None:

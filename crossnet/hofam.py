@@ -93,10 +93,15 @@ class HofamConfig:
             on CAVIAR1, IBMtest2, surfers and WavingTrees but loses birds (0.221 against
             0.428), whose grey sky (std 0.055) it amplifies most.
         camera_motion: ``"none"`` or ``"affine"``: subtract the camera's own motion (a robust
-            affine fit, :mod:`crossnet.camera_motion`) from the whole frame's 3D-HOP before it
-            reaches the model. Part of the model's input definition, like the background
+            affine fit, kept only where it explains the frame pair better than a still camera;
+            :mod:`crossnet.camera_motion`) from the whole frame's 3D-HOP before it reaches the
+            model. Part of the model's input definition, like the background
             estimator: the training data and ``segment`` apply it, not :meth:`HOFAM.forward`
             (a crop or a padded window would bias the fit).
+        align_background: move the running background with the camera (the stride-1 camera
+            flow of :func:`crossnet.camera_motion.camera_flows`, zero for a still camera)
+            before each update, so that a panning camera's frame still matches its background
+            (:mod:`crossnet.background`). Needs the EMA background and stride 1.
         cmdff: fuse with the cross-modal dynamic feature filter (False: concatenation + conv).
         dynamic_filter: within CmDFF, add the per-sample dynamic depthwise filters.
         attention: gate the decoder's skip connections (False: plain concatenation).
@@ -120,6 +125,7 @@ class HofamConfig:
     background_estimator: str = "ema"
     appearance_norm: str = "imagenet"
     camera_motion: str = "none"
+    align_background: bool = False
     cmdff: bool = True
     dynamic_filter: bool = True
     attention: bool = True
@@ -140,7 +146,8 @@ class HofamConfig:
                     f"got {value!r}"
                 )
             object.__setattr__(self, name, tuple(int(v) for v in value))
-        for name in ("use_background", "cmdff", "dynamic_filter", "attention"):
+        for name in ("use_background", "align_background", "cmdff", "dynamic_filter",
+                     "attention"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(
                     f"crossnet/hofam.py: HofamConfig.{name} must be a bool, "
@@ -169,6 +176,14 @@ class HofamConfig:
             raise ValueError(
                 f"crossnet/hofam.py: HofamConfig.camera_motion must be one of "
                 f"{CAMERA_MOTIONS}, got {self.camera_motion!r}"
+            )
+        if self.align_background and not (self.use_background
+                                          and self.background_estimator == "ema"
+                                          and 1 in self.strides):
+            raise ValueError(
+                "crossnet/hofam.py: HofamConfig.align_background needs use_background, the "
+                f"'ema' estimator and stride 1, got use_background={self.use_background}, "
+                f"estimator {self.background_estimator!r}, strides {self.strides}"
             )
         if self.flow_clamp is not None and not self.flow_clamp > 0:
             raise ValueError(

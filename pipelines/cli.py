@@ -368,6 +368,9 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
               type=click.Choice(["none", "affine"]),
               help="Subtract the camera's own motion (a robust affine fit per flow field) from "
                    "the 3D-HOP, for panning, shaking or tracking cameras.")
+@click.option("--align-background/--no-align-background", default=False, show_default=True,
+              help="Move the running background with the camera's fitted motion (needs the "
+                   "ema estimator and stride 1).")
 @click.option("--cmdff/--no-cmdff", default=True, show_default=True,
               help="Cross-modal dynamic feature filter (off: plain concatenation).")
 @click.option("--attention/--no-attention", default=True, show_default=True,
@@ -386,8 +389,8 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_epoch, crop,
           composite_fraction, flow_encoding, background, background_estimator, appearance_norm,
-          camera_motion, cmdff, attention, size_balanced, amp, workers, seed, resume, overwrite,
-          device, no_progress) -> None:
+          camera_motion, align_background, cmdff, attention, size_balanced, amp, workers, seed,
+          resume, overwrite, device, no_progress) -> None:
     """Train the HOFAM segmentation model on cached 3D-HOP stacks and masks.
 
     Trains on the split's training scenes (plus composites), reports validation F per epoch on
@@ -409,7 +412,7 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
         model=HofamConfig(flow_encoding=flow_encoding, use_background=background,
                           background_estimator=background_estimator,
                           appearance_norm=appearance_norm, camera_motion=camera_motion,
-                          cmdff=cmdff, attention=attention),
+                          align_background=align_background, cmdff=cmdff, attention=attention),
         loss=LossConfig(size_balanced=size_balanced))
     best = run_training(data_dirs, split_path, out_dir, config, device=device, resume=resume,
                         overwrite=overwrite, progress=not no_progress)

@@ -4,6 +4,12 @@
 needs (the encodings of the last ``max(strides)`` frames, see :mod:`flow.hop`) plus at most
 ``batch_frames`` frames waiting for the model, builds each frame's 3D-HOP, runs HOFAM and yields
 the mask at the frame's own size. Memory stays constant for any length of video.
+
+The model's inputs are made exactly as its training data made them (its configuration says
+how): the running background estimate, and, for a model trained with camera-motion
+compensation (:mod:`crossnet.camera_motion`), the 3D-HOP without the camera's own motion and
+a background that moves with the camera. ``tests/pipelines/test_segment.py`` checks both
+against the training datasets' functions, including after resuming at ``start``.
 """
 
 from __future__ import annotations
@@ -22,11 +28,11 @@ import torch
 
 from crossnet.background import make_background, to_uint8
 from crossnet.blocks import fold_batchnorm
-from crossnet.camera_motion import remove_camera_motion
+from crossnet.camera_motion import camera_flows
 from crossnet.checkpoint import load_checkpoint
 from crossnet.hofam import HOFAM, HofamConfig, build_hofam
 from flow.backends import BACKEND_NAMES, file_sha256
-from flow.hop import build_hops
+from flow.hop import build_hops, earlier_frame
 from pipelines.memory import segment_lookahead_frames
 from pipelines.prefetch import prefetch
 from pipelines.sources import Frame, Source, resize_rgb
@@ -140,7 +146,9 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
             write it while segmenting (see :mod:`pipelines.segment_cache`).
         overlap: decode, update the running background and build the 3D-HOP of the next
             frames in a background thread while HOFAM runs on the current batch
-            (:mod:`pipelines.prefetch`). The masks are the same either way; False runs every
+            (:mod:`pipelines.prefetch`); a background that follows the camera
+            (``align_background``) is updated in the calling thread, once its frame's camera
+            flow is known. The masks are the same either way; False runs every
             stage in the calling thread, one after the other.
         precision: ``"fp32"``, or ``"bf16"`` to run HOFAM under bfloat16 autocast (faster on
             CPUs with AVX512-BF16 or AMX and on GPUs; masks agree with fp32 on all but a few
@@ -163,30 +171,47 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
     pending: dict[int, tuple[Frame, np.ndarray, np.ndarray | None]] = {}
     background = (make_background(config.background_estimator, rate=background_rate)
                   if config.use_background else None)
+    # With a moving background the estimate of frame t needs frame t's camera flow, so it is
+    # made when frame t's 3D-HOP arrives rather than when the frame is read.
+    align = config.align_background
+    compensate = config.camera_motion != "none" or align
+    # Frames by build_hops index, while a later frame still pairs with them (for the camera
+    # fit's check against the frames themselves).
+    history: dict[int, np.ndarray] = {}
 
     def as_tensor(small: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(small)).permute(2, 0, 1)
 
     frames = iter(source)
     # The frames just before `start` that the 3D-HOP of the frames from `start` on pairs with.
-    context: deque[torch.Tensor] = deque(maxlen=max(config.strides))
+    context: deque[np.ndarray] = deque(maxlen=max(config.strides))
+    previous = None
     for _ in range(start):
         frame = next(frames, None)
         if frame is None:
             return
         small = resize_rgb(frame.rgb, size) if size is not None else frame.rgb
         if background is not None:
-            background.advance(small)
-        context.append(as_tensor(small))
+            motion = (_camera_step(backend, small, previous)
+                      if align and previous is not None else None)
+            background.advance(small, motion)
+        context.append(small)
+        previous = small
         yield frame, None
     offset = len(context)  # the index of frame `start` among the frames build_hops sees
 
     def processing_frames() -> Iterator[torch.Tensor]:
-        yield from list(context)
+        for index, small in enumerate(list(context)):
+            if compensate:
+                history[index] = small
+            yield as_tensor(small)
         context.clear()
         for index, frame in enumerate(frames, start=offset):
             small = resize_rgb(frame.rgb, size) if size is not None else frame.rgb
-            estimate = to_uint8(background.advance(small)) if background is not None else None
+            estimate = (to_uint8(background.advance(small))
+                        if background is not None and not align else None)
+            if compensate:
+                history[index] = small
             pending[index] = (frame, small, estimate)
             yield as_tensor(small)
 
@@ -209,13 +234,25 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
             hops = prefetch(hops, depth=segment_lookahead_frames(source.frame_size, batch_frames),
                             name="segment-flow")
         run = functools.partial(_run_model, pending=pending, model=segmentation.model,
-                                strides=config.strides, camera_motion=config.camera_motion,
                                 device=device, logit_threshold=logit_threshold,
                                 bf16=precision == "bf16")
+        longest = max(config.strides)
+        for_stride_1 = config.strides.index(1) if align else None
         batch: list[tuple[int, torch.Tensor]] = []
         for index, stack in hops:
+            frame, small, estimate = pending[index]
             if cache is not None:
-                cache.record(index + start - offset, pending[index][0], pending[index][1], stack)
+                cache.record(index + start - offset, frame, small, stack)
+            if compensate:
+                earlier = np.stack([history[earlier_frame(index, k)] for k in config.strides])
+                history.pop(index - longest, None)  # no later frame pairs with it
+                camera = camera_flows(stack.cpu(), config.strides, small.transpose(2, 0, 1),
+                                      earlier.transpose(0, 3, 1, 2))
+                if config.camera_motion != "none":
+                    stack = stack - camera.to(stack)
+                if align:
+                    estimate = to_uint8(background.advance(small, camera[for_stride_1]))
+                    pending[index] = (frame, small, estimate)
             batch.append((index, stack))
             if len(batch) == batch_frames:
                 yield from run(batch)
@@ -231,7 +268,17 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
             cache.close()
 
 
-def _run_model(batch, *, pending, model, strides, camera_motion, device, logit_threshold, bf16
+def _camera_step(backend, small: np.ndarray, previous: np.ndarray) -> torch.Tensor:
+    """The camera's flow from frame ``small`` to frame ``previous`` (stride 1), for frames
+    whose 3D-HOP is not built (those before ``start``)."""
+    current, before = backend.encode(torch.from_numpy(np.stack([small, previous])
+                                                      ).permute(0, 3, 1, 2))
+    flow = backend.estimate([current], [before]).cpu()
+    return camera_flows(flow, (1,), small.transpose(2, 0, 1),
+                        previous.transpose(2, 0, 1)[None])[0]
+
+
+def _run_model(batch, *, pending, model, device, logit_threshold, bf16
                ) -> list[tuple[Frame, np.ndarray]]:
     """HOFAM on one batch: ``(frame, mask)`` per entry, masks at the frames' own size.
 
@@ -241,8 +288,7 @@ def _run_model(batch, *, pending, model, strides, camera_motion, device, logit_t
     entries = [pending.pop(index) for index, _ in batch]
     frames = torch.stack([torch.from_numpy(small).permute(2, 0, 1) for _, small, _ in entries])
     hops = torch.stack([stack for _, stack in batch]).to(device)
-    inputs = {"frames": frames.to(device).float() / 255.0,
-              "hop": remove_camera_motion(hops, strides, camera_motion)}
+    inputs = {"frames": frames.to(device).float() / 255.0, "hop": hops}
     if entries[0][2] is not None:
         backgrounds = torch.stack([torch.from_numpy(np.ascontiguousarray(b)).permute(2, 0, 1)
                                    for _, _, b in entries])

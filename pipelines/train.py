@@ -216,10 +216,7 @@ def validate(model: HOFAM, caches: Sequence[Path], *, device: torch.device,
     scores = {threshold: {} for threshold in thresholds}
     for path in caches:
         # The model's own inputs: its background, if it takes one, made as it was trained.
-        dataset = CacheFrameDataset([path], crop_size=None,
-                                    use_background=model.config.use_background,
-                                    background_estimator=model.config.background_estimator,
-                                    camera_motion=model.config.camera_motion)
+        dataset = CacheFrameDataset([path], crop_size=None, **input_options(model.config))
         scorers = {threshold: VideoScorer() for threshold in thresholds}
         for index in range(len(dataset)):
             item = dataset[index]
@@ -238,12 +235,20 @@ def validate(model: HOFAM, caches: Sequence[Path], *, device: torch.device,
     return best, scores[best]
 
 
+def input_options(model_config: HofamConfig) -> dict[str, Any]:
+    """The dataset options that make a model's inputs as its configuration defines them
+    (background estimate, camera-motion compensation), for :class:`CacheFrameDataset` and
+    :class:`crossnet.composite.CompositeDataset`."""
+    return {"use_background": model_config.use_background,
+            "background_estimator": model_config.background_estimator,
+            "camera_motion": model_config.camera_motion,
+            "align_background": model_config.align_background}
+
+
 def _build_training_set(train_caches: Sequence[Path], config: TrainConfig,
                         model_config: HofamConfig):
     real = CacheFrameDataset(train_caches, crop_size=config.crop_size,
-                             use_background=model_config.use_background,
-                             background_estimator=model_config.background_estimator,
-                             camera_motion=model_config.camera_motion, seed=config.seed)
+                             **input_options(model_config), seed=config.seed)
     real_weights = scene_balanced_weights(real)
     real_weights = real_weights / real_weights.sum()
     if config.composite_fraction == 0 or len(train_caches) < 2:
@@ -255,9 +260,7 @@ def _build_training_set(train_caches: Sequence[Path], config: TrainConfig,
                                   backend=make_hop_backend(config.composite_flow),
                                   strides=model_config.strides, crop_size=config.crop_size,
                                   length=max(config.samples_per_epoch, 1), seed=config.seed,
-                                  use_background=model_config.use_background,
-                                  background_estimator=model_config.background_estimator,
-                                  camera_motion=model_config.camera_motion)
+                                  **input_options(model_config))
     composite_weights = torch.full((len(composites),), 1.0 / len(composites))
     weights = torch.cat([real_weights * (1 - config.composite_fraction),
                          composite_weights * config.composite_fraction])

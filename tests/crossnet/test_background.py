@@ -1,4 +1,5 @@
-"""Running background: EMA known answers, numpy and torch layouts, pairing with frame t."""
+"""Running background: EMA known answers, numpy and torch layouts, pairing with frame t,
+following a moving camera."""
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from crossnet.background import (
     MEDIAN_WINDOW,
     RunningBackground,
     RunningMedian,
+    align_estimate,
     ema_update,
     make_background,
     running_backgrounds,
@@ -180,3 +182,46 @@ def test_make_background_names_the_estimators():
     assert set(ESTIMATORS) == {"ema", "median"}
     with pytest.raises(ValueError, match="'mode'"):
         make_background("mode")
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_a_camera_motion_moves_the_estimate_and_new_pixels_start_from_the_frame(kind):
+    estimate = np.arange(6 * 8 * 3, dtype=np.float32).reshape(6, 8, 3)
+    frame = np.full((6, 8, 3), 7, np.uint8)
+    motion = np.zeros((2, 6, 8), np.float32)
+    motion[0] = 2.0  # pixel x of the new frame was at x + 2 in the one before
+    if kind == "torch":
+        moved = align_estimate(torch.from_numpy(estimate).permute(2, 0, 1), motion,
+                               torch.from_numpy(frame).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+    else:
+        moved = align_estimate(estimate, motion, frame)
+    np.testing.assert_allclose(moved[:, :6], estimate[:, 2:], atol=1e-4)
+    np.testing.assert_array_equal(moved[:, 6:], 7.0)  # came into view: the frame's own pixels
+    assert moved.dtype == np.float32
+
+
+def test_advance_with_a_motion_pairs_the_frame_with_the_moved_estimate():
+    first = np.tile(np.arange(8, dtype=np.uint8)[None, :, None] * 10, (4, 1, 3))
+    second = np.roll(first, -1, axis=1)  # the camera moved right by one pixel
+    motion = np.zeros((2, 4, 8), np.float32)
+    motion[0] = 1.0
+    running = RunningBackground(rate=0.5)
+    running.advance(first)
+    background = running.advance(second, motion)
+    np.testing.assert_allclose(background[:, :7], second[:, :7].astype(np.float32), atol=1e-4)
+    np.testing.assert_allclose(running.estimate[:, :7], second[:, :7].astype(np.float32),
+                               atol=1e-4)
+    still = RunningBackground(rate=0.5)
+    still.advance(first)
+    assert np.abs(still.advance(second) - second).max() >= 10  # unmoved, it lags a pixel
+    moved = list(running_backgrounds([first, second], rate=0.5, motions=[None, motion]))
+    np.testing.assert_array_equal(moved[1], to_uint8(background))
+    with pytest.raises(ValueError, match="camera motion of shape"):
+        running.advance(first, motion[:, :2])
+
+
+def test_the_median_cannot_follow_the_camera():
+    median = RunningMedian()
+    median.advance(_grey(1))
+    with pytest.raises(ValueError, match="median background cannot follow a moving camera"):
+        median.advance(_grey(2), np.zeros((2, 2, 2), np.float32))

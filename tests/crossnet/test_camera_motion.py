@@ -1,23 +1,66 @@
-"""Camera-motion compensation: known camera fields are removed, object motion is kept."""
+"""Camera-motion compensation: known camera fields are removed, object motion is kept, and a
+fit the frames contradict is dropped."""
 
 import numpy as np
 import pytest
 import torch
 
-from crossnet.camera_motion import fit_camera_flow, remove_camera_motion
+from crossnet.camera_motion import (
+    camera_flows,
+    explains_frames,
+    fit_camera_flow,
+    remove_camera_motion,
+    warp,
+)
 from crossnet.hofam import HofamConfig
 
 HEIGHT, WIDTH = 60, 80
 STRIDES = (1, 4, 8)
+# The camera's flow per frame of stride: u = a + M x, (x, y) in pixels.
+PAN = np.array([2.0, -1.5])
+LINEAR = np.array([[0.01, -0.004], [0.003, 0.008]])
 
 
 def camera_field(stride: float) -> torch.Tensor:
     """A pan, a slight zoom and a roll: (2, H, W) pixels, for ``stride`` frames."""
     rows, columns = torch.meshgrid(torch.arange(HEIGHT).float(), torch.arange(WIDTH).float(),
                                    indexing="ij")
-    u = 2.0 + 0.01 * columns - 0.004 * rows
-    v = -1.5 + 0.003 * columns + 0.008 * rows
+    u = PAN[0] + LINEAR[0, 0] * columns + LINEAR[0, 1] * rows
+    v = PAN[1] + LINEAR[1, 0] * columns + LINEAR[1, 1] * rows
     return stride * torch.stack([u, v])
+
+
+def texture(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """A textured scene defined everywhere (no border to run out of), grey levels."""
+    return (128 + 50 * np.sin(0.31 * xs + 0.17 * ys) + 40 * np.sin(-0.23 * xs + 0.29 * ys + 1)
+            + 30 * np.sin(0.53 * xs + 0.07 * ys + 2))
+
+
+def as_rgb(grey: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.repeat(grey[None], 3, axis=0).astype(np.float32))
+
+
+def filmed_frames(strides=STRIDES) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame t of the textured scene and, per stride k, frame t - k of a camera whose flow from
+    t to t - k is ``camera_field(k)``: pixel y of frame t - k shows the scene point x with
+    x + k (a + M x) = y. Returns (3, H, W) and (S, 3, H, W)."""
+    rows, columns = np.meshgrid(np.arange(HEIGHT, dtype=np.float64),
+                                np.arange(WIDTH, dtype=np.float64), indexing="ij")
+    points = np.stack([columns.ravel(), rows.ravel()])
+    earlier = []
+    for k in strides:
+        source = np.linalg.solve(np.eye(2) + k * LINEAR, points - k * PAN[:, None])
+        earlier.append(as_rgb(texture(*source).reshape(HEIGHT, WIDTH)))
+    return as_rgb(texture(columns, rows)), torch.stack(earlier)
+
+
+def still_frames(strides=STRIDES, noise=2.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame t and its earlier frames from a still camera: the same scene plus sensor noise."""
+    rng = np.random.default_rng(0)
+    rows, columns = np.meshgrid(np.arange(HEIGHT), np.arange(WIDTH), indexing="ij")
+    scene = texture(columns, rows)
+    frames = [as_rgb(scene + rng.normal(0, noise, scene.shape)) for _ in range(len(strides) + 1)]
+    return frames[0], torch.stack(frames[1:])
 
 
 def hop_with_object(object_speed=(1.5, -0.5)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,14 +76,16 @@ def hop_with_object(object_speed=(1.5, -0.5)) -> tuple[torch.Tensor, torch.Tenso
 
 def test_a_camera_field_alone_is_removed_entirely():
     hop = torch.stack([camera_field(k) for k in STRIDES])
-    residual = remove_camera_motion(hop, STRIDES)
+    frame, earlier = filmed_frames()
+    residual = remove_camera_motion(hop, STRIDES, frame=frame, earlier=earlier)
     assert residual.shape == hop.shape and residual.dtype == hop.dtype
     assert residual.abs().max() < 0.01
 
 
 def test_the_background_goes_to_zero_and_the_object_keeps_its_relative_motion():
     hop, mask = hop_with_object()
-    residual = remove_camera_motion(hop, STRIDES)
+    frame, earlier = filmed_frames()
+    residual = remove_camera_motion(hop, STRIDES, frame=frame, earlier=earlier)
     camera = torch.stack([camera_field(k) for k in STRIDES])
     # The fit runs on 32x24 pooled cells; cells straddling the object's edge blur its border,
     # so the background is checked two pixels away from the object.
@@ -55,27 +100,70 @@ def test_the_background_goes_to_zero_and_the_object_keeps_its_relative_motion():
 
 
 def test_a_still_camera_passes_the_flow_through():
+    frame, earlier = still_frames()
     hop = torch.zeros(len(STRIDES), 2, HEIGHT, WIDTH)
-    np.testing.assert_array_equal(remove_camera_motion(hop, STRIDES).numpy(), hop.numpy())
+    residual = remove_camera_motion(hop, STRIDES, frame=frame, earlier=earlier)
+    np.testing.assert_array_equal(residual.numpy(), hop.numpy())
     mask = torch.zeros(HEIGHT, WIDTH, dtype=torch.bool)
     mask[10:40, 10:45] = True  # a big object: a quarter of the frame
     for s, k in enumerate(STRIDES):
         hop[s, 0][mask] = 2.0 * k
-    residual = remove_camera_motion(hop, STRIDES)
+    residual = remove_camera_motion(hop, STRIDES, frame=frame, earlier=earlier)
     assert (residual - hop).abs().max() < 0.05 * max(STRIDES)
+
+
+def test_a_camera_motion_the_frames_contradict_is_dropped():
+    # The HighwayI failure: the flow says the whole frame pans (DIS spreading the cars' motion
+    # over a flat road), the frames say the camera stands still.
+    hop = torch.stack([camera_field(k) for k in STRIDES])
+    frame, earlier = still_frames()
+    assert fit_camera_flow(hop, STRIDES).abs().max() > 1.0
+    camera = camera_flows(hop, STRIDES, frame, earlier)
+    assert camera.abs().max() == 0
+    torch.testing.assert_close(remove_camera_motion(hop, STRIDES, frame=frame, earlier=earlier),
+                               hop)
+    # The same flow with frames that do pan: kept.
+    frame, earlier = filmed_frames()
+    torch.testing.assert_close(camera_flows(hop, STRIDES, frame, earlier), hop, atol=0.01,
+                               rtol=0)
+
+
+def test_identical_frames_have_nothing_to_explain():
+    frame, _ = still_frames()
+    camera = camera_field(1.0)[None]
+    assert not explains_frames(camera, frame[None], frame[None]).item()
+    assert not explains_frames(torch.zeros_like(camera), frame[None], frame[None]).item()
+
+
+def test_warp_moves_an_image_by_a_known_shift():
+    image = torch.arange(HEIGHT * WIDTH, dtype=torch.float32).reshape(1, 1, HEIGHT, WIDTH)
+    flow = torch.zeros(1, 2, HEIGHT, WIDTH)
+    flow[:, 0], flow[:, 1] = 3.0, -2.0  # x + (3, -2)
+    moved = warp(image, flow)[0, 0]
+    torch.testing.assert_close(moved[2:, :-3], image[0, 0, :-2, 3:])
+    torch.testing.assert_close(moved[0, :-3], image[0, 0, 0, 3:])  # above the top: the border
+    half = warp(image, flow * 0.5)[0, 0]  # (1.5, -1): halfway between two columns
+    torch.testing.assert_close(half[1:, :-2], (image[0, 0, :-1, 1:-1] + image[0, 0, :-1, 2:]) / 2)
 
 
 def test_batches_are_fitted_per_frame():
     first, _ = hop_with_object((1.0, 0.0))
     second = torch.stack([camera_field(-0.5 * k) for k in STRIDES])
-    batched = remove_camera_motion(torch.stack([first, second]), STRIDES)
-    torch.testing.assert_close(batched[0], remove_camera_motion(first, STRIDES))
-    torch.testing.assert_close(batched[1], remove_camera_motion(second, STRIDES))
+    frame, earlier = filmed_frames()
+    batched = remove_camera_motion(torch.stack([first, second]), STRIDES,
+                                   frame=torch.stack([frame, frame]),
+                                   earlier=torch.stack([earlier, earlier]))
+    torch.testing.assert_close(batched[0], remove_camera_motion(first, STRIDES, frame=frame,
+                                                                earlier=earlier))
+    torch.testing.assert_close(batched[1], remove_camera_motion(second, STRIDES, frame=frame,
+                                                                earlier=earlier))
 
 
 def test_arrays_come_back_as_arrays_and_none_changes_nothing():
     hop = torch.stack([camera_field(k) for k in STRIDES]).numpy().astype(np.float16)
-    residual = remove_camera_motion(hop, STRIDES)
+    frame, earlier = filmed_frames()
+    residual = remove_camera_motion(hop, STRIDES, frame=frame.numpy().astype(np.uint8),
+                                    earlier=earlier.numpy().astype(np.uint8))
     assert isinstance(residual, np.ndarray) and residual.dtype == np.float16
     assert np.abs(residual.astype(np.float32)).max() < 0.05
     assert remove_camera_motion(hop, STRIDES, "none") is hop
@@ -92,12 +180,17 @@ def test_bad_shapes_are_refused(bad):
         fit_camera_flow(bad)
 
 
-def test_unknown_modes_and_mismatched_strides_are_refused():
+def test_unknown_modes_mismatched_strides_and_missing_frames_are_refused():
     hop = torch.zeros(3, 2, 8, 8)
+    frame, earlier = torch.zeros(3, 8, 8), torch.zeros(3, 3, 8, 8)
     with pytest.raises(ValueError, match="unknown camera motion 'homography'"):
-        remove_camera_motion(hop, STRIDES, "homography")
-    with pytest.raises(ValueError, match="2 strides"):
-        remove_camera_motion(hop, (1, 4))
+        remove_camera_motion(hop, STRIDES, "homography", frame=frame, earlier=earlier)
+    with pytest.raises(ValueError, match="for 2 strides"):
+        remove_camera_motion(hop, (1, 4), frame=frame, earlier=earlier)
+    with pytest.raises(ValueError, match="needs the frame"):
+        remove_camera_motion(hop, STRIDES)
+    with pytest.raises(ValueError, match=r"earlier frames \(B, S, 3, H, W\)"):
+        camera_flows(hop, STRIDES, frame, earlier[:2])
 
 
 def test_the_model_config_records_the_mode_and_old_configs_default_to_none():
@@ -106,3 +199,9 @@ def test_the_model_config_records_the_mode_and_old_configs_default_to_none():
     assert HofamConfig.from_dict(config.to_dict()).camera_motion == "affine"
     with pytest.raises(ValueError, match="camera_motion must be one of"):
         HofamConfig(camera_motion="pan")
+    assert HofamConfig.from_dict({"strides": [1, 4, 8]}).align_background is False
+    assert HofamConfig.from_dict(HofamConfig(align_background=True).to_dict()).align_background
+    for bad in ({"background_estimator": "median"}, {"use_background": False},
+                {"strides": (2, 4)}):
+        with pytest.raises(ValueError, match="align_background needs"):
+            HofamConfig(align_background=True, **bad)

@@ -203,6 +203,19 @@ def test_item_format_matches_the_cache_dataset(scene):
                                   window.transpose(2, 0, 1)[:, scene_pixels])
 
 
+def test_camera_compensation_leaves_a_still_target_and_its_moving_object_alone(scene):
+    # The target's camera stands still: the frames contradict any fitted camera motion, so the
+    # 3D-HOP (with the pasted object's own motion) and the background pass unchanged.
+    plain = make_dataset(scene, crop_size=(48, 40), use_background=True)
+    compensated = make_dataset(scene, crop_size=(48, 40), use_background=True,
+                               camera_motion="affine", align_background=True)
+    for index in (0, 5):
+        a, b = plain[index], compensated[index]
+        assert a["hop"].abs().max() > 0.5  # the object moves
+        for key in ("frame", "hop", "labels", "background"):
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
 def test_objects_that_never_qualify_are_reported(scene):
     with pytest.raises(ValueError, match="no pasteable object"):
         make_dataset(scene, min_object_pixels=10_000, max_attempts=3)[0]

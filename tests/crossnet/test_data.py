@@ -237,14 +237,55 @@ def test_dataloader_with_two_workers(caches):
         torch.testing.assert_close(batches[2][key][0], dataset[4][key])
 
 
-def test_camera_motion_is_removed_from_the_whole_frame_before_cropping(caches):
-    # position_frame's flow is affine in the pixel position: all camera, no object.
-    plain = CacheFrameDataset(caches[:1], crop_size=CROP, seed=3)
-    compensated = CacheFrameDataset(caches[:1], crop_size=CROP, seed=3, camera_motion="affine")
+def panning_cache(path: Path, *, frames: int = 8, pan: int = 2) -> Path:
+    """A camera panning right at ``pan`` px/frame over a textured scene, 40x48, strides (1, 3),
+    with the exact flow (frame t to t - k: u = pan k, v = 0); masks on every frame from 2."""
+    rows, columns = np.mgrid[0:40, 0:48 + pan * frames].astype(np.float64)
+    scene = (128 + 50 * np.sin(0.31 * columns + 0.17 * rows)
+             + 40 * np.sin(-0.23 * columns + 0.29 * rows + 1))
+    info = CacheInfo(strides=STRIDES, backend="test", weights_sha256="", size=(48, 40),
+                     source_path=str(path), source_size=0, source_mtime=0.0, fps=0.0,
+                     package_version="0")
+    with CacheWriter.open(path, info=info) as writer:
+        for t in range(frames):
+            grey = np.clip(scene[:, pan * t:pan * t + 48], 0, 255).astype(np.uint8)
+            flow = np.zeros((len(STRIDES), 2, 40, 48), np.float32)
+            for s, k in enumerate(STRIDES):
+                flow[s, 0] = pan * (t - max(t - k, 0))
+            labels = np.zeros((40, 48), np.uint8) if t >= 2 else None
+            writer.append(t, np.repeat(grey[..., None], 3, axis=2), flow, labels)
+        return writer.finish()
+
+
+def test_camera_motion_is_removed_from_the_whole_frame_before_cropping(tmp_path):
+    cache = panning_cache(tmp_path / "pan.h5")
+    plain = CacheFrameDataset([cache], crop_size=CROP, seed=3)
+    compensated = CacheFrameDataset([cache], crop_size=CROP, seed=3, camera_motion="affine")
     for index in range(len(plain)):
-        assert plain[index]["hop"].abs().max() > 1.0
+        assert plain[index]["hop"].abs().max() >= 2.0
         hop = compensated[index]["hop"]
         assert hop.shape == plain[index]["hop"].shape
         assert hop.abs().max() < 0.05
     with pytest.raises(ValueError, match="unknown camera motion 'pan'"):
-        CacheFrameDataset(caches[:1], crop_size=CROP, camera_motion="pan")
+        CacheFrameDataset([cache], crop_size=CROP, camera_motion="pan")
+
+
+def test_a_background_aligned_with_the_camera_follows_the_pan(tmp_path):
+    cache = panning_cache(tmp_path / "pan.h5")
+    still = CacheFrameDataset([cache], crop_size=None, use_background=True)
+    aligned = CacheFrameDataset([cache], crop_size=None, use_background=True,
+                                align_background=True)
+    for index in range(2, len(still)):
+        frame = aligned[index]["frame"].int()
+        # The last 2 columns per frame are new to the camera; the rest has been seen.
+        seen = (slice(None), slice(None), slice(0, 40))
+        aligned_error = (aligned[index]["background"].int() - frame)[seen].abs().float().mean()
+        still_error = (still[index]["background"].int() - frame)[seen].abs().float().mean()
+        assert aligned_error < 2 and still_error > 20, (index, aligned_error, still_error)
+
+
+def test_aligning_the_background_needs_stride_1(caches, tmp_path):
+    odd = write_cache(tmp_path / "odd.h5", cache_id=3, size=(40, 48), frames=2, masked={1},
+                      strides=(2, 4))
+    with pytest.raises(ValueError, match="needs stride 1"):
+        CacheFrameDataset([odd], crop_size=None, use_background=True, align_background=True)

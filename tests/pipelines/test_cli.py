@@ -92,3 +92,12 @@ def test_threads_option_sets_torch_and_opencv_threads():
     finally:
         torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
+
+
+def test_train_refuses_to_align_a_median_background_before_touching_anything(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path), "--split", str(tmp_path / "split.json"),
+                 "--out", str(out), "--align-background", "--background-estimator",
+                 "median"]) == 1
+    assert "align_background needs" in capsys.readouterr().err
+    assert not out.exists()

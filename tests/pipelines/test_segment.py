@@ -206,34 +206,117 @@ def test_the_model_gets_the_background_estimate_it_was_trained_with(scene, tmp_p
         np.testing.assert_array_equal(got, want, err_msg=f"frame {t}")
 
 
-@pytest.mark.parametrize("camera_motion", ["none", "affine"])
-def test_the_model_gets_the_3d_hop_with_the_camera_motion_it_was_trained_with(
-        scene, tmp_path, camera_motion):
-    # segment must hand the model the 3D-HOP that training (crossnet.data) gave it.
+@pytest.fixture(scope="module")
+def panning(tmp_path_factory):
+    """A frame folder filmed by a camera panning right at 2 px/frame over a textured scene,
+    with a 10x10 square moving down at 1 px/frame: 9 frames of 64x48."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("panning")
+    rows, columns = np.mgrid[0:48, 0:200].astype(np.float64)
+    scene = (128 + 50 * np.sin(0.31 * columns + 0.17 * rows)
+             + 40 * np.sin(-0.23 * columns + 0.29 * rows + 1))
+    for t in range(9):
+        grey = scene[:, 2 * t:2 * t + 64].copy()
+        grey[10 + t:20 + t, 30:40] = 20
+        rgb = np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+        cv2.imwrite(str(folder / f"in{t + 1:06d}.png"), rgb)
+    return folder
+
+
+def _spy(segmentation, seen):
+    """``segmentation`` with a model that records the 3D-HOP and background it is given."""
     from dataclasses import replace
 
-    from crossnet.camera_motion import remove_camera_motion
-    from flow.hop import build_hops
+    def recording(frames, hop, background=None):
+        for index in range(len(hop)):
+            picture = (None if background is None else
+                       background[index].mul(255).round().to(torch.uint8).permute(1, 2, 0)
+                       .numpy())
+            seen.append((hop[index], picture))
+        return segmentation.model(frames, hop, background)
+
+    return replace(segmentation, model=recording)
+
+
+def _expected_inputs(frames, backend, strides, camera_motion, align):
+    """The 3D-HOP and background of every frame as the training datasets make them."""
+    from crossnet.background import running_backgrounds
+    from crossnet.camera_motion import camera_flows
+    from flow.hop import build_hops, earlier_frame
+
+    tensors = [torch.from_numpy(rgb).permute(2, 0, 1) for rgb in frames]
+    hops, motions = [], []
+    for t, stack in build_hops(iter(tensors), backend, strides):
+        earlier = torch.stack([tensors[earlier_frame(t, k)] for k in strides])
+        camera = camera_flows(stack, strides, tensors[t], earlier)
+        hops.append(stack - camera if camera_motion != "none" else stack)
+        motions.append(camera[strides.index(1)])
+    backgrounds = list(running_backgrounds(frames, motions=motions if align else None))
+    return hops, backgrounds, motions
+
+
+@pytest.mark.parametrize("camera_motion", ["none", "affine"])
+def test_the_model_gets_the_3d_hop_with_the_camera_motion_it_was_trained_with(
+        panning, tmp_path, camera_motion):
+    # segment must hand the model the 3D-HOP that training (crossnet.data) gave it.
+    from pipelines.sources import open_source
 
     torch.manual_seed(1)
     model = build_hofam(HofamConfig(strides=(1, 2), camera_motion=camera_motion))
     save_checkpoint(tmp_path / "cm.pt", {"model": model.state_dict(),
                                          "model_config": model.config.to_dict()})
-    segmentation = load_segmentation_model(tmp_path / "cm.pt")
     seen = []
-
-    def recording(frames, hop, background=None):
-        seen.extend(hop)
-        return segmentation.model(frames, hop, background)
-
+    spy = _spy(load_segmentation_model(tmp_path / "cm.pt"), seen)
     backend = make_hop_backend("dis-ultrafast")
-    spy = replace(segmentation, model=recording)
-    list(segment_frames(open_scene(scene), spy, backend=backend, batch_frames=4))
-    frames = (torch.from_numpy(frame.rgb).permute(2, 0, 1) for frame in open_scene(scene))
-    raw = [stack for _, stack in build_hops(frames, backend, (1, 2))]
-    assert len(seen) == len(raw) == 9
-    for t, (got, stack) in enumerate(zip(seen, raw)):
-        want = remove_camera_motion(stack, (1, 2), camera_motion)
+    list(segment_frames(open_source(panning), spy, backend=backend, batch_frames=4))
+    frames = [frame.rgb for frame in open_source(panning)]
+    hops, _, motions = _expected_inputs(frames, backend, (1, 2), camera_motion, False)
+    assert len(seen) == len(hops) == 9
+    for t, ((got, _), want) in enumerate(zip(seen, hops)):
         torch.testing.assert_close(got, want, atol=1e-4, rtol=0, msg=f"frame {t}")
+    # The pan was found (2 px/frame, from frame t to frame t - 1: u = +2) on most frames.
+    found = [m[0].median().item() for m in motions[1:]]
+    assert sum(abs(u - 2.0) < 0.3 for u in found) >= 6, found
     if camera_motion == "affine":
-        assert max((a - b).abs().max() for a, b in zip(seen, raw)) > 0
+        assert max(got.abs().median() for got, _ in seen) < 0.3
+
+
+@pytest.mark.parametrize("start", [0, 5])
+def test_a_background_aligned_with_the_camera_is_what_training_made_even_after_resuming(
+        panning, tmp_path, start):
+    from pipelines.sources import open_source
+
+    torch.manual_seed(1)
+    model = build_hofam(HofamConfig(strides=(1, 2), camera_motion="affine",
+                                    align_background=True))
+    save_checkpoint(tmp_path / "al.pt", {"model": model.state_dict(),
+                                         "model_config": model.config.to_dict()})
+    seen = []
+    spy = _spy(load_segmentation_model(tmp_path / "al.pt"), seen)
+    backend = make_hop_backend("dis-ultrafast")
+    results = list(segment_frames(open_source(panning), spy, backend=backend, batch_frames=4,
+                                  start=start))
+    assert [mask is None for _, mask in results] == [t < start for t in range(9)]
+    frames = [frame.rgb for frame in open_source(panning)]
+    hops, backgrounds, _ = _expected_inputs(frames, backend, (1, 2), "affine", True)
+    assert len(seen) == 9 - start
+    for t, (hop, background) in enumerate(seen, start=start):
+        torch.testing.assert_close(hop, hops[t], atol=1e-4, rtol=0, msg=f"frame {t}")
+        np.testing.assert_array_equal(background, backgrounds[t], err_msg=f"frame {t}")
+    # Moved with the camera, the background matches the frame away from the square; the
+    # still EMA, smeared along the pan, does not.
+    still = list(running_backgrounds_of(frames))
+    away = np.ones((48, 64), bool)
+    away[8:30, 28:42] = False
+    aligned_error = np.mean([np.abs(backgrounds[t].astype(int) - frames[t])[away].mean()
+                             for t in range(4, 9)])
+    still_error = np.mean([np.abs(still[t].astype(int) - frames[t])[away].mean()
+                           for t in range(4, 9)])
+    assert aligned_error < 0.1 * still_error, (aligned_error, still_error)
+
+
+def running_backgrounds_of(frames):
+    from crossnet.background import running_backgrounds
+
+    return running_backgrounds(frames)
