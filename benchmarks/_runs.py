@@ -5,10 +5,12 @@ Imported as ``_runs`` (a script's own folder is first on ``sys.path``, as for ``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 from _report import nan_mean
 
@@ -67,11 +69,18 @@ def trained(run: Path, data: list[Path], split: Split, config: TrainConfig
     return run / "best.pt", float(done.read_text())
 
 
-def score_run(best: Path, split: Split, scenes: dict[str, Path]
-              ) -> tuple[dict[str, float], float, float]:
+def score_run(best: Path, split: Split, scenes: dict[str, Path], *,
+              inputs: dict[str, Any] | None = None) -> tuple[dict[str, float], float, float]:
     """F of a checkpoint on every test and validation scene through the streaming ``segment``
-    path (its own threshold and flow backend), and the test and validation means."""
+    path (its own threshold and flow backend), and the test and validation means.
+
+    ``inputs`` changes input options of the checkpoint's model configuration at test time only
+    (e.g. ``{"camera_motion": "affine"}`` for a model trained without it).
+    """
     segmentation = load_segmentation_model(best)
+    if inputs:
+        config = dataclasses.replace(segmentation.config, **inputs)
+        segmentation = dataclasses.replace(segmentation, config=config)
     model = ModelMethod(segmentation=segmentation,
                         backend=make_hop_backend(segmentation.flow_backend))
     paths = [scenes[name] for name in list(split.test) + list(split.validation)]

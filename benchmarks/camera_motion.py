@@ -1,19 +1,27 @@
 """Camera-motion compensation: the bundled model's recipe with and without it, two seeds.
 
 Several scenes of the split are filmed by a moving camera (UCSD cyclists and hockey follow
-their subject, surfers pans, others shake). This script measures, per test scene, how much of
-the stride-1 flow an affine camera model explains (the median camera speed, pixels per frame,
-over every third frame of the first 90), then trains HOFAM with the recipe of
-``crossnet/weights/MODEL_CARD.md`` once per camera-motion mode (``none``, ``affine``; see
-:mod:`crossnet.camera_motion`) and seed, and scores every run on the split's TEST scenes
-(never trained on, never used for a choice) and its VALIDATION scenes (what chooses), through
-the streaming ``segment`` path, with MOG2 and KNN on the same test scenes in the same run.
+their subject, surfers pans, others shake). This script measures, per test scene, the camera
+motion :func:`crossnet.camera_motion.camera_flows` finds in the stride-1 flow (the median
+camera speed, pixels per frame, and the share of frames where the fit was kept, over every
+third frame of the first 90), then trains HOFAM with the recipe of
+``crossnet/weights/MODEL_CARD.md`` once per variant and seed:
+
+- ``none``: no compensation (the bundled recipe);
+- ``affine``: the camera's motion subtracted from the 3D-HOP;
+- ``affine+align``: that, and the running background moved with the camera
+  (:attr:`crossnet.hofam.HofamConfig.align_background`);
+
+and scores every run on the split's TEST scenes (never trained on, never used for a choice)
+and its VALIDATION scenes (what chooses), through the streaming ``segment`` path, with MOG2
+and KNN on the same test scenes in the same run. The ``none`` runs are also scored with
+``affine+align`` switched on at test time only (rows "none, affine+align at test").
 
 Caches and finished runs are kept under ``--work`` and reused (shared with
 ``training_crop.py``: its runs at the same crop and seed are this script's ``none`` rows).
 
-Usage (from the repository root; about 35 minutes on a 2-core CPU with the default 128x128
-crops, about 70 with ``--crop 320x240``)::
+Usage (from the repository root; about 10 minutes per training run on a 2-core CPU with the
+default 128x128 crops, about 20 with ``--crop 320x240``)::
 
     python benchmarks/camera_motion.py
 """
@@ -46,16 +54,25 @@ from _runs import (
 )
 from _split import fit_caches, split_scenes
 
-from crossnet.camera_motion import CAMERA_MOTIONS, fit_camera_flow
+from crossnet.camera_motion import camera_flows
 from crossnet.hofam import HofamConfig
 from crossnet.split import load_split
 from flow.classical import make_classical_backend
 from pipelines.scenes import Scene, find_scenes
 from pipelines.train import TrainConfig
 
+# Input options of each variant (HofamConfig fields), and its run folders' suffix. The
+# suffixes differ from those of session-6 runs ("_camera-affine"), trained before the fit was
+# checked against the frames, so those are never reused.
+VARIANTS = {"none": ({}, ""),
+            "affine": ({"camera_motion": "affine"}, "_camera-checked"),
+            "affine+align": ({"camera_motion": "affine", "align_background": True},
+                             "_camera-align")}
 
-def camera_speed(scene: Scene, frames: int = 90, every: int = 3) -> float:
-    """Median length of the fitted camera flow (stride 1, DIS-fast), pixels per frame."""
+
+def camera_speed(scene: Scene, frames: int = 90, every: int = 3) -> tuple[float, float]:
+    """Median length of the camera flow (stride 1, DIS-fast) in pixels per frame, 0 where the
+    fit was dropped, and the share of frames where it was kept."""
     dis = make_classical_backend("dis-fast")
     previous, speeds = None, []
     for index, frame in enumerate(scene):
@@ -63,9 +80,13 @@ def camera_speed(scene: Scene, frames: int = 90, every: int = 3) -> float:
             break
         if previous is not None and index % every == 0:
             flow = torch.from_numpy(dis.compute_flow(frame.rgb, previous))  # t -> t - 1
-            speeds.append(float(fit_camera_flow(flow).norm(dim=0).median()))
+            camera = camera_flows(flow[None], (1,), frame.rgb.transpose(2, 0, 1),
+                                  previous.transpose(2, 0, 1)[None])
+            speeds.append(float(camera[0].norm(dim=0).median()))
         previous = frame.rgb
-    return float(np.median(speeds)) if speeds else float("nan")
+    if not speeds:
+        return float("nan"), float("nan")
+    return float(np.median(speeds)), float(np.mean(np.asarray(speeds) > 0))
 
 
 def main() -> None:
@@ -75,8 +96,7 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/crossnet_ablation",
                         help="folder for caches and runs (reused; shared with training_crop.py)")
     parser.add_argument("--crop", default="128x128", help="training crop, WIDTHxHEIGHT")
-    parser.add_argument("--modes", nargs="+", default=list(CAMERA_MOTIONS),
-                        choices=CAMERA_MOTIONS)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--epochs", type=int, default=14)
     parser.add_argument("--samples-per-epoch", type=int, default=1024)
@@ -94,34 +114,45 @@ def main() -> None:
     width, height = parse_size(args.crop)
 
     found = {scene.name: scene for scene in find_scenes([root])}
-    speeds = [camera_speed(found[name]) for name in split.test]
+    speeds, kept = zip(*(camera_speed(found[name]) for name in split.test))
     baselines = baseline_rows(split, scenes)
-    rows, by_mode = [["camera px/frame", *speeds, float("nan"), float("nan"), float("nan")]], {}
-    for mode in args.modes:
+    nan = float("nan")
+    rows = [["camera px/frame", *speeds, nan, nan, nan],
+            ["camera fit kept", *kept, nan, nan, nan]]
+    by_variant: dict[str, list[tuple[float, float]]] = {}
+    for variant in args.variants:
+        inputs, suffix = VARIANTS[variant]
         for seed in args.seeds:
             config = TrainConfig(epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
                                  batch_size=args.batch_size, crop_size=(height, width),
-                                 seed=seed, model=HofamConfig(camera_motion=mode))
-            suffix = "" if mode == "none" else f"_camera-{mode}"
+                                 seed=seed, model=HofamConfig(**inputs))
             best, seconds = trained(work / "crop_runs" / f"crop{args.crop}_seed{seed}{suffix}",
                                     data, split, config)
             f, test_f, val_f = score_run(best, split, scenes)
-            by_mode.setdefault(f"camera {mode}", []).append((test_f, val_f))
-            rows.append(run_row(f"camera {mode}, seed {seed}", split, f, test_f, val_f, seconds))
+            by_variant.setdefault(variant, []).append((test_f, val_f))
+            rows.append(run_row(f"{variant}, seed {seed}", split, f, test_f, val_f, seconds))
+            if variant == "none":
+                label = "none, affine+align at test"
+                f, test_f, val_f = score_run(best, split, scenes,
+                                             inputs=VARIANTS["affine+align"][0])
+                by_variant.setdefault(label, []).append((test_f, val_f))
+                rows.append(run_row(f"{label}, seed {seed}", split, f, test_f, val_f, nan))
     rows.extend(baselines)
 
     header = ["run", *split.test, "test mean F", "val F", "train s"]
-    means = seed_means(by_mode)
+    means = seed_means(by_variant)
     body = (
-        f"Split `{split.name}`. First row: the median camera speed of each test scene (the "
-        f"affine fit of `crossnet.camera_motion` to DIS-fast stride-1 flow, every third frame "
-        f"of the first 90), pixels per frame at the scene's size. Then CDnet-2014 F on each "
+        f"Split `{split.name}`. First rows: the median camera speed of each test scene "
+        f"(`crossnet.camera_motion.camera_flows` on DIS-fast stride-1 flow, every third frame "
+        f"of the first 90: the affine fit where it explains the frame pair better than a still "
+        f"camera, else 0), pixels per frame at the scene's size, and the share of those frames "
+        f"where the fit was kept. Then CDnet-2014 F on each "
         f"test scene (never trained on, never used for a choice) and mean F over the "
         f"validation scenes ({', '.join(split.validation)}), through the streaming `segment` "
         f"path (each run's own threshold and best-validation checkpoint). Every run: the model "
         f"card's recipe at crop {args.crop}, {args.epochs} epochs x {args.samples_per_epoch} "
         f"samples, batch {args.batch_size}, composites 30 %, the split's training scenes plus "
-        f"6 synthetic scenes, on this CPU; only the camera-motion mode and the seed differ. "
+        f"6 synthetic scenes, on this CPU; only the variant and the seed differ. "
         f"MOG2/KNN: OpenCV defaults, same test frames, same run.\n\n"
         f"{markdown_table(header, rows)}\n\nMean over seeds: {means}. "
         f"Whole run: {time.perf_counter() - started:.0f} s."
