@@ -224,22 +224,26 @@ class VideoBackgrounds:
         wanted = np.flatnonzero(reader.has_mask)
         last = int(wanted[-1])
         keep = set(wanted.tolist())
-        frames = [reader.frame(t) for t in range(last + 1)]
-        motions = self._motions(reader, frames) if self.align else None
+        frames = (reader.frame(t) for t in range(last + 1))
+        motions = self._motions(reader, last) if self.align else None
         backgrounds = running_backgrounds(frames, rate=self.rate, estimator=self.estimator,
                                           motions=motions)
         return {t: np.ascontiguousarray(background.transpose(2, 0, 1))
                 for t, background in enumerate(backgrounds) if t in keep}
 
     @staticmethod
-    def _motions(reader: CacheReader, frames: list[np.ndarray]) -> Iterator[torch.Tensor | None]:
-        """The camera's flow from each frame to the one before (None for frame 0)."""
+    def _motions(reader: CacheReader, last: int) -> Iterator[torch.Tensor | None]:
+        """The camera's flow from each frame 0..last to the one before (None for frame 0).
+
+        Reads the frames itself (again), so that no list of a whole video's frames is kept."""
         stride = reader.info.strides.index(1)
+        previous = reader.frame(0).transpose(2, 0, 1)
         yield None
-        for t in range(1, len(frames)):
+        for t in range(1, last + 1):
+            frame = reader.frame(t).transpose(2, 0, 1)
             flow = reader.flow(t)[stride:stride + 1]
-            yield camera_flows(flow, (1,), frames[t].transpose(2, 0, 1),
-                               frames[t - 1].transpose(2, 0, 1)[None])[0]
+            yield camera_flows(flow, (1,), frame, previous[None])[0]
+            previous = frame
 
     def get(self, cache: int, t: int) -> np.ndarray:
         """The background of frame t of cache ``cache``: (3, H, W) uint8, a copy.
