@@ -5,6 +5,7 @@ Imported as ``_runs`` (a script's own folder is first on ``sys.path``, as for ``
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -12,10 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _report import nan_mean
+from _report import REPO_ROOT, data_root, nan_mean
+from _split import fit_caches, split_scenes
 
 from crossnet.hofam import HofamConfig
-from crossnet.split import Split
+from crossnet.split import Split, load_split
 from flow.backends import make_hop_backend
 from pipelines.cli import main as cli
 from pipelines.evaluate import ModelMethod, evaluate
@@ -29,6 +31,32 @@ def parse_size(text: str) -> tuple[int, int]:
     """'WxH' -> (width, height)."""
     width, height = (int(part) for part in text.lower().split("x"))
     return width, height
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser, *, shared_with: str) -> None:
+    """The options of a script that trains the model card's recipe: where the data, the split
+    and the reused work folder are (``shared_with`` names the script whose runs it reuses),
+    the seeds, and the recipe's epochs, samples per epoch and batch size."""
+    parser.add_argument("--data", help="real scenes (default <repo>/../shared/data)")
+    parser.add_argument("--split", default=str(REPO_ROOT / "splits" / "cross_scene_v1.json"))
+    parser.add_argument("--work", default="/tmp/crossnet_ablation",
+                        help=f"folder for caches and runs (reused; shared with {shared_with})")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--epochs", type=int, default=14)
+    parser.add_argument("--samples-per-epoch", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=12)
+
+
+def recipe_data(args: argparse.Namespace) -> tuple[Split, dict[str, Path], Path, list[Path]]:
+    """For :func:`add_recipe_arguments`' options: the split, its scenes (name -> folder), the
+    work folder and the recipe's training data (the split's fitting caches, strides
+    :data:`STRIDES`, and the synthetic scenes' caches), made once and reused."""
+    root = data_root(args.data)
+    split = load_split(args.split)
+    scenes = split_scenes(root, split)
+    work = Path(args.work)
+    return split, scenes, work, [fit_caches(STRIDES, split, scenes, work),
+                                 synthetic_caches(work)]
 
 
 def synthetic_caches(work: Path) -> Path:

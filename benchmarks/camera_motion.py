@@ -30,35 +30,30 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 from _report import (
-    REPO_ROOT,
     add_record_argument,
-    data_root,
     environment,
     markdown_table,
     report,
 )
 from _runs import (
-    STRIDES,
+    add_recipe_arguments,
     baseline_rows,
     parse_size,
+    recipe_data,
     run_row,
     score_run,
     seed_means,
-    synthetic_caches,
     trained,
 )
-from _split import fit_caches, split_scenes
 
 from crossnet.camera_motion import camera_flows
 from crossnet.hofam import HofamConfig
-from crossnet.split import load_split
 from flow.classical import make_classical_backend
-from pipelines.scenes import Scene, find_scenes
+from pipelines.scenes import Scene, open_scene
 from pipelines.train import TrainConfig
 
 # Input options of each variant (HofamConfig fields), and its run folders' suffix. The
@@ -91,30 +86,18 @@ def camera_speed(scene: Scene, frames: int = 90, every: int = 3) -> tuple[float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="real scenes (default <repo>/../shared/data)")
-    parser.add_argument("--split", default=str(REPO_ROOT / "splits" / "cross_scene_v1.json"))
-    parser.add_argument("--work", default="/tmp/crossnet_ablation",
-                        help="folder for caches and runs (reused; shared with training_crop.py)")
+    add_recipe_arguments(parser, shared_with="training_crop.py")
     parser.add_argument("--crop", default="128x128", help="training crop, WIDTHxHEIGHT")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--epochs", type=int, default=14)
-    parser.add_argument("--samples-per-epoch", type=int, default=1024)
-    parser.add_argument("--batch-size", type=int, default=12)
     add_record_argument(parser)
     args = parser.parse_args()
     env = environment()
     started = time.perf_counter()
 
-    root = data_root(args.data)
-    split = load_split(args.split)
-    scenes = split_scenes(root, split)
-    work = Path(args.work)
-    data = [fit_caches(STRIDES, split, scenes, work), synthetic_caches(work)]
+    split, scenes, work, data = recipe_data(args)
     width, height = parse_size(args.crop)
 
-    found = {scene.name: scene for scene in find_scenes([root])}
-    speeds, kept = zip(*(camera_speed(found[name]) for name in split.test))
+    speeds, kept = zip(*(camera_speed(open_scene(scenes[name])) for name in split.test))
     baselines = baseline_rows(split, scenes)
     nan = float("nan")
     rows = [["camera px/frame", *speeds, nan, nan, nan],

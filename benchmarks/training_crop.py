@@ -21,54 +21,38 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from _report import (
-    REPO_ROOT,
     add_record_argument,
-    data_root,
     environment,
     markdown_table,
     report,
 )
 from _runs import (
-    STRIDES,
+    add_recipe_arguments,
     baseline_rows,
     parse_size,
+    recipe_data,
     run_row,
     score_run,
     seed_means,
-    synthetic_caches,
     trained,
 )
-from _split import fit_caches, split_scenes
 
-from crossnet.split import load_split
 from pipelines.train import TrainConfig
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="real scenes (default <repo>/../shared/data)")
-    parser.add_argument("--split", default=str(REPO_ROOT / "splits" / "cross_scene_v1.json"))
-    parser.add_argument("--work", default="/tmp/crossnet_ablation",
-                        help="folder for caches and runs (reused; shared with ablation.py)")
+    add_recipe_arguments(parser, shared_with="ablation.py")
     parser.add_argument("--crops", nargs="+", default=["128x128", "320x240"],
                         help="training crops, WIDTHxHEIGHT")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--epochs", type=int, default=14)
-    parser.add_argument("--samples-per-epoch", type=int, default=1024)
-    parser.add_argument("--batch-size", type=int, default=12)
     add_record_argument(parser)
     args = parser.parse_args()
     env = environment()
     started = time.perf_counter()
 
-    root = data_root(args.data)
-    split = load_split(args.split)
-    scenes = split_scenes(root, split)
-    work = Path(args.work)
-    data = [fit_caches(STRIDES, split, scenes, work), synthetic_caches(work)]
+    split, scenes, work, data = recipe_data(args)
     baselines = baseline_rows(split, scenes)
     rows, by_crop = [], {}
     for crop in args.crops:
