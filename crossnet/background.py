@@ -116,10 +116,11 @@ def align_estimate(estimate: ArrayLike, motion: ArrayLike, frame: ArrayLike) -> 
         ``x + motion(x)`` (bilinear).
     """
     is_torch = isinstance(estimate, torch.Tensor)
-    image = estimate if is_torch else torch.from_numpy(np.ascontiguousarray(estimate))
-    current = torch.as_tensor(np.asarray(frame) if not is_torch else frame)
-    if not is_torch:
-        image, current = image.permute(2, 0, 1), current.permute(2, 0, 1)
+    if is_torch:
+        image, current = estimate, frame
+    else:  # (H, W, 3) -> (3, H, W) views
+        image = torch.from_numpy(np.ascontiguousarray(estimate)).permute(2, 0, 1)
+        current = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)
     flow = torch.as_tensor(motion).to(device=image.device, dtype=torch.float32)
     height, width = image.shape[-2:]
     if tuple(flow.shape) != (2, height, width):

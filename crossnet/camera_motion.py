@@ -28,14 +28,13 @@ Method, per flow field (one stride of one frame):
 Why step 3. DIS estimates flow on patches; on a flat, textureless region next to a moving
 object (a road beside its cars) it spreads the object's motion over the region, and when such
 regions cover most of the frame the robust fit reads them as a moving camera. On UCSD's
-HighwayI, filmed by a still camera, the fit alone found up to 10 px/frame of camera motion
-(60-90 % of the pixels had flow above 0.5 px/frame); the frames themselves say otherwise, since
-the warp by that motion matches frame t - 1 worse than no warp. Measured on the split's test
-scenes (``benchmarks/camera_motion.py``, every third frame of the first 90, recorded in
-``benchmarks/RESULTS.md``): the fit is kept on none of the frames of the still-camera scenes,
+HighwayI, filmed by a still camera, the fit alone found a median camera speed of 1.36 px/frame
+(the first "Camera-motion compensation" record in ``benchmarks/RESULTS.md``); the frames say
+otherwise, since a warp by that motion matches frame t - 1 worse than no warp. Measured on the
+split's test scenes (``benchmarks/camera_motion.py``, every third frame of the first 90,
+recorded in the same file): the fit is kept on none of the frames of the still-camera scenes,
 HighwayI included, and on 100 % (cyclists), 69 % (hockey), 54 % (surfers) and 26 % (birds)
-of the frames of the moving-camera ones; the misses are mostly the fastest pans (hockey, up
-to 30 px/frame), where DIS-fast itself fails.
+of the frames of the moving-camera ones. Why the others are dropped was not analysed.
 
 For a still camera the camera flow is zero and the 3D-HOP passes unchanged. The compensation
 is part of a model's input definition (:attr:`crossnet.hofam.HofamConfig.camera_motion`):

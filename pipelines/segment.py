@@ -237,21 +237,24 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
                                 device=device, logit_threshold=logit_threshold,
                                 bf16=precision == "bf16")
         longest = max(config.strides)
-        for_stride_1 = config.strides.index(1) if align else None
+        # The fields whose camera flow is needed: every stride's to compensate the 3D-HOP,
+        # else only stride 1's, for the background.
+        fitted = config.strides if config.camera_motion != "none" else (1,)
+        fields = [config.strides.index(k) for k in fitted]
         batch: list[tuple[int, torch.Tensor]] = []
         for index, stack in hops:
             frame, small, estimate = pending[index]
             if cache is not None:
                 cache.record(index + start - offset, frame, small, stack)
             if compensate:
-                earlier = np.stack([history[earlier_frame(index, k)] for k in config.strides])
+                earlier = np.stack([history[earlier_frame(index, k)] for k in fitted])
                 history.pop(index - longest, None)  # no later frame pairs with it
-                camera = camera_flows(stack.cpu(), config.strides, small.transpose(2, 0, 1),
+                camera = camera_flows(stack[fields].cpu(), fitted, small.transpose(2, 0, 1),
                                       earlier.transpose(0, 3, 1, 2))
                 if config.camera_motion != "none":
                     stack = stack - camera.to(stack)
                 if align:
-                    estimate = to_uint8(background.advance(small, camera[for_stride_1]))
+                    estimate = to_uint8(background.advance(small, camera[fitted.index(1)]))
                     pending[index] = (frame, small, estimate)
             batch.append((index, stack))
             if len(batch) == batch_frames:

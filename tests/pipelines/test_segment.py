@@ -282,13 +282,15 @@ def test_the_model_gets_the_3d_hop_with_the_camera_motion_it_was_trained_with(
         assert max(got.abs().median() for got, _ in seen) < 0.3
 
 
+@pytest.mark.parametrize("camera_motion", ["none", "affine"])
 @pytest.mark.parametrize("start", [0, 5])
 def test_a_background_aligned_with_the_camera_is_what_training_made_even_after_resuming(
-        panning, tmp_path, start):
+        panning, tmp_path, start, camera_motion):
+    from crossnet.background import running_backgrounds
     from pipelines.sources import open_source
 
     torch.manual_seed(1)
-    model = build_hofam(HofamConfig(strides=(1, 2), camera_motion="affine",
+    model = build_hofam(HofamConfig(strides=(1, 2), camera_motion=camera_motion,
                                     align_background=True))
     save_checkpoint(tmp_path / "al.pt", {"model": model.state_dict(),
                                          "model_config": model.config.to_dict()})
@@ -299,14 +301,14 @@ def test_a_background_aligned_with_the_camera_is_what_training_made_even_after_r
                                   start=start))
     assert [mask is None for _, mask in results] == [t < start for t in range(9)]
     frames = [frame.rgb for frame in open_source(panning)]
-    hops, backgrounds, _ = _expected_inputs(frames, backend, (1, 2), "affine", True)
+    hops, backgrounds, _ = _expected_inputs(frames, backend, (1, 2), camera_motion, True)
     assert len(seen) == 9 - start
     for t, (hop, background) in enumerate(seen, start=start):
         torch.testing.assert_close(hop, hops[t], atol=1e-4, rtol=0, msg=f"frame {t}")
         np.testing.assert_array_equal(background, backgrounds[t], err_msg=f"frame {t}")
     # Moved with the camera, the background matches the frame away from the square; the
     # still EMA, smeared along the pan, does not.
-    still = list(running_backgrounds_of(frames))
+    still = list(running_backgrounds(frames))
     away = np.ones((48, 64), bool)
     away[8:30, 28:42] = False
     aligned_error = np.mean([np.abs(backgrounds[t].astype(int) - frames[t])[away].mean()
@@ -314,9 +316,3 @@ def test_a_background_aligned_with_the_camera_is_what_training_made_even_after_r
     still_error = np.mean([np.abs(still[t].astype(int) - frames[t])[away].mean()
                            for t in range(4, 9)])
     assert aligned_error < 0.1 * still_error, (aligned_error, still_error)
-
-
-def running_backgrounds_of(frames):
-    from crossnet.background import running_backgrounds
-
-    return running_backgrounds(frames)
