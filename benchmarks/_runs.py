@@ -16,13 +16,12 @@ from typing import Any
 from _report import REPO_ROOT, data_root, nan_mean
 from _split import fit_caches, split_scenes
 
-from crossnet.hofam import HofamConfig
 from crossnet.split import Split, load_split
 from flow.backends import make_hop_backend
 from pipelines.cli import main as cli
 from pipelines.evaluate import ModelMethod, evaluate
 from pipelines.segment import load_segmentation_model
-from pipelines.train import TrainConfig, train
+from pipelines.train import TrainConfig, train, with_new_defaults
 
 STRIDES = (1, 4, 8)
 
@@ -76,14 +75,13 @@ def trained(run: Path, data: list[Path], split: Split, config: TrainConfig
             ) -> tuple[Path, float]:
     """Train ``run`` unless it finished before; its best checkpoint and training seconds.
 
-    A finished run is reused only if it was trained with exactly ``config`` (model options
-    added since the run take their defaults, as when its checkpoint is loaded).
+    A finished run is reused only if it was trained with exactly ``config`` (settings added
+    since the run take their defaults, as when its checkpoint is loaded or resumed).
     """
     done = run / "done"
     recorded = run / "config.json"
     if recorded.exists():
-        previous = json.loads(recorded.read_text())["train_config"]
-        previous["model"] = HofamConfig.from_dict(previous["model"]).to_dict()
+        previous = with_new_defaults(json.loads(recorded.read_text())["train_config"])
         wanted = json.loads(json.dumps(config.to_dict()))  # tuples as JSON lists
         differing = sorted(k for k, v in wanted.items() if previous.get(k) != v)
         if differing:

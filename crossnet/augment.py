@@ -16,7 +16,7 @@ their exact values, and pixels the zoom brings in from outside the frame are lab
 scored), with zero flow and replicated edge pixels in the images, as in :mod:`crossnet.data`.
 
 Photometric jitter changes the frame and the background with the SAME draws (brightness,
-contrast around the FRAME's mean grey, saturation, hue), so the background still matches the
+contrast around the FRAME's mean grey, saturation, hue, and optionally a haze veil), so the background still matches the
 frame's colours; gaussian noise of one per-sample standard deviation is drawn independently for
 each image. Flow and labels are never touched by it. The four colour steps are all affine in
 the pixel value, so they are applied as one 3x3 matrix and offset per sample
@@ -59,6 +59,11 @@ class AugmentConfig:
         hue: hue shift drawn in [-hue, hue] radians (pi = complementary colours).
         noise_std: the largest standard deviation of additive gaussian noise, grey levels;
             each sample draws its own in [0, noise_std].
+        haze: the largest strength h of a flat veil laid over frame and background alike,
+            ``x -> (1 - h) x + h v``, h drawn in [0, haze] and the veil's grey v in
+            [0.5, 1]: fog, mist or glare, far lower contrast than ``contrast`` reaches
+            (UCSD traffic, a test scene, is filmed through fog). 0, the default, draws
+            nothing, so runs without it are unchanged.
     """
 
     flip_probability: float = 0.5
@@ -68,6 +73,7 @@ class AugmentConfig:
     saturation: float = 0.2
     hue: float = 0.05
     noise_std: float = 3.0
+    haze: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.flip_probability <= 1.0:
@@ -83,6 +89,8 @@ class AugmentConfig:
         if not 0.0 <= self.contrast <= 1.0 or not 0.0 <= self.saturation <= 1.0:
             raise ValueError(f"contrast and saturation must be in [0, 1] (factors stay >= 0), "
                              f"got {self.contrast} and {self.saturation}")
+        if not 0.0 <= self.haze < 1.0:
+            raise ValueError(f"haze must be in [0, 1), got {self.haze}")
         if not 0.0 <= self.hue <= math.pi:
             raise ValueError(f"hue must be in [0, pi] radians, got {self.hue}")
 
@@ -284,6 +292,11 @@ def augment_batch(batch: dict[str, Any], config: AugmentConfig,
     luma = torch.tensor(_LUMA, device=device).view(1, 3, 1, 1)
     mean_grey = (frame * luma).sum(dim=1).mean(dim=(-2, -1)) + factors["brightness"]
     matrix, offset = colour_transform(**factors, mean_grey=mean_grey)
+    if config.haze > 0:  # the veil is affine too: fold it into the colour map
+        strength = _uniform(generator, count, 0.0, config.haze, device)
+        veil = _uniform(generator, count, 0.5, 1.0, device)
+        matrix = (1.0 - strength).view(-1, 1, 1) * matrix
+        offset = (1.0 - strength).view(-1, 1) * offset + (strength * veil).view(-1, 1)
     for name in _IMAGE_KEYS:
         if name not in out:
             continue

@@ -377,6 +377,13 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
               help="Attention-gated skip connections (off: plain skips).")
 @click.option("--size-balanced/--no-size-balanced", default=True, show_default=True,
               help="Size-balanced pixel weights in the loss.")
+@click.option("--haze", default=0.0, show_default=True, type=FiniteFloatRange(0, 1, max_open=True),
+              help="Augmentation: lay a flat veil of strength up to this over frame and "
+                   "background (fog, glare; 0: off).")
+@click.option("--weight-average", default=0.0, show_default=True,
+              type=FiniteFloatRange(0, 1, max_open=True),
+              help="Validate and save a moving average of the weights with this decay, e.g. "
+                   "0.99 (0: the raw weights).")
 @click.option("--amp", is_flag=True, help="bf16 autocast.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
               help="Data-loading worker processes per training process.")
@@ -389,14 +396,15 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_epoch, crop,
           composite_fraction, flow_encoding, background, background_estimator, appearance_norm,
-          camera_motion, align_background, cmdff, attention, size_balanced, amp, workers, seed,
-          resume, overwrite, device, no_progress) -> None:
+          camera_motion, align_background, cmdff, attention, size_balanced, haze,
+          weight_average, amp, workers, seed, resume, overwrite, device, no_progress) -> None:
     """Train the HOFAM segmentation model on cached 3D-HOP stacks and masks.
 
     Trains on the split's training scenes (plus composites), reports validation F per epoch on
     its validation scenes, never touches its test scenes. Works under
     `torchrun --nproc_per_node=N crossnet train ...`.
     """
+    from crossnet.augment import AugmentConfig
     from crossnet.hofam import HofamConfig
     from crossnet.losses import LossConfig
     from pipelines.train import TrainConfig
@@ -408,7 +416,8 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, samples_per_epoch=samples_per_epoch,
         crop_size=(crop[1], crop[0]), composite_fraction=composite_fraction, amp=amp,
-        seed=seed, num_workers=workers,
+        seed=seed, num_workers=workers, weight_average=weight_average,
+        augment=AugmentConfig(haze=haze),
         model=HofamConfig(flow_encoding=flow_encoding, use_background=background,
                           background_estimator=background_estimator,
                           appearance_norm=appearance_norm, camera_motion=camera_motion,

@@ -43,6 +43,7 @@ from crossnet.hofam import HOFAM, HofamConfig, build_hofam
 from crossnet.losses import LossConfig, SegmentationLoss
 from crossnet.metrics import VideoScorer, mean_scores
 from crossnet.split import Split, load_split
+from crossnet.weight_average import WeightAverage
 from flow.backends import resolve_device
 from flow.cache import CacheReader, is_complete
 from pipelines.errors import InputError, TrainingDiverged
@@ -79,6 +80,9 @@ class TrainConfig:
         composite_fraction: share of samples that are composites.
         composite_flow: flow backend that recomputes the 3D-HOP of composites.
         grad_clip: gradient norm clip.
+        weight_average: decay of the moving average of the weights
+            (:mod:`crossnet.weight_average`) that is validated and saved instead of the raw
+            weights; 0 (the default) trains and saves the raw weights.
         amp: bf16 autocast (CPU and CUDA).
         seed: the seed every random choice derives from.
         num_workers: data-loading worker processes per training process.
@@ -98,6 +102,7 @@ class TrainConfig:
     composite_fraction: float = 0.3
     composite_flow: str = "dis-fast"
     grad_clip: float = 1.0
+    weight_average: float = 0.0
     amp: bool = False
     seed: int = 0
     num_workers: int = 2
@@ -112,6 +117,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.composite_fraction <= 1.0:
             raise ValueError(f"composite_fraction must be in [0, 1], got {self.composite_fraction}")
+        if not 0.0 <= self.weight_average < 1.0:
+            raise ValueError(f"weight_average must be in [0, 1), got {self.weight_average}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be finite and > 0, got {self.lr}")
         if not self.validation_thresholds or not all(
@@ -354,14 +361,23 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
         pct_start=0.15)
+    # What is validated and saved: the moving average of the weights, or the weights.
+    average = WeightAverage(model, config.weight_average) if config.weight_average else None
+    saved = average.model if average else model
     start_epoch, best_f, history = 0, -math.inf, []
     if resume:
         checkpoint = load_checkpoint(last_path, map_location=run_device)
+        if isinstance(checkpoint.get("train_config"), dict):
+            checkpoint["train_config"] = with_new_defaults(checkpoint["train_config"])
         check_resumable(last_path, checkpoint,
-                        keys=("train_config", "optimizer", "scheduler", "epoch", "best_f"),
+                        keys=("train_config", "optimizer", "scheduler", "epoch", "best_f")
+                        + (("trained_model", "weight_average") if average else ()),
                         train_config=config.to_dict(), ignore=_RESUME_IGNORES)
         with restoring(last_path):
-            model.load_state_dict(checkpoint["model"])
+            model.load_state_dict(checkpoint["trained_model" if average else "model"])
+            if average:
+                average.load_state_dict({"model": checkpoint["model"],
+                                         **checkpoint["weight_average"]})
             optimizer.load_state_dict(checkpoint["optimizer"])
             scheduler.load_state_dict(checkpoint["scheduler"])
             start_epoch = int(checkpoint["epoch"])
@@ -415,6 +431,8 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
                     f"{last_path} keeps the last good epoch (try a lower --lr)")
             optimizer.step()
             scheduler.step()
+            if average:
+                average.update(model)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         train_loss = float(np.mean(losses))
@@ -424,7 +442,7 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
             train_loss = total.item() / world_size
         if rank == 0:
             threshold, per_scene = (
-                validate(model, validation_caches, device=run_device,
+                validate(saved, validation_caches, device=run_device,
                          thresholds=config.validation_thresholds, amp=config.amp)
                 if validation_caches else (0.5, {}))
             validation_f = (mean_scores({"F": f} for f in per_scene.values())["F"]
@@ -438,21 +456,24 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
                                  best_f=best_f, seconds=time.perf_counter() - started,
                                  lr=scheduler.get_last_lr()[0])
             history.append(dataclasses.asdict(record))
-            if not all(torch.isfinite(value).all() for value in model.state_dict().values()
+            if not all(torch.isfinite(value).all() for value in saved.state_dict().values()
                        if value.is_floating_point()):
                 raise TrainingDiverged(f"the weights became non-finite in epoch {epoch + 1}; "
                                        f"{last_path} keeps the last good epoch")
-            checkpoint = {"model": model.state_dict(), "model_config": model_config.to_dict(),
+            checkpoint = {"model": saved.state_dict(), "model_config": model_config.to_dict(),
                           "train_config": config.to_dict(), "split": split.to_dict(),
                           "code_version": crossnet.__version__, "flow_backend": flow_backend,
                           "epoch": epoch + 1, "threshold": threshold,
                           "best_f": best_f, "history": history,
                           "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict()}
+            if average:  # what resuming needs besides the averaged weights
+                checkpoint["trained_model"] = model.state_dict()
+                checkpoint["weight_average"] = {"steps": average.steps}
             save_checkpoint(last_path, checkpoint)
             if improved:
                 save_checkpoint(best_path, {k: v for k, v in checkpoint.items()
-                                            if k not in ("optimizer", "scheduler")})
+                                            if k not in _RESUME_ONLY})
             write_jsonl_atomic(out_dir / "log.jsonl", history)
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}  train loss {train_loss:.4f}  "
                        f"validation F {validation_f:.4f} (threshold {threshold})  "
@@ -480,5 +501,20 @@ def _divergence_message(loss: float, batch: dict, epoch: int, last_path: Path) -
 # Settings a resumed run may change: samples are seeded per index, so the worker count does
 # not change them.
 _RESUME_IGNORES = ("num_workers",)
+# Checkpoint entries only resuming needs; best.pt, the one users load, goes without them.
+_RESUME_ONLY = ("optimizer", "scheduler", "trained_model", "weight_average")
+
+
+def with_new_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
+    """A recorded ``train_config`` (a checkpoint's or ``config.json``'s) completed with the
+    defaults of the settings added since it was written (top-level, augmentation and model
+    options), so that a run of older code compares equal to the same run made today."""
+    defaults = TrainConfig().to_dict()
+    completed = {**defaults, **recorded}
+    if isinstance(recorded.get("augment"), dict):
+        completed["augment"] = {**defaults["augment"], **recorded["augment"]}
+    if isinstance(recorded.get("model"), dict):
+        completed["model"] = HofamConfig.from_dict(recorded["model"]).to_dict()
+    return completed
 
 
