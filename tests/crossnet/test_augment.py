@@ -210,3 +210,34 @@ def test_colour_transform_known_answers():
     assert (rotated - torch.tensor(colour)).abs().max() > 0.1
     back, _ = colour_transform(**factors(hue=-1.0))
     torch.testing.assert_close(back[0] @ matrix[0], torch.eye(3), rtol=0, atol=1e-5)
+
+
+def test_haze_lowers_contrast_by_one_factor_per_sample_for_frame_and_background():
+    batch = make_batch(batch_size=16)
+    # Two grey levels, 40 and 200, in every image: the haze maps them to (1 - h) x + h v.
+    levels = torch.where(torch.arange(32) < 16, 40, 200).to(torch.uint8)
+    batch["frame"] = levels.expand(16, 3, 24, 32).clone()
+    batch["background"] = batch["frame"].clone()
+    out = augment_batch(batch, AugmentConfig(**{**OFF, "haze": 0.6}), generator(4))
+    torch.testing.assert_close(out["background"], out["frame"], rtol=0, atol=0)
+    dark, bright = out["frame"][..., 0].float(), out["frame"][..., -1].float()
+    kept = (bright - dark) / 160.0  # 1 - h per sample, all channels and pixels alike
+    assert kept.amin(dim=(1, 2)).sub(kept.amax(dim=(1, 2))).abs().max() <= 2 / 160
+    assert kept.min() >= 0.4 - 2 / 160 and kept.max() <= 1.0 + 1e-6
+    assert kept.min() < 0.7  # some samples really hazy
+    strength = 1.0 - kept[:, 0, 0]
+    veil = (dark[:, 0, 0] - 40 * kept[:, 0, 0]) / (255 * strength.clamp_min(1e-3))
+    hazy = strength > 0.1
+    assert ((veil[hazy] > 0.5 - 0.03) & (veil[hazy] < 1.0 + 0.03)).all()
+    torch.testing.assert_close(out["hop"], batch["hop"], rtol=0, atol=0)
+
+
+def test_no_haze_draws_nothing():
+    """haze = 0 leaves the random stream as it was before the option existed."""
+    batch = make_batch()
+    plain = augment_batch(batch, AugmentConfig(), generator(9))
+    zero = augment_batch(batch, AugmentConfig(haze=0.0), generator(9))
+    for key in ("frame", "background"):
+        torch.testing.assert_close(zero[key], plain[key], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="haze"):
+        AugmentConfig(haze=1.0)

@@ -74,8 +74,10 @@ def test_a_run_writes_checkpoints_and_a_log(caches, tmp_path):
         train([caches], SPLIT, tmp_path / "run", _config(), device="cpu", progress=False)
 
 
-def test_resume_reproduces_the_uninterrupted_run(caches, tmp_path, monkeypatch):
-    train([caches], SPLIT, tmp_path / "whole", _config(), device="cpu", progress=False)
+@pytest.mark.parametrize("weight_average", [0.0, 0.9])
+def test_resume_reproduces_the_uninterrupted_run(caches, tmp_path, monkeypatch, weight_average):
+    config = _config(weight_average=weight_average)
+    train([caches], SPLIT, tmp_path / "whole", config, device="cpu", progress=False)
     whole = load_checkpoint(tmp_path / "whole" / "last.pt")
 
     real_validate = train_module.validate
@@ -89,19 +91,51 @@ def test_resume_reproduces_the_uninterrupted_run(caches, tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_module, "validate", validate_then_die)
     with pytest.raises(KeyboardInterrupt):
-        train([caches], SPLIT, tmp_path / "cut", _config(), device="cpu", progress=False)
+        train([caches], SPLIT, tmp_path / "cut", config, device="cpu", progress=False)
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
     monkeypatch.setattr(train_module, "validate", real_validate)
-    train([caches], SPLIT, tmp_path / "cut", _config(), device="cpu", resume=True,
+    train([caches], SPLIT, tmp_path / "cut", config, device="cpu", resume=True,
           progress=False)
     resumed = load_checkpoint(tmp_path / "cut" / "last.pt")
     assert resumed["epoch"] == 2
     _states_equal(resumed["model"], whole["model"])
+    if weight_average:
+        _states_equal(resumed["trained_model"], whole["trained_model"])
     assert [h["train_loss"] for h in resumed["history"]] == pytest.approx(
         [h["train_loss"] for h in whole["history"]], rel=1e-6)
     with pytest.raises(InputError, match="other settings"):
         train([caches], SPLIT, tmp_path / "cut", _config(lr=1e-3), device="cpu", resume=True,
               progress=False)
+
+
+def test_weight_average_validates_and_ships_the_average(caches, tmp_path):
+    train([caches], SPLIT, tmp_path / "run", _config(weight_average=0.9), device="cpu",
+          progress=False)
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    steps = 2 * (16 // 4)  # epochs x steps per epoch
+    assert last["weight_average"] == {"steps": steps}
+    # "model" is the average, which differs from the weights the optimiser left.
+    weight = next(iter(last["model"]))
+    assert not torch.equal(last["model"][weight], last["trained_model"][weight])
+    # best.pt, what users load, holds the average only.
+    assert not {"trained_model", "weight_average", "optimizer"} & set(best)
+    if best["epoch"] == 2:
+        _states_equal(best["model"], last["model"])
+
+
+def test_a_run_of_older_code_resumes(caches, tmp_path):
+    """A checkpoint written before a setting existed resumes as if it had its default."""
+    train([caches], SPLIT, tmp_path / "run", _config(epochs=1), device="cpu", progress=False)
+    path = tmp_path / "run" / "last.pt"
+    checkpoint = load_checkpoint(path)
+    del checkpoint["train_config"]["weight_average"], checkpoint["train_config"]["augment"]["haze"]
+    torch.save(checkpoint, path)
+    train([caches], SPLIT, tmp_path / "run", _config(epochs=1), device="cpu", resume=True,
+          progress=False)  # nothing left to train, but the settings were accepted
+    with pytest.raises(InputError, match="other settings"):
+        train([caches], SPLIT, tmp_path / "run", _config(epochs=1, weight_average=0.9),
+              device="cpu", resume=True, progress=False)
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(caches, tmp_path,
@@ -147,3 +181,16 @@ def test_two_process_gloo_ddp_run(caches, tmp_path):
     assert checkpoint["train_config"]["batch_size"] == 4
     # Two ranks of batch 4 share 16 samples: 2 steps each, one optimizer step per step.
     assert checkpoint["scheduler"]["last_epoch"] == 2
+
+
+def test_cli_passes_haze_and_weight_average(caches, tmp_path):
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps(SPLIT.to_dict()))
+    args = ["train", "--data", str(caches), "--split", str(split), "--out", str(tmp_path / "run"),
+            "--epochs", "1", "--batch-size", "2", "--samples-per-epoch", "2", "--crop", "32x32",
+            "--workers", "0", "--no-progress"]
+    assert main([*args, "--weight-average", "1"]) == 2  # a usage error: the decay is below 1
+    assert main([*args, "--haze", "0.5", "--weight-average", "0.9"]) == 0
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]
+    assert recorded["augment"]["haze"] == 0.5 and recorded["weight_average"] == 0.9
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["weight_average"] == {"steps": 1}
