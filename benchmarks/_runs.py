@@ -96,14 +96,16 @@ def trained(run: Path, data: list[Path], split: Split, config: TrainConfig
 
 
 def score_run(best: Path, split: Split, scenes: dict[str, Path], *,
-              inputs: dict[str, Any] | None = None) -> tuple[dict[str, float], float, float]:
+              inputs: dict[str, Any] | None = None, flip_average: bool = True
+              ) -> tuple[dict[str, float], float, float]:
     """F of a checkpoint on every test and validation scene through the streaming ``segment``
     path (its own threshold and flow backend), and the test and validation means.
 
     ``inputs`` changes input options of the checkpoint's model configuration at test time only
-    (e.g. ``{"camera_motion": "affine"}`` for a model trained without it).
+    (e.g. ``{"camera_motion": "affine"}`` for a model trained without it); ``flip_average``
+    is ``segment``'s option of that name (on by default, as in ``segment``).
     """
-    segmentation = load_segmentation_model(best)
+    segmentation = load_segmentation_model(best, flip_average=flip_average)
     if inputs:
         config = dataclasses.replace(segmentation.config, **inputs)
         segmentation = dataclasses.replace(segmentation, config=config)

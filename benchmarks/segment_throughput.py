@@ -6,14 +6,17 @@ bundled weights (or ``--weights``), strides from the checkpoint:
 
 1. decode only (:class:`pipelines.sources.VideoSource`): the floor of anything reading the clip;
 2. MOG2 and KNN end to end (decode + subtractor), what a user of the baselines gets;
-3. 3D-HOP alone (frames in memory) per flow backend;
+3. 3D-HOP alone (frames in memory) per flow backend, and the camera-motion fit and its check
+   against the frames (:func:`crossnet.camera_motion.camera_flows`, every stride's field), which
+   ``crossnet train --camera-motion affine --align-background`` models add (off by default);
 4. HOFAM forward alone (3D-HOP stacks and frames in memory), fp32 at batch 1 and
    ``--batch-size``, and bf16 autocast at ``--batch-size``;
 5. ``segment`` end to end (:func:`pipelines.segment.segment_frames` from the video file: decode,
    running background, 3D-HOP, HOFAM, threshold, resize back): the default path (the
    checkpoint's backend, the 3D-HOP built in a background thread while HOFAM runs), the same
-   path without that overlap (everything in one thread), with bf16 autocast, and with each
-   other backend;
+   path without that overlap (everything in one thread), with bf16 autocast, with the
+   checkpoint's model fed camera-compensated inputs (affine fit and aligned background, the
+   extra work such a model costs), and with each other backend;
 6. ``segment`` to a folder (:func:`pipelines.segment_folder.segment_to_folder`, what the command runs:
    the above plus writing every mask as a PNG), the default backend;
 7. peak resident memory of this process (ru_maxrss) and the resident memory of the end-to-end
@@ -31,6 +34,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import resource
 import tempfile
@@ -49,9 +53,10 @@ from _report import (
 )
 
 from crossnet.background import RunningBackground, to_uint8
+from crossnet.camera_motion import camera_flows
 from crossnet.weights import bundled_weights
 from flow.backends import make_hop_backend
-from flow.hop import build_hops
+from flow.hop import build_hops, earlier_frame
 from pipelines.baselines import OpenCVSubtractor
 from pipelines.cli import parse_size
 from pipelines.segment import load_segmentation_model, segment_frames
@@ -152,6 +157,15 @@ def main() -> None:
         add(f"3D-HOP only, {name}, strides {','.join(map(str, config.strides))}",
             median_seconds(run_hop, repeats=args.repeats, warmup=0), "frames in memory")
 
+    def run_camera_fit():
+        for index, stack in enumerate(stacks[segmentation.flow_backend]):
+            earlier = torch.stack([tensors[earlier_frame(index, k)] for k in config.strides])
+            camera_flows(stack, config.strides, tensors[index], earlier)
+
+    add(f"camera fit + check only, strides {','.join(map(str, config.strides))}",
+        median_seconds(run_camera_fit, repeats=args.repeats),
+        "3D-HOP in memory; off by default")
+
     background = RunningBackground(rate=0.05)
     images = torch.stack(tensors).float() / 255.0
     estimates = torch.stack([torch.from_numpy(np.ascontiguousarray(
@@ -176,21 +190,26 @@ def main() -> None:
     # (label, backend, overlap, precision): the default path first, then what each speed-up
     # adds or takes away, each against the same reference in this one run.
     default = segmentation.flow_backend
+    camera = dataclasses.replace(segmentation, config=dataclasses.replace(
+        config, camera_motion="affine", align_background=config.use_background))
     variants = [(f"**segment end to end, {default}** (default: flow in a background thread)",
-                 default, True, "fp32"),
+                 default, True, "fp32", segmentation),
                 (f"segment end to end, {default}, sequential (no overlap)", default, False,
-                 "fp32"),
+                 "fp32", segmentation),
                 (f"segment end to end, {default}, bf16 autocast (`--precision bf16`)", default,
-                 True, "bf16"),
-                *((f"segment end to end, {name}", name, True, "fp32")
+                 True, "bf16", segmentation),
+                (f"segment end to end, {default}, camera motion affine + aligned background "
+                 + "(off by default)", default, True, "fp32", camera),
+                *((f"segment end to end, {name}", name, True, "fp32", segmentation)
                   for name in backends if name != default)]
-    for label, name, overlap, precision in variants:
+    for label, name, overlap, precision, model_inputs in variants:
         backend = make_hop_backend(name)
 
-        def run_segment(backend=backend, label=label, overlap=overlap, precision=precision):
+        def run_segment(backend=backend, label=label, overlap=overlap, precision=precision,
+                        model_inputs=model_inputs):
             first = None
             for index, _ in enumerate(segment_frames(
-                    VideoSource(video), segmentation, backend=backend, size=size,
+                    VideoSource(video), model_inputs, backend=backend, size=size,
                     batch_frames=args.batch_size, overlap=overlap, precision=precision)):
                 if index == 0:
                     first = resident_mb()

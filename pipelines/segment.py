@@ -30,6 +30,7 @@ from crossnet.background import make_background, to_uint8
 from crossnet.blocks import fold_batchnorm
 from crossnet.camera_motion import camera_flows
 from crossnet.checkpoint import load_checkpoint
+from crossnet.flip_average import flip_averaged_logits
 from crossnet.hofam import HOFAM, HofamConfig, build_hofam
 from flow.backends import BACKEND_NAMES, file_sha256
 from flow.hop import build_hops, earlier_frame
@@ -52,6 +53,9 @@ class SegmentationModel:
             training (0.5 for checkpoints without one).
         source: where the weights came from.
         weights_sha256: sha256 of the checkpoint file, recorded with the masks it makes.
+        flip_average: average the logits of each frame and of its mirror image
+            (:mod:`crossnet.flip_average`): higher F on validation and test scenes, at the
+            cost of a second HOFAM pass.
     """
 
     model: HOFAM
@@ -60,11 +64,13 @@ class SegmentationModel:
     threshold: float
     source: str
     weights_sha256: str = ""
+    flip_average: bool = True
 
 
-def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.device = "cpu"
-                            ) -> SegmentationModel:
-    """Load a crossnet checkpoint for inference.
+def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.device = "cpu",
+                            flip_average: bool = True) -> SegmentationModel:
+    """Load a crossnet checkpoint for inference (``flip_average``: see
+    :class:`SegmentationModel`).
 
     The file is read with ``torch.load(weights_only=True)`` (see
     :func:`crossnet.checkpoint.load_checkpoint`), so nothing in it runs. Its configuration is
@@ -113,7 +119,7 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
                          "probability in (0, 1)")
     return SegmentationModel(model=model, config=config, flow_backend=backend,
                              threshold=float(threshold), source=str(Path(weights)),
-                             weights_sha256=file_sha256(weights))
+                             weights_sha256=file_sha256(weights), flip_average=flip_average)
 
 
 @torch.inference_mode()
@@ -235,7 +241,8 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
                             name="segment-flow")
         run = functools.partial(_run_model, pending=pending, model=segmentation.model,
                                 device=device, logit_threshold=logit_threshold,
-                                bf16=precision == "bf16")
+                                bf16=precision == "bf16",
+                                flip_average=segmentation.flip_average)
         longest = max(config.strides)
         # The fields whose camera flow is needed: every stride's to compensate the 3D-HOP,
         # else only stride 1's, for the background.
@@ -281,7 +288,7 @@ def _camera_step(backend, small: np.ndarray, previous: np.ndarray) -> torch.Tens
                         previous.transpose(2, 0, 1)[None])[0]
 
 
-def _run_model(batch, *, pending, model, device, logit_threshold, bf16
+def _run_model(batch, *, pending, model, device, logit_threshold, bf16, flip_average
                ) -> list[tuple[Frame, np.ndarray]]:
     """HOFAM on one batch: ``(frame, mask)`` per entry, masks at the frames' own size.
 
@@ -297,7 +304,10 @@ def _run_model(batch, *, pending, model, device, logit_threshold, bf16
                                    for _, _, b in entries])
         inputs["background"] = backgrounds.to(device).float() / 255.0
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = model(**inputs)[:, 0]
+        if flip_average:
+            logits = flip_averaged_logits(model, **inputs)[:, 0]
+        else:
+            logits = model(**inputs)[:, 0]
     logits = logits.float().cpu().numpy()
     masks = []
     for (frame, small, _), logit in zip(entries, logits):

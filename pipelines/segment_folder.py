@@ -139,11 +139,11 @@ def run_identity(source: Source, segmentation: SegmentationModel, *, backend: st
         fingerprint = {"source": str(path), **fingerprint}
     return {**fingerprint, "weights_sha256": segmentation.weights_sha256, "flow_backend": backend,
             "size": None if size is None else list(size), "threshold": float(threshold),
-            "precision": precision}
+            "precision": precision, "flip_average": segmentation.flip_average}
 
 
 # What an identity entry missing from an older manifest stood for (the option came later).
-_ABSENT_MEANS = {"precision": "fp32"}
+_ABSENT_MEANS = {"precision": "fp32", "flip_average": False}
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:

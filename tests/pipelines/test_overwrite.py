@@ -112,7 +112,9 @@ def test_segment_out_video_and_overlay(inputs, tmp_path, capsys):
             (["segment", inputs / "a.mp4", "--out", out, "--threshold", "0.9", *base],
              "threshold:"),
             (["segment", inputs / "a.mp4", "--out", out, "--precision", "bf16", *base],
-             "precision: 'fp32' there, 'bf16' now")):
+             "precision: 'fp32' there, 'bf16' now"),
+            (["segment", inputs / "a.mp4", "--out", out, "--no-flip-average", *base],
+             "flip_average: True there, False now")):
         code, _, errors = run(capsys, *args)
         assert code == 1
         _one_error(errors, f"{out}: holds masks of another run ({difference}",
