@@ -23,19 +23,15 @@ def check_resumable(path: str | os.PathLike, checkpoint: Mapping[str, Any], *,
     Raises:
         InputError: naming ``path`` and what is wrong.
     """
-    recorded = checkpoint.get("train_config")
-    # Settings first: which entries a checkpoint holds depends on them.
-    other_settings = InputError(f"{path}: was trained with other settings; resume with the "
-                                "same options")
-    if isinstance(recorded, dict) and (_comparable(recorded, ignore)
-                                       != _comparable(train_config, ignore)):
-        raise other_settings
     missing = [key for key in keys if key not in checkpoint]
     if missing:
         raise InputError(f"{path}: not a resumable checkpoint (no "
                          f"{', '.join(map(repr, missing))})")
-    if not isinstance(recorded, dict):
-        raise other_settings
+    recorded = checkpoint.get("train_config")
+    if not isinstance(recorded, dict) or (_comparable(recorded, ignore)
+                                          != _comparable(train_config, ignore)):
+        raise InputError(f"{path}: was trained with other settings; resume with the same "
+                         "options")
 
 
 @contextlib.contextmanager

@@ -370,8 +370,7 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
         if isinstance(checkpoint.get("train_config"), dict):
             checkpoint["train_config"] = with_new_defaults(checkpoint["train_config"])
         check_resumable(last_path, checkpoint,
-                        keys=("train_config", "optimizer", "scheduler", "epoch", "best_f")
-                        + (("trained_model", "weight_average") if average else ()),
+                        keys=("train_config", "optimizer", "scheduler", "epoch", "best_f"),
                         train_config=config.to_dict(), ignore=_RESUME_IGNORES)
         with restoring(last_path):
             model.load_state_dict(checkpoint["trained_model" if average else "model"])
