@@ -117,6 +117,18 @@ def score_run(best: Path, split: Split, scenes: dict[str, Path], *,
     return (f, nan_mean(f[n] for n in split.test), nan_mean(f[n] for n in split.validation))
 
 
+def train_and_score(label: str, group: str, run: Path, data: list[Path], split: Split,
+                    scenes: dict[str, Path], config: TrainConfig,
+                    groups: dict[str, list[tuple[float, float]]]) -> tuple[list, Path]:
+    """One run of a recipe table: trained (or reused, :func:`trained`), scored
+    (:func:`score_run`), its (test F, val F) added to ``groups[group]`` for
+    :func:`seed_means`; its table row (:func:`run_row`) and best checkpoint."""
+    best, seconds = trained(run, data, split, config)
+    f, test_f, val_f = score_run(best, split, scenes)
+    groups.setdefault(group, []).append((test_f, val_f))
+    return run_row(label, split, f, test_f, val_f, seconds), best
+
+
 def baseline_rows(split: Split, scenes: dict[str, Path]) -> list[list]:
     """MOG2 and KNN rows for a recipe table: F per test scene, test mean, no val F or time."""
     reports = evaluate([scenes[n] for n in split.test], ["mog2", "knn"], progress=False)

@@ -47,7 +47,7 @@ from _runs import (
     run_row,
     score_run,
     seed_means,
-    trained,
+    train_and_score,
 )
 
 from crossnet.camera_motion import camera_flows
@@ -109,11 +109,11 @@ def main() -> None:
             config = TrainConfig(epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
                                  batch_size=args.batch_size, crop_size=(height, width),
                                  seed=seed, model=HofamConfig(**inputs))
-            best, seconds = trained(work / "crop_runs" / f"crop{args.crop}_seed{seed}{suffix}",
-                                    data, split, config)
-            f, test_f, val_f = score_run(best, split, scenes)
-            by_variant.setdefault(variant, []).append((test_f, val_f))
-            rows.append(run_row(f"{variant}, seed {seed}", split, f, test_f, val_f, seconds))
+            row, best = train_and_score(
+                f"{variant}, seed {seed}", variant,
+                work / "crop_runs" / f"crop{args.crop}_seed{seed}{suffix}", data, split, scenes,
+                config, by_variant)
+            rows.append(row)
             if variant == "none":
                 label = "none, affine+align at test"
                 f, test_f, val_f = score_run(best, split, scenes,

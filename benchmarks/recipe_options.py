@@ -35,10 +35,8 @@ from _runs import (
     baseline_rows,
     parse_size,
     recipe_data,
-    run_row,
-    score_run,
     seed_means,
-    trained,
+    train_and_score,
 )
 
 from crossnet.augment import AugmentConfig
@@ -73,11 +71,11 @@ def main() -> None:
         changes, suffix = VARIANTS[variant]
         for seed in args.seeds:
             config = dataclasses.replace(recipe, seed=seed, **changes)
-            best, seconds = trained(work / "crop_runs" / f"crop{args.crop}_seed{seed}{suffix}",
-                                    data, split, config)
-            f, test_f, val_f = score_run(best, split, scenes)
-            by_variant.setdefault(variant, []).append((test_f, val_f))
-            rows.append(run_row(f"{variant}, seed {seed}", split, f, test_f, val_f, seconds))
+            row, _ = train_and_score(
+                f"{variant}, seed {seed}", variant,
+                work / "crop_runs" / f"crop{args.crop}_seed{seed}{suffix}", data, split, scenes,
+                config, by_variant)
+            rows.append(row)
     rows.extend(baseline_rows(split, scenes))
 
     header = ["run", *split.test, "test mean F", "val F", "train s"]

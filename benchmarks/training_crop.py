@@ -33,10 +33,8 @@ from _runs import (
     baseline_rows,
     parse_size,
     recipe_data,
-    run_row,
-    score_run,
     seed_means,
-    trained,
+    train_and_score,
 )
 
 from pipelines.train import TrainConfig
@@ -61,11 +59,10 @@ def main() -> None:
             config = TrainConfig(epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
                                  batch_size=args.batch_size, crop_size=(height, width),
                                  seed=seed)
-            best, seconds = trained(work / "crop_runs" / f"crop{crop}_seed{seed}", data, split,
-                                    config)
-            f, test_f, val_f = score_run(best, split, scenes)
-            by_crop.setdefault(f"crop {crop}", []).append((test_f, val_f))
-            rows.append(run_row(f"crop {crop}, seed {seed}", split, f, test_f, val_f, seconds))
+            row, _ = train_and_score(f"crop {crop}, seed {seed}", f"crop {crop}",
+                                     work / "crop_runs" / f"crop{crop}_seed{seed}", data, split,
+                                     scenes, config, by_crop)
+            rows.append(row)
     rows.extend(baselines)
 
     header = ["run", *split.test, "test mean F", "val F", "train s"]

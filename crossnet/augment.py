@@ -101,6 +101,12 @@ def _uniform(generator: torch.Generator, size: int, low: float, high: float,
     return (low + (high - low) * values).to(device)
 
 
+def mirror_flow(hop: torch.Tensor) -> torch.Tensor:
+    """A (..., 2, H, W) flow field mirrored left to right: columns reversed, u negated."""
+    mirrored = hop.flip(-1)
+    return torch.cat([-mirrored[..., :1, :, :], mirrored[..., 1:, :, :]], dim=-3)
+
+
 def flip_horizontal(batch: dict[str, Any], flip: torch.Tensor) -> dict[str, Any]:
     """Mirror the samples where ``flip`` is True: images, labels and flow (u negated).
 
@@ -116,10 +122,8 @@ def flip_horizontal(batch: dict[str, Any], flip: torch.Tensor) -> dict[str, Any]
         if name not in batch:
             continue
         mirrored = batch[name].clone()
-        chosen = batch[name][flip].flip(-1)
-        if name == "hop":
-            chosen[:, :, 0].neg_()  # (n, S, 2, H, W): u of every stride
-        mirrored[flip] = chosen
+        chosen = batch[name][flip]
+        mirrored[flip] = mirror_flow(chosen) if name == "hop" else chosen.flip(-1)
         out[name] = mirrored
     return out
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from crossnet.augment import mirror_flow
+
 
 def mirror_inputs(frames: Tensor, hop: Tensor, background: Tensor | None = None
                   ) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -30,9 +32,7 @@ def mirror_inputs(frames: Tensor, hop: Tensor, background: Tensor | None = None
     Returns:
         The mirrored ``frames``, ``hop`` (u negated) and ``background``.
     """
-    mirrored = hop.flip(-1)
-    mirrored = torch.cat([-mirrored[:, :, :1], mirrored[:, :, 1:]], dim=2)
-    return (frames.flip(-1), mirrored,
+    return (frames.flip(-1), mirror_flow(hop),
             None if background is None else background.flip(-1))
 
 

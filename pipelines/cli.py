@@ -85,6 +85,11 @@ def _strides_option(ctx, param, value):
 
 
 FLOW_CHOICES = ("dis-ultrafast", "dis-fast", "dis-medium", "farneback", "raft-small", "raft-large")
+# segment and evaluate: the same inference, the same option.
+_FLIP_AVERAGE_OPTION = click.option(
+    "--flip-average/--no-flip-average", default=True, show_default=True,
+    help="Average the model's answers on each frame and on its mirror image (higher F on "
+         "validation and test scenes; a second model pass per frame).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -125,9 +130,7 @@ def set_threads(count: int) -> None:
               help="crossnet processing size WIDTHxHEIGHT (default: each scene's own size).")
 @click.option("--device", default="auto", show_default=True, callback=_device_option,
               help="auto, cpu or cuda[:N].")
-@click.option("--flip-average/--no-flip-average", default=True, show_default=True,
-              help="Average the model's answers on each frame and on its mirror image "
-                   "(higher F on validation and test scenes; a second model pass per frame).")
+@_FLIP_AVERAGE_OPTION
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the scores to this JSON file.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
@@ -527,9 +530,7 @@ def train_flow(stage, out_dir, data_dirs, model_config, steps, batch_size, lr, c
               type=click.Choice(["fp32", "bf16"]),
               help="bf16: run the model under bfloat16 autocast, faster on CPUs with "
                    "AVX512-BF16/AMX and on GPUs; masks differ from fp32 at a few edge pixels.")
-@click.option("--flip-average/--no-flip-average", default=True, show_default=True,
-              help="Average the model's answers on each frame and on its mirror image "
-                   "(higher F on validation and test scenes; a second model pass per frame).")
+@_FLIP_AVERAGE_OPTION
 @click.option("--video", "video_path", type=click.Path(dir_okay=False),
               help="Also write the masks as an mp4.")
 @click.option("--overlay", "overlay_path", type=click.Path(dir_okay=False),
