@@ -8,6 +8,8 @@ Trains HOFAM with the recipe of ``crossnet/weights/MODEL_CARD.md`` once per vari
 - ``haze``: a fog-like veil of strength up to 0.6 over frame and background in augmentation
   (:class:`crossnet.augment.AugmentConfig` ``haze``; ``crossnet train --haze 0.6``);
 - ``weight-average+haze``: both;
+- ``camera-pan``: half of the composites seen by a camera panning at 1-12 pixels per frame
+  (:mod:`crossnet.camera_pan`; ``crossnet train --camera-pan 0.5``);
 
 and scores every run on the split's TEST scenes (never trained on, never used for a choice)
 and its VALIDATION scenes (what chooses), through the streaming ``segment`` path, with MOG2
@@ -49,6 +51,7 @@ VARIANTS = {
     "haze": ({"augment": AugmentConfig(haze=0.6)}, "_haze0.6"),
     "weight-average+haze": ({"weight_average": 0.99, "augment": AugmentConfig(haze=0.6)},
                             "_wa0.99_haze0.6"),
+    "camera-pan": ({"camera_pan": 0.5}, "_pan0.5"),
 }
 
 

@@ -32,6 +32,14 @@ frames of another multiplies the scene/object combinations the model sees. An it
    :mod:`crossnet.data`), without the object. A real object moving so would leave a faint trail
    in an EMA background (its earlier frames enter the average); the target's earlier frames are
    not re-composited for this, so the background is as if the object had just arrived.
+8. A panning camera (a share ``pan_fraction`` of the items, none by default): the target's
+   frames are seen by a camera moving at a constant velocity drawn in ``pan_speed_range``
+   pixels per frame, uniform direction (:mod:`crossnet.camera_pan`). The object is pasted over
+   these views with its own motion in the image; frame t and its labels are unchanged; the
+   3D-HOP is recomputed on the views (step 5), and the background is the EMA the panning
+   camera would have given (:func:`crossnet.camera_pan.panned_background`), or, with
+   ``align_background``, the target's own (an estimate moved with the camera shows the scene
+   in frame t's grid, as the still camera's does).
 
 Items are dicts with the keys of :mod:`crossnet.data` (``scene`` is the target's cache stem,
 ``index`` the target frame t), so both datasets mix in one ConcatDataset. Every random choice
@@ -58,6 +66,7 @@ from torch.utils.data import Dataset
 
 from crossnet.background import DEFAULT_RATE
 from crossnet.camera_motion import check_camera_motion, remove_camera_motion
+from crossnet.camera_pan import PAN_SPEED_RANGE, pan_view, panned_background
 from crossnet.data import (
     DEFAULT_CROP_SIZE,
     VideoBackgrounds,
@@ -164,6 +173,8 @@ class CompositePlan:
         cutout: the object.
         position: (x, y) of the object's box corner at time t, window coordinates, whole pixels.
         velocity: (vx, vy) in pixels per frame.
+        camera_velocity: (cx, cy), the panning camera's motion in pixels per frame; (0, 0)
+            for a still camera.
     """
 
     target_cache: int
@@ -176,6 +187,16 @@ class CompositePlan:
     cutout: ObjectCutout
     position: tuple[int, int]
     velocity: tuple[float, float]
+    camera_velocity: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def panning(self) -> bool:
+        return self.camera_velocity != (0.0, 0.0)
+
+    def camera_offset(self, frame: int) -> tuple[float, float]:
+        """Where the panning camera looks at ``frame``, relative to frame t (pixels)."""
+        elapsed = frame - self.target_frame
+        return (elapsed * self.camera_velocity[0], elapsed * self.camera_velocity[1])
 
     def position_at(self, frame: int) -> tuple[float, float]:
         """(x, y) of the object's box corner at ``frame``, window coordinates."""
@@ -205,6 +226,9 @@ class CompositeDataset(Dataset):
         align_background: move the targets' running backgrounds with the camera
             (:class:`crossnet.data.VideoBackgrounds`).
         speed_range: (low, high) object speed, pixels per frame.
+        pan_fraction: share of items filmed by a panning camera (step 8 of the module
+            docstring); 0 draws nothing for it, so items are those of older code.
+        pan_speed_range: (low, high) camera speed of those items, pixels per frame.
         min_object_pixels, max_cut_fraction: which objects qualify (see :func:`find_objects`).
         max_attempts: object draws per item before giving up.
 
@@ -217,17 +241,22 @@ class CompositeDataset(Dataset):
                  strides: Sequence[int], crop_size: Sequence[int] | None = DEFAULT_CROP_SIZE,
                  length: int, seed: int = 0, use_background: bool = False,
                  background_rate: float = DEFAULT_RATE, background_estimator: str = "ema",
-                 camera_motion: str = "none", align_background: bool = False, speed_range: tuple[float, float] = (0.5, 3.0),
+                 camera_motion: str = "none", align_background: bool = False,
+                 speed_range: tuple[float, float] = (0.5, 3.0), pan_fraction: float = 0.0,
+                 pan_speed_range: tuple[float, float] = PAN_SPEED_RANGE,
                  min_object_pixels: int = 30,
                  max_cut_fraction: float = 0.1, max_attempts: int = 50) -> None:
         self.strides = check_strides(strides)
         self.crop_size = check_crop_size(crop_size)
         if int(length) < 1:
             raise ValueError(f"length must be >= 1, got {length}")
-        low, high = (float(s) for s in speed_range)
-        if not 0.0 <= low <= high:
-            raise ValueError(f"speed_range must be (low, high) with 0 <= low <= high, got "
-                             f"{speed_range}")
+        self.speed_range = _check_speed_range(speed_range, "speed_range")
+        self.pan_speed_range = _check_speed_range(pan_speed_range, "pan_speed_range")
+        if not 0.0 <= pan_fraction <= 1.0:
+            raise ValueError(f"pan_fraction must be in [0, 1], got {pan_fraction}")
+        if pan_fraction > 0 and use_background and background_estimator != "ema":
+            raise ValueError("a panning camera's background is made for the EMA estimator "
+                             f"only, not {background_estimator!r}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self.backend = backend
@@ -236,7 +265,8 @@ class CompositeDataset(Dataset):
         self.epoch = 0
         self.use_background = use_background
         self.camera_motion = check_camera_motion(camera_motion)
-        self.speed_range = (low, high)
+        self.pan_fraction = float(pan_fraction)
+        self.align_background = align_background
         self.min_object_pixels = int(min_object_pixels)
         self.max_cut_fraction = float(max_cut_fraction)
         self.max_attempts = int(max_attempts)
@@ -299,12 +329,15 @@ class CompositeDataset(Dataset):
         centre_x, centre_y = rng.uniform(x_low, x_high), rng.uniform(y_low, y_high)
         box_height, box_width = cutout.alpha.shape
         position = (round(centre_x - box_width / 2), round(centre_y - box_height / 2))
-        speed = rng.uniform(*self.speed_range)
-        angle = rng.uniform(0.0, 2.0 * math.pi)
+        velocity = _random_velocity(rng, self.speed_range)
+        camera = (0.0, 0.0)
+        # Drawn last, and only when asked for: without panning, items are those of older code.
+        if self.pan_fraction > 0 and rng.random() < self.pan_fraction:
+            camera = _random_velocity(rng, self.pan_speed_range)
         return CompositePlan(target_cache=target, target_frame=t, crop_top=top, crop_left=left,
                              crop_size=crop, object_cache=object_cache,
                              object_frame=object_frame, cutout=cutout, position=position,
-                             velocity=(speed * math.cos(angle), speed * math.sin(angle)))
+                             velocity=velocity, camera_velocity=camera)
 
     def render(self, plan: CompositePlan) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """The composite frames of a plan, whole frames (not cropped).
@@ -318,9 +351,19 @@ class CompositeDataset(Dataset):
         rendered = {}
         for time in sorted({t, *(earlier_frame(t, k) for k in self.strides)}, reverse=True):
             x, y = plan.position_at(time)
-            rendered[time] = paste_object(reader.frame(time), plan.cutout,
+            view = pan_view(reader.frame(time), plan.camera_offset(time))
+            rendered[time] = paste_object(view, plan.cutout,
                                           x=x + plan.crop_left, y=y + plan.crop_top)
         return rendered
+
+    def background(self, plan: CompositePlan) -> np.ndarray:
+        """The running background of a plan's frame t, (3, H, W) uint8, whole frame."""
+        if not plan.panning or self.align_background:
+            return self._backgrounds.get(plan.target_cache, plan.target_frame)
+        reader = self._targets[plan.target_cache]
+        background = panned_background(reader.frame, plan.target_frame, plan.camera_velocity,
+                                       rate=self._backgrounds.rate)
+        return np.ascontiguousarray(background.transpose(2, 0, 1))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         plan = self.plan(index)
@@ -355,7 +398,22 @@ class CompositeDataset(Dataset):
         arrays = {"frame": np.ascontiguousarray(composites[t].transpose(2, 0, 1)), "hop": hop,
                   "labels": labels}
         if self.use_background:
-            arrays["background"] = self._backgrounds.get(plan.target_cache, t)
+            arrays["background"] = self.background(plan)
         arrays = crop_item_arrays(arrays, top=plan.crop_top, left=plan.crop_left,
                                   crop_size=plan.crop_size)
         return to_item(arrays, scene=self.scenes[plan.target_cache], index=t)
+
+
+def _check_speed_range(speeds: Sequence[float], name: str) -> tuple[float, float]:
+    low, high = (float(s) for s in speeds)
+    if not 0.0 <= low <= high:
+        raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {speeds}")
+    return low, high
+
+
+def _random_velocity(rng: np.random.Generator, speeds: tuple[float, float]
+                     ) -> tuple[float, float]:
+    """A speed uniform in ``speeds`` in a uniform direction, as (vx, vy)."""
+    speed = rng.uniform(*speeds)
+    angle = rng.uniform(0.0, 2.0 * math.pi)
+    return speed * math.cos(angle), speed * math.sin(angle)

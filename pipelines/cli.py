@@ -359,6 +359,9 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
                    "frames are padded, and the padding is left out of the loss).")
 @click.option("--composite-fraction", default=0.3, show_default=True,
               type=FiniteFloatRange(0, 1), help="Share of composited samples.")
+@click.option("--camera-pan", default=0.0, show_default=True, type=FiniteFloatRange(0, 1),
+              help="Share of composites seen by a camera panning at 1-12 pixels per frame "
+                   "(0: all still, like the real training scenes).")
 @click.option("--flow-encoding", default="uvm", show_default=True,
               type=click.Choice(["uvm", "magnitude"]), help="How the 3D-HOP enters the model.")
 @click.option("--background/--no-background", default=True, show_default=True,
@@ -402,7 +405,7 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
               help="auto, cpu or cuda[:N].")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_epoch, crop,
-          composite_fraction, flow_encoding, background, background_estimator, appearance_norm,
+          composite_fraction, camera_pan, flow_encoding, background, background_estimator, appearance_norm,
           camera_motion, align_background, cmdff, attention, size_balanced, haze,
           weight_average, amp, workers, seed, resume, overwrite, device, no_progress) -> None:
     """Train the HOFAM segmentation model on cached 3D-HOP stacks and masks.
@@ -423,6 +426,7 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, samples_per_epoch=samples_per_epoch,
         crop_size=(crop[1], crop[0]), composite_fraction=composite_fraction, amp=amp,
+        camera_pan=camera_pan,
         seed=seed, num_workers=workers, weight_average=weight_average,
         augment=AugmentConfig(haze=haze),
         model=HofamConfig(flow_encoding=flow_encoding, use_background=background,

@@ -79,6 +79,8 @@ class TrainConfig:
             padding: make synthetic scenes at the size the model will segment.
         composite_fraction: share of samples that are composites.
         composite_flow: flow backend that recomputes the 3D-HOP of composites.
+        camera_pan: share of composites filmed by a panning camera
+            (:mod:`crossnet.camera_pan`: the real training scenes all have still cameras).
         grad_clip: gradient norm clip.
         weight_average: decay of the moving average of the weights
             (:mod:`crossnet.weight_average`) that is validated and saved instead of the raw
@@ -101,6 +103,7 @@ class TrainConfig:
     crop_size: tuple[int, int] = (240, 320)
     composite_fraction: float = 0.3
     composite_flow: str = "dis-fast"
+    camera_pan: float = 0.0
     grad_clip: float = 1.0
     weight_average: float = 0.0
     amp: bool = False
@@ -117,6 +120,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.composite_fraction <= 1.0:
             raise ValueError(f"composite_fraction must be in [0, 1], got {self.composite_fraction}")
+        if not 0.0 <= self.camera_pan <= 1.0:
+            raise ValueError(f"camera_pan must be in [0, 1], got {self.camera_pan}")
+        if (self.camera_pan > 0 and self.model.use_background
+                and self.model.background_estimator != "ema"):
+            raise ValueError("camera_pan needs the ema background estimator, not "
+                             f"{self.model.background_estimator!r}")
         if not 0.0 <= self.weight_average < 1.0:
             raise ValueError(f"weight_average must be in [0, 1), got {self.weight_average}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -267,6 +276,7 @@ def _build_training_set(train_caches: Sequence[Path], config: TrainConfig,
                                   backend=make_hop_backend(config.composite_flow),
                                   strides=model_config.strides, crop_size=config.crop_size,
                                   length=max(config.samples_per_epoch, 1), seed=config.seed,
+                                  pan_fraction=config.camera_pan,
                                   **input_options(model_config))
     composite_weights = torch.full((len(composites),), 1.0 / len(composites))
     weights = torch.cat([real_weights * (1 - config.composite_fraction),

@@ -237,3 +237,74 @@ def test_mixes_with_real_frames_in_a_two_worker_loader(scene):
         got = batches[1]["hop"][1 + offset]
         torch.testing.assert_close(got, expected["hop"], rtol=0, atol=0)
         torch.testing.assert_close(batches[1]["labels"][1 + offset], expected["labels"])
+
+
+def test_panned_items_keep_every_other_choice_and_frame_t(scene):
+    still = make_dataset(scene)
+    panned = make_dataset(scene, pan_fraction=1.0, pan_speed_range=(1.0, 2.0))
+    for index in range(6):
+        a, b = still.plan(index), panned.plan(index)
+        assert a.camera_velocity == (0.0, 0.0) and b.panning
+        assert 1.0 <= np.hypot(*b.camera_velocity) <= 2.0
+        fields = ("target_cache", "target_frame", "crop_top", "crop_left", "object_cache",
+                  "object_frame", "position", "velocity")
+        assert [getattr(a, f) for f in fields] == [getattr(b, f) for f in fields]
+        assert a.cutout.box == b.cutout.box
+    # Frame t is the target's own frame where the object is not, panned or not.
+    item = panned[2]
+    outside = item["labels"].numpy() != 255
+    np.testing.assert_array_equal(item["frame"].numpy()[:, outside],
+                                  scene["background"].transpose(2, 0, 1)[:, outside])
+
+
+def test_panned_hop_shows_the_camera_on_the_scene_and_the_object_its_own_motion(scene):
+    dataset = make_dataset(scene, length=40, pan_fraction=1.0, pan_speed_range=(1.0, 2.0))
+    checked = 0
+    rows, columns = np.mgrid[0:SIZE, 0:SIZE]
+    interior = (rows >= 12) & (rows < SIZE - 12) & (columns >= 12) & (columns < SIZE - 12)
+    for index in range(40):
+        plan = dataset.plan(index)
+        t = plan.target_frame
+        corners = [plan.position_at(t), plan.position_at(t - max(STRIDES))]
+        if not all(2 <= x <= SIZE - 22 and 2 <= y <= SIZE - 22 for x, y in corners):
+            continue
+        item = dataset[index]
+        inside = item["labels"].numpy() == 255
+        scene_pixels = interior & ~inside & (item["labels"].numpy() == 0)
+        for s, k in enumerate(STRIDES):
+            hop = item["hop"][s].numpy()
+            np.testing.assert_allclose(np.median(hop[:, scene_pixels], axis=1),
+                                       k * np.asarray(plan.camera_velocity), atol=0.5)
+            if k == 1:  # at stride 4, DIS drags the small object with the 4-8 px scene motion
+                np.testing.assert_allclose(np.median(hop[:, inside], axis=1),
+                                           -k * np.asarray(plan.velocity), atol=0.5)
+        checked += 1
+        if checked == 3:
+            break
+    assert checked == 3
+
+
+def test_a_panned_background_is_the_panning_cameras_unless_aligned(scene):
+    still = make_dataset(scene, use_background=True)
+    panned = make_dataset(scene, use_background=True, pan_fraction=1.0,
+                          pan_speed_range=(1.0, 2.0))
+    aligned = make_dataset(scene, use_background=True, pan_fraction=1.0,
+                           pan_speed_range=(1.0, 2.0), align_background=True)
+    index = next(i for i in range(12) if panned.plan(i).target_frame > 0)
+    # The target is one still frame: its still-camera background is that frame.
+    np.testing.assert_array_equal(still[index]["background"].numpy(),
+                                  scene["background"].transpose(2, 0, 1))
+    np.testing.assert_array_equal(aligned[index]["background"].numpy(),
+                                  still[index]["background"].numpy())
+    difference = np.abs(panned[index]["background"].numpy().astype(int)
+                        - still[index]["background"].numpy())
+    assert difference.mean() > 5  # a panning camera smears the texture
+
+
+def test_panning_asks_for_the_ema_background(scene):
+    with pytest.raises(ValueError, match="EMA"):
+        make_dataset(scene, use_background=True, background_estimator="median", pan_fraction=0.5)
+    with pytest.raises(ValueError, match="pan_fraction"):
+        make_dataset(scene, pan_fraction=1.5)
+    with pytest.raises(ValueError, match="pan_speed_range"):
+        make_dataset(scene, pan_speed_range=(3.0, 1.0))

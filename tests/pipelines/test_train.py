@@ -183,14 +183,25 @@ def test_two_process_gloo_ddp_run(caches, tmp_path):
     assert checkpoint["scheduler"]["last_epoch"] == 2
 
 
-def test_cli_passes_haze_and_weight_average(caches, tmp_path):
+def test_cli_passes_haze_weight_average_and_camera_pan(caches, tmp_path):
     split = tmp_path / "split.json"
     split.write_text(json.dumps(SPLIT.to_dict()))
     args = ["train", "--data", str(caches), "--split", str(split), "--out", str(tmp_path / "run"),
             "--epochs", "1", "--batch-size", "2", "--samples-per-epoch", "2", "--crop", "32x32",
             "--workers", "0", "--no-progress"]
     assert main([*args, "--weight-average", "1"]) == 2  # a usage error: the decay is below 1
-    assert main([*args, "--haze", "0.5", "--weight-average", "0.9"]) == 0
+    assert main([*args, "--camera-pan", "1.5"]) == 2
+    assert main([*args, "--haze", "0.5", "--weight-average", "0.9", "--camera-pan", "0.5"]) == 0
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]
     assert recorded["augment"]["haze"] == 0.5 and recorded["weight_average"] == 0.9
+    assert recorded["camera_pan"] == 0.5
     assert load_checkpoint(tmp_path / "run" / "last.pt")["weight_average"] == {"steps": 1}
+
+
+def test_camera_pan_is_a_share_and_needs_the_ema_background():
+    with pytest.raises(ValueError, match="camera_pan must be in"):
+        TrainConfig(camera_pan=-0.1)
+    with pytest.raises(ValueError, match="ema background"):
+        TrainConfig(camera_pan=0.5, model=HofamConfig(background_estimator="median"))
+    TrainConfig(camera_pan=0.5, model=HofamConfig(use_background=False,
+                                                  background_estimator="median"))
