@@ -10,6 +10,9 @@ Trains HOFAM with the recipe of ``crossnet/weights/MODEL_CARD.md`` once per vari
 - ``weight-average+haze``: both;
 - ``camera-pan``: half of the composites seen by a camera panning at 1-12 pixels per frame
   (:mod:`crossnet.camera_pan`; ``crossnet train --camera-pan 0.5``);
+- ``flip-validation``: choose the epoch and threshold on flip-averaged validation logits, as
+  ``segment`` segments (``crossnet train --validation-flip-average``);
+- ``camera-pan+flip-validation``: both;
 
 and scores every run on the split's TEST scenes (never trained on, never used for a choice)
 and its VALIDATION scenes (what chooses), through the streaming ``segment`` path, with MOG2
@@ -44,14 +47,19 @@ from _runs import (
 from crossnet.augment import AugmentConfig
 from pipelines.train import TrainConfig
 
-# TrainConfig fields each variant changes, and its run folders' suffix.
+# TrainConfig fields each variant changes, its run folders' suffix, and what it is in words.
 VARIANTS = {
-    "none": ({}, ""),
-    "weight-average": ({"weight_average": 0.99}, "_wa0.99"),
-    "haze": ({"augment": AugmentConfig(haze=0.6)}, "_haze0.6"),
+    "none": ({}, "", "the recipe as it is"),
+    "weight-average": ({"weight_average": 0.99}, "_wa0.99", "weight averaging, decay 0.99"),
+    "haze": ({"augment": AugmentConfig(haze=0.6)}, "_haze0.6", "a veil up to 0.6"),
     "weight-average+haze": ({"weight_average": 0.99, "augment": AugmentConfig(haze=0.6)},
-                            "_wa0.99_haze0.6"),
-    "camera-pan": ({"camera_pan": 0.5}, "_pan0.5"),
+                            "_wa0.99_haze0.6", "both"),
+    "camera-pan": ({"camera_pan": 0.5}, "_pan0.5",
+                   "half of the composites seen by a panning camera"),
+    "flip-validation": ({"validation_flip_average": True}, "_flipval",
+                        "epoch and threshold chosen on flip-averaged validation logits"),
+    "camera-pan+flip-validation": ({"camera_pan": 0.5, "validation_flip_average": True},
+                                   "_pan0.5_flipval", "both of the last two"),
 }
 
 
@@ -71,7 +79,7 @@ def main() -> None:
                          batch_size=args.batch_size, crop_size=(height, width))
     rows, by_variant = [], {}
     for variant in args.variants:
-        changes, suffix = VARIANTS[variant]
+        changes, suffix, _ = VARIANTS[variant]
         for seed in args.seeds:
             config = dataclasses.replace(recipe, seed=seed, **changes)
             row, _ = train_and_score(
@@ -82,6 +90,7 @@ def main() -> None:
     rows.extend(baseline_rows(split, scenes))
 
     header = ["run", *split.test, "test mean F", "val F", "train s"]
+    described = "; ".join(f"{v}: {VARIANTS[v][2]}" for v in args.variants)
     body = (
         f"Split `{split.name}`: CDnet-2014 F on each test scene (never trained on, never used "
         f"for a choice) and mean F over the validation scenes ({', '.join(split.validation)}), "
@@ -89,12 +98,12 @@ def main() -> None:
         f"checkpoint). Every run: the model card's recipe at crop {args.crop}, {args.epochs} "
         f"epochs x {args.samples_per_epoch} samples, batch {args.batch_size}, composites 30 %, "
         f"the split's training scenes plus 6 synthetic scenes, on this CPU; only the variant "
-        f"(weight-average: decay 0.99; haze: veil up to 0.6) and the seed differ. MOG2/KNN: "
+        f"({described}) and the seed differ. MOG2/KNN: "
         f"OpenCV defaults, same test frames, same run.\n\n"
         f"{markdown_table(header, rows)}\n\nMean over seeds: {seed_means(by_variant)}. "
         f"Whole run: {time.perf_counter() - started:.0f} s."
     )
-    report("Recipe options: weight averaging and haze augmentation", body,
+    report("Recipe options: one training option changed at a time", body,
            record=not args.no_record, env=env)
 
 

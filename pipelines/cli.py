@@ -394,6 +394,10 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
               type=FiniteFloatRange(0, 1, max_open=True),
               help="Validate and save a moving average of the weights with this decay, e.g. "
                    "0.99 (0: the raw weights).")
+@click.option("--validation-flip-average/--no-validation-flip-average", default=False,
+              show_default=True,
+              help="Choose the epoch and threshold on the mean of each validation frame's "
+                   "logits and its mirror image's, as segment does by default.")
 @click.option("--amp", is_flag=True, help="bf16 autocast.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0),
               help="Data-loading worker processes per training process.")
@@ -405,9 +409,10 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
               help="auto, cpu or cuda[:N].")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_epoch, crop,
-          composite_fraction, camera_pan, flow_encoding, background, background_estimator, appearance_norm,
-          camera_motion, align_background, cmdff, attention, size_balanced, haze,
-          weight_average, amp, workers, seed, resume, overwrite, device, no_progress) -> None:
+          composite_fraction, camera_pan, flow_encoding, background, background_estimator,
+          appearance_norm, camera_motion, align_background, cmdff, attention, size_balanced,
+          haze, weight_average, validation_flip_average, amp, workers, seed, resume, overwrite,
+          device, no_progress) -> None:
     """Train the HOFAM segmentation model on cached 3D-HOP stacks and masks.
 
     Trains on the split's training scenes (plus composites), reports validation F per epoch on
@@ -426,7 +431,7 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, samples_per_epoch=samples_per_epoch,
         crop_size=(crop[1], crop[0]), composite_fraction=composite_fraction, amp=amp,
-        camera_pan=camera_pan,
+        camera_pan=camera_pan, validation_flip_average=validation_flip_average,
         seed=seed, num_workers=workers, weight_average=weight_average,
         augment=AugmentConfig(haze=haze),
         model=HofamConfig(flow_encoding=flow_encoding, use_background=background,

@@ -39,6 +39,7 @@ import crossnet
 from crossnet.augment import AugmentConfig, augment_batch
 from crossnet.checkpoint import load_checkpoint, save_checkpoint
 from crossnet.data import CacheFrameDataset, scene_balanced_weights
+from crossnet.flip_average import flip_averaged_logits
 from crossnet.hofam import HOFAM, HofamConfig, build_hofam
 from crossnet.losses import LossConfig, SegmentationLoss
 from crossnet.metrics import VideoScorer, mean_scores
@@ -90,6 +91,11 @@ class TrainConfig:
         num_workers: data-loading worker processes per training process.
         validation_thresholds: foreground-probability thresholds tried on the validation
             scenes; the best (by mean F) is stored in the checkpoint and used by ``segment``.
+        validation_flip_average: validate on the mean of the logits of each frame and of its
+            mirror image (:mod:`crossnet.flip_average`), as ``segment`` and ``evaluate``
+            segment by default, so that the epoch and threshold are chosen on the answers
+            they will give; a second forward pass per validation frame. Off by default until
+            measured (``benchmarks/recipe_options.py``, variant ``flip-validation``).
         model: the HOFAM configuration (strides are set from the caches).
         loss: the loss configuration.
         augment: the augmentation configuration.
@@ -110,6 +116,7 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 2
     validation_thresholds: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+    validation_flip_average: bool = False
     model: HofamConfig = field(default_factory=HofamConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -219,11 +226,14 @@ def _to_model_inputs(batch: dict, device: torch.device) -> dict[str, torch.Tenso
 
 @torch.inference_mode()
 def validate(model: HOFAM, caches: Sequence[Path], *, device: torch.device,
-             thresholds: Sequence[float], amp: bool) -> tuple[float, dict[str, float]]:
+             thresholds: Sequence[float], amp: bool, flip_average: bool = False
+             ) -> tuple[float, dict[str, float]]:
     """Pick the threshold with the best mean F over the validation scenes.
 
     Every frame with ground truth of every scene, whole frames, CDnet rules; F per scene (NaN,
     i.e. no foreground predicted, counts as 0 here: for choosing, that is the worst case).
+    ``flip_average``: score the mean of the logits of each frame and of its mirror image
+    (:func:`crossnet.flip_average.flip_averaged_logits`), as ``segment`` does by default.
 
     Returns:
         (threshold, F per scene at that threshold).
@@ -239,7 +249,9 @@ def validate(model: HOFAM, caches: Sequence[Path], *, device: torch.device,
             batch = {key: value[None] if torch.is_tensor(value) else value
                      for key, value in item.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(**_to_model_inputs(batch, device))
+                inputs = _to_model_inputs(batch, device)
+                logits = (flip_averaged_logits(model, **inputs) if flip_average
+                          else model(**inputs))
             probability = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
             for threshold, scorer in scorers.items():
                 scorer.add(index, probability > threshold, item["labels"].numpy())
@@ -452,7 +464,8 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
         if rank == 0:
             threshold, per_scene = (
                 validate(saved, validation_caches, device=run_device,
-                         thresholds=config.validation_thresholds, amp=config.amp)
+                         thresholds=config.validation_thresholds, amp=config.amp,
+                         flip_average=config.validation_flip_average)
                 if validation_caches else (0.5, {}))
             validation_f = (mean_scores({"F": f} for f in per_scene.values())["F"]
                             if per_scene else math.nan)

@@ -205,3 +205,27 @@ def test_camera_pan_is_a_share_and_needs_the_ema_background():
         TrainConfig(camera_pan=0.5, model=HofamConfig(background_estimator="median"))
     TrainConfig(camera_pan=0.5, model=HofamConfig(use_background=False,
                                                   background_estimator="median"))
+
+
+
+class _LeftThird(torch.nn.Module):
+    """Foreground on the left third of every frame, whatever the inputs: not symmetric."""
+
+    config = HofamConfig(strides=(1, 2))
+
+    def forward(self, frames, hop, background=None):
+        logits = torch.full_like(frames[:, :1], -5.0)
+        logits[..., : frames.shape[-1] // 3] = 5.0
+        return logits
+
+
+def test_validation_can_score_flip_averaged_logits(caches):
+    validation = [caches / "scene_003.h5"]
+    options = {"device": torch.device("cpu"), "thresholds": (0.3, 0.6), "amp": False}
+    model = _LeftThird()
+    one_pass = train_module.validate(model, validation, **options)
+    averaged = train_module.validate(model, validation, flip_average=True, **options)
+    # Averaged, both outer thirds have logit 0 (probability 0.5) and the middle -5: only the
+    # threshold 0.3 finds anything, and it finds both outer thirds.
+    assert averaged[0] == 0.3 and one_pass != averaged
+    assert model.training  # validation hands the model back in training mode
