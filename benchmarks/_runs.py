@@ -25,6 +25,11 @@ from pipelines.train import TrainConfig, train, with_new_defaults
 
 STRIDES = (1, 4, 8)
 
+RECORDED_BASE = {"camera_pan": 0.0}
+"""Where today's training defaults differ from those the recorded comparisons were made with,
+the older values: every run of these scripts starts from them, so their records reproduce and
+their runs are reused. ``recipe_options.py``'s ``camera-pan`` variant is the current default."""
+
 
 def parse_size(text: str) -> tuple[int, int]:
     """'WxH' -> (width, height)."""

@@ -38,7 +38,7 @@ from _report import (
     nan_mean,
     report,
 )
-from _runs import baseline_rows
+from _runs import RECORDED_BASE, baseline_rows
 from _split import fit_caches, split_scenes
 
 from crossnet.hofam import HofamConfig
@@ -136,7 +136,7 @@ def main() -> None:
         config = TrainConfig(
             epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
             batch_size=args.batch_size, crop_size=(args.crop, args.crop),
-            num_workers=args.workers,
+            num_workers=args.workers, **RECORDED_BASE,
             model=dataclasses.replace(HofamConfig(), **model_changes),
             loss=dataclasses.replace(LossConfig(), **loss_changes))
         run = work / ("run_" + name.replace(" ", "_").replace(",", "").replace(":", "")

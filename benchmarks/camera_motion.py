@@ -40,6 +40,7 @@ from _report import (
     report,
 )
 from _runs import (
+    RECORDED_BASE,
     add_recipe_arguments,
     baseline_rows,
     parse_size,
@@ -108,7 +109,7 @@ def main() -> None:
         for seed in args.seeds:
             config = TrainConfig(epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
                                  batch_size=args.batch_size, crop_size=(height, width),
-                                 seed=seed, model=HofamConfig(**inputs))
+                                 seed=seed, model=HofamConfig(**inputs), **RECORDED_BASE)
             row, best = train_and_score(
                 f"{variant}, seed {seed}", variant,
                 work / "crop_runs" / f"crop{args.crop}_seed{seed}{suffix}", data, split, scenes,

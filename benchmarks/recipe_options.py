@@ -2,14 +2,14 @@
 
 Trains HOFAM with the recipe of ``crossnet/weights/MODEL_CARD.md`` once per variant and seed:
 
-- ``none``: the recipe as it is;
+- ``none``: the recipe as these records have it (``_runs.RECORDED_BASE``: no camera pan);
 - ``weight-average``: validate and save the moving average of the weights, decay 0.99
   (:mod:`crossnet.weight_average`; ``crossnet train --weight-average 0.99``);
 - ``haze``: a fog-like veil of strength up to 0.6 over frame and background in augmentation
   (:class:`crossnet.augment.AugmentConfig` ``haze``; ``crossnet train --haze 0.6``);
 - ``weight-average+haze``: both;
 - ``camera-pan``: half of the composites seen by a camera panning at 1-12 pixels per frame
-  (:mod:`crossnet.camera_pan`; ``crossnet train --camera-pan 0.5``);
+  (:mod:`crossnet.camera_pan`; ``crossnet train --camera-pan 0.5``, today's default);
 - ``flip-validation``: choose the epoch and threshold on flip-averaged validation logits, as
   ``segment`` segments (``crossnet train --validation-flip-average``);
 - ``camera-pan+flip-validation``: both;
@@ -36,6 +36,7 @@ import time
 
 from _report import add_record_argument, environment, markdown_table, report
 from _runs import (
+    RECORDED_BASE,
     add_recipe_arguments,
     baseline_rows,
     parse_size,
@@ -49,17 +50,17 @@ from pipelines.train import TrainConfig
 
 # TrainConfig fields each variant changes, its run folders' suffix, and what it is in words.
 VARIANTS = {
-    "none": ({}, "", "the recipe as it is"),
+    "none": ({}, "", "the records' recipe, without camera pan"),
     "weight-average": ({"weight_average": 0.99}, "_wa0.99", "weight averaging, decay 0.99"),
     "haze": ({"augment": AugmentConfig(haze=0.6)}, "_haze0.6", "a veil up to 0.6"),
     "weight-average+haze": ({"weight_average": 0.99, "augment": AugmentConfig(haze=0.6)},
                             "_wa0.99_haze0.6", "both"),
     "camera-pan": ({"camera_pan": 0.5}, "_pan0.5",
-                   "half of the composites seen by a panning camera"),
+                   "half of the composites seen by a panning camera (today's default)"),
     "flip-validation": ({"validation_flip_average": True}, "_flipval",
                         "epoch and threshold chosen on flip-averaged validation logits"),
     "camera-pan+flip-validation": ({"camera_pan": 0.5, "validation_flip_average": True},
-                                   "_pan0.5_flipval", "both of the last two"),
+                                   "_pan0.5_flipval", "camera pan and flip validation"),
 }
 
 
@@ -76,7 +77,7 @@ def main() -> None:
     split, scenes, work, data = recipe_data(args)
     width, height = parse_size(args.crop)
     recipe = TrainConfig(epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
-                         batch_size=args.batch_size, crop_size=(height, width))
+                         batch_size=args.batch_size, crop_size=(height, width), **RECORDED_BASE)
     rows, by_variant = [], {}
     for variant in args.variants:
         changes, suffix, _ = VARIANTS[variant]

@@ -29,6 +29,7 @@ from _report import (
     report,
 )
 from _runs import (
+    RECORDED_BASE,
     add_recipe_arguments,
     baseline_rows,
     parse_size,
@@ -58,7 +59,7 @@ def main() -> None:
         for seed in args.seeds:
             config = TrainConfig(epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
                                  batch_size=args.batch_size, crop_size=(height, width),
-                                 seed=seed)
+                                 seed=seed, **RECORDED_BASE)
             row, _ = train_and_score(f"crop {crop}, seed {seed}", f"crop {crop}",
                                      work / "crop_runs" / f"crop{crop}_seed{seed}", data, split,
                                      scenes, config, by_crop)

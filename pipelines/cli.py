@@ -359,7 +359,7 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
                    "frames are padded, and the padding is left out of the loss).")
 @click.option("--composite-fraction", default=0.3, show_default=True,
               type=FiniteFloatRange(0, 1), help="Share of composited samples.")
-@click.option("--camera-pan", default=0.0, show_default=True, type=FiniteFloatRange(0, 1),
+@click.option("--camera-pan", default=0.5, show_default=True, type=FiniteFloatRange(0, 1),
               help="Share of composites seen by a camera panning at 1-12 pixels per frame "
                    "(0: all still, like the real training scenes).")
 @click.option("--flow-encoding", default="uvm", show_default=True,

@@ -82,6 +82,9 @@ class TrainConfig:
         composite_flow: flow backend that recomputes the 3D-HOP of composites.
         camera_pan: share of composites filmed by a panning camera
             (:mod:`crossnet.camera_pan`: the real training scenes all have still cameras).
+            Half, by default: at 128x128 crops it raised validation F from 0.695 to 0.741
+            and test F from 0.560 to 0.570, both seeds (``benchmarks/RESULTS.md``, "Recipe
+            options"); 0 films every composite with a still camera, as older code did.
         grad_clip: gradient norm clip.
         weight_average: decay of the moving average of the weights
             (:mod:`crossnet.weight_average`) that is validated and saved instead of the raw
@@ -94,8 +97,9 @@ class TrainConfig:
         validation_flip_average: validate on the mean of the logits of each frame and of its
             mirror image (:mod:`crossnet.flip_average`), as ``segment`` and ``evaluate``
             segment by default, so that the epoch and threshold are chosen on the answers
-            they will give; a second forward pass per validation frame. Off by default until
-            measured (``benchmarks/recipe_options.py``, variant ``flip-validation``).
+            they will give; a second forward pass per validation frame. Off by default: with
+            the camera-pan recipe it chose the same checkpoints as one-pass validation on
+            both seeds (``benchmarks/RESULTS.md``, "Recipe options").
         model: the HOFAM configuration (strides are set from the caches).
         loss: the loss configuration.
         augment: the augmentation configuration.
@@ -109,7 +113,7 @@ class TrainConfig:
     crop_size: tuple[int, int] = (240, 320)
     composite_fraction: float = 0.3
     composite_flow: str = "dis-fast"
-    camera_pan: float = 0.0
+    camera_pan: float = 0.5
     grad_clip: float = 1.0
     weight_average: float = 0.0
     amp: bool = False
@@ -527,12 +531,19 @@ _RESUME_IGNORES = ("num_workers",)
 _RESUME_ONLY = ("optimizer", "scheduler", "trained_model", "weight_average")
 
 
+# Settings added with a default that differs from what the code before them did: a recorded
+# train_config without them was trained with these values.
+_BEFORE_ADDED = {"camera_pan": 0.0}
+
+
 def with_new_defaults(recorded: dict[str, Any]) -> dict[str, Any]:
     """A recorded ``train_config`` (a checkpoint's or ``config.json``'s) completed with the
-    defaults of the settings added since it was written (top-level, augmentation and model
-    options), so that a run of older code compares equal to the same run made today."""
+    settings added since it was written (top-level, augmentation and model options): their
+    defaults, or where a default changes what training does, the value that reproduces the
+    older code (:data:`_BEFORE_ADDED`); so a run of older code compares equal to the same run
+    made today."""
     defaults = TrainConfig().to_dict()
-    completed = {**defaults, **recorded}
+    completed = {**defaults, **_BEFORE_ADDED, **recorded}
     if isinstance(recorded.get("augment"), dict):
         completed["augment"] = {**defaults["augment"], **recorded["augment"]}
     if isinstance(recorded.get("model"), dict):

@@ -138,6 +138,14 @@ def test_a_run_of_older_code_resumes(caches, tmp_path):
               device="cpu", resume=True, progress=False)
 
 
+def test_older_configs_get_the_behaviour_of_their_time_where_a_default_changed():
+    recorded = TrainConfig(camera_pan=0.0).to_dict()
+    del recorded["camera_pan"]  # written before camera panning existed: all composites still
+    assert train_module.with_new_defaults(recorded) == TrainConfig(camera_pan=0.0).to_dict()
+    assert TrainConfig().camera_pan == 0.5
+    assert train_module.with_new_defaults(TrainConfig().to_dict()) == TrainConfig().to_dict()
+
+
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(caches, tmp_path,
                                                                       monkeypatch):
     real_forward = train_module.SegmentationLoss.forward
