@@ -266,7 +266,6 @@ class CompositeDataset(Dataset):
         self.use_background = use_background
         self.camera_motion = check_camera_motion(camera_motion)
         self.pan_fraction = float(pan_fraction)
-        self.align_background = align_background
         self.min_object_pixels = int(min_object_pixels)
         self.max_cut_fraction = float(max_cut_fraction)
         self.max_attempts = int(max_attempts)
@@ -358,7 +357,7 @@ class CompositeDataset(Dataset):
 
     def background(self, plan: CompositePlan) -> np.ndarray:
         """The running background of a plan's frame t, (3, H, W) uint8, whole frame."""
-        if not plan.panning or self.align_background:
+        if not plan.panning or self._backgrounds.align:
             return self._backgrounds.get(plan.target_cache, plan.target_frame)
         reader = self._targets[plan.target_cache]
         background = panned_background(reader.frame, plan.target_frame, plan.camera_velocity,
