@@ -79,14 +79,16 @@ def main() -> None:
     recipe = TrainConfig(epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
                          batch_size=args.batch_size, crop_size=(height, width), **RECORDED_BASE)
     rows, by_variant = [], {}
+    # Runs of the recipe's 14 epochs keep their folders; others are told apart by theirs.
+    epochs = "" if args.epochs == 14 else f"_e{args.epochs}"
     for variant in args.variants:
         changes, suffix, _ = VARIANTS[variant]
         for seed in args.seeds:
             config = dataclasses.replace(recipe, seed=seed, **changes)
             row, _ = train_and_score(
                 f"{variant}, seed {seed}", variant,
-                work / "crop_runs" / f"crop{args.crop}_seed{seed}{suffix}", data, split, scenes,
-                config, by_variant)
+                work / "crop_runs" / f"crop{args.crop}_seed{seed}{suffix}{epochs}", data, split,
+                scenes, config, by_variant)
             rows.append(row)
     rows.extend(baseline_rows(split, scenes))
 
