@@ -1,7 +1,6 @@
 """The panning-camera view of a still camera's frames and its running background."""
 
 import numpy as np
-import pytest
 
 from crossnet.background import running_backgrounds
 from crossnet.camera_pan import FORGOTTEN, ema_horizon, pan_view, panned_background
