@@ -25,6 +25,9 @@ from pipelines.train import TrainConfig, train, with_new_defaults
 
 STRIDES = (1, 4, 8)
 
+SYNTH_SIZE = "128x96"
+"""The model card's synthetic training scenes' size (``crossnet synth --size``)."""
+
 RECORDED_BASE = {"camera_pan": 0.0}
 """Where today's training defaults differ from those the recorded comparisons were made with,
 the older values: every run of these scripts starts from them, so their records reproduce and
@@ -49,6 +52,23 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, *, shared_with: str) -
     parser.add_argument("--epochs", type=int, default=14)
     parser.add_argument("--samples-per-epoch", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=12)
+    parser.add_argument("--synth-size", default=SYNTH_SIZE,
+                        help=f"size of the 6 synthetic training scenes, WIDTHxHEIGHT (default "
+                             f"{SYNTH_SIZE}, the model card's)")
+
+
+def run_folder(args: argparse.Namespace, work: Path, crop: str, seed: int,
+               suffix: str = "") -> Path:
+    """The folder of one training run under ``work/crop_runs``: named by crop, seed and the
+    variant's ``suffix``, then by whatever of :func:`add_recipe_arguments`' options differs
+    from the recipe (``_eN`` for N epochs other than 14, ``_synthWxH`` for other synthetic
+    scenes), so that no run ever lands in the folder of a run made with other settings."""
+    name = f"crop{crop}_seed{seed}{suffix}"
+    if args.epochs != 14:
+        name += f"_e{args.epochs}"
+    if args.synth_size != SYNTH_SIZE:
+        name += f"_synth{args.synth_size}"
+    return work / "crop_runs" / name
 
 
 def recipe_data(args: argparse.Namespace) -> tuple[Split, dict[str, Path], Path, list[Path]]:
@@ -60,14 +80,18 @@ def recipe_data(args: argparse.Namespace) -> tuple[Split, dict[str, Path], Path,
     scenes = split_scenes(root, split)
     work = Path(args.work)
     return split, scenes, work, [fit_caches(STRIDES, split, scenes, work),
-                                 synthetic_caches(work)]
+                                 synthetic_caches(work, args.synth_size)]
 
 
-def synthetic_caches(work: Path) -> Path:
-    """The model card's 6 synthetic scenes (128x96, 50 frames, seed 7), cached once."""
-    scenes, caches = work / "synth", work / "caches_synth"
+def synthetic_caches(work: Path, size: str = SYNTH_SIZE) -> Path:
+    """The model card's 6 synthetic scenes (50 frames, seed 7; 128x96 unless ``size`` says
+    otherwise), cached once under ``work/caches_synth`` (``caches_synth_WxH`` at other
+    sizes)."""
+    tag = "" if size == SYNTH_SIZE else f"_{size}"
+    scenes, caches = work / f"synth{tag}", work / f"caches_synth{tag}"
     if not caches.exists():
-        if cli(["synth", str(scenes), "--scenes", "6", "--frames", "50", "--size", "128x96",
+        parse_size(size)  # a malformed size fails here, before anything is written
+        if cli(["synth", str(scenes), "--scenes", "6", "--frames", "50", "--size", size,
                 "--seed", "7", "--no-progress"]) != 0:
             raise SystemExit("crossnet synth failed")
         if cli(["preprocess", str(scenes), "--out", str(caches), "--strides", "1,4,8",

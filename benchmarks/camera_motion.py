@@ -45,6 +45,7 @@ from _runs import (
     baseline_rows,
     parse_size,
     recipe_data,
+    run_folder,
     run_row,
     score_run,
     seed_means,
@@ -112,8 +113,8 @@ def main() -> None:
                                  seed=seed, model=HofamConfig(**inputs), **RECORDED_BASE)
             row, best = train_and_score(
                 f"{variant}, seed {seed}", variant,
-                work / "crop_runs" / f"crop{args.crop}_seed{seed}{suffix}", data, split, scenes,
-                config, by_variant)
+                run_folder(args, work, args.crop, seed, suffix), data, split, scenes, config,
+                by_variant)
             rows.append(row)
             if variant == "none":
                 label = "none, affine+align at test"
@@ -136,8 +137,8 @@ def main() -> None:
         f"path (each run's own threshold and best-validation checkpoint). Every run: the model "
         f"card's recipe at crop {args.crop}, {args.epochs} epochs x {args.samples_per_epoch} "
         f"samples, batch {args.batch_size}, composites 30 %, the split's training scenes plus "
-        f"6 synthetic scenes, on this CPU; only the variant and the seed differ. "
-        f"MOG2/KNN: OpenCV defaults, same test frames, same run.\n\n"
+        f"6 synthetic scenes at {args.synth_size}, on this CPU; only the variant and the seed "
+        f"differ. MOG2/KNN: OpenCV defaults, same test frames, same run.\n\n"
         f"{markdown_table(header, rows)}\n\nMean over seeds: {means}. "
         f"Whole run: {time.perf_counter() - started:.0f} s."
     )

@@ -41,6 +41,7 @@ from _runs import (
     baseline_rows,
     parse_size,
     recipe_data,
+    run_folder,
     seed_means,
     train_and_score,
 )
@@ -79,16 +80,14 @@ def main() -> None:
     recipe = TrainConfig(epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
                          batch_size=args.batch_size, crop_size=(height, width), **RECORDED_BASE)
     rows, by_variant = [], {}
-    # Runs of the recipe's 14 epochs keep their folders; others are told apart by theirs.
-    epochs = "" if args.epochs == 14 else f"_e{args.epochs}"
     for variant in args.variants:
         changes, suffix, _ = VARIANTS[variant]
         for seed in args.seeds:
             config = dataclasses.replace(recipe, seed=seed, **changes)
             row, _ = train_and_score(
                 f"{variant}, seed {seed}", variant,
-                work / "crop_runs" / f"crop{args.crop}_seed{seed}{suffix}{epochs}", data, split,
-                scenes, config, by_variant)
+                run_folder(args, work, args.crop, seed, suffix), data, split, scenes, config,
+                by_variant)
             rows.append(row)
     rows.extend(baseline_rows(split, scenes))
 
@@ -100,8 +99,8 @@ def main() -> None:
         f"through the streaming `segment` path (each run's own threshold and best-validation "
         f"checkpoint). Every run: the model card's recipe at crop {args.crop}, {args.epochs} "
         f"epochs x {args.samples_per_epoch} samples, batch {args.batch_size}, composites 30 %, "
-        f"the split's training scenes plus 6 synthetic scenes, on this CPU; only the variant "
-        f"({described}) and the seed differ. MOG2/KNN: "
+        f"the split's training scenes plus 6 synthetic scenes at {args.synth_size}, on this "
+        f"CPU; only the variant ({described}) and the seed differ. MOG2/KNN: "
         f"OpenCV defaults, same test frames, same run.\n\n"
         f"{markdown_table(header, rows)}\n\nMean over seeds: {seed_means(by_variant)}. "
         f"Whole run: {time.perf_counter() - started:.0f} s."

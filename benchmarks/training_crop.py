@@ -34,6 +34,7 @@ from _runs import (
     baseline_rows,
     parse_size,
     recipe_data,
+    run_folder,
     seed_means,
     train_and_score,
 )
@@ -61,7 +62,7 @@ def main() -> None:
                                  batch_size=args.batch_size, crop_size=(height, width),
                                  seed=seed, **RECORDED_BASE)
             row, _ = train_and_score(f"crop {crop}, seed {seed}", f"crop {crop}",
-                                     work / "crop_runs" / f"crop{crop}_seed{seed}", data, split,
+                                     run_folder(args, work, crop, seed), data, split,
                                      scenes, config, by_crop)
             rows.append(row)
     rows.extend(baselines)
@@ -76,8 +77,9 @@ def main() -> None:
         f"threshold and best-validation checkpoint). Every run: the model card's recipe, "
         f"{args.epochs} epochs x {args.samples_per_epoch} samples, batch {args.batch_size}, "
         f"AdamW one-cycle lr 2e-3, composites 30 %, training scenes of the split plus 6 "
-        f"synthetic scenes, on this CPU; only the crop and the seed differ. MOG2/KNN: OpenCV "
-        f"defaults, same test frames, same run.\n\n{markdown_table(header, rows)}\n\n"
+        f"synthetic scenes at {args.synth_size}, on this CPU; only the crop and the seed "
+        f"differ. MOG2/KNN: OpenCV defaults, same test frames, same run.\n\n"
+        f"{markdown_table(header, rows)}\n\n"
         f"Mean over seeds: {means}. Whole run: {time.perf_counter() - started:.0f} s."
     )
     report("Training on crops or on whole frames", body, record=not args.no_record, env=env)
