@@ -13,10 +13,11 @@ bundled weights (or ``--weights``), strides from the checkpoint:
    ``--batch-size``, and bf16 autocast at ``--batch-size``;
 5. ``segment`` end to end (:func:`pipelines.segment.segment_frames` from the video file: decode,
    running background, 3D-HOP, HOFAM, threshold, resize back): the default path (the
-   checkpoint's backend, the 3D-HOP built in a background thread while HOFAM runs), the same
-   path without that overlap (everything in one thread), with bf16 autocast, with the
-   checkpoint's model fed camera-compensated inputs (affine fit and aligned background, the
-   extra work such a model costs), and with each other backend;
+   checkpoint's backend and ``segment``'s default on a CPU: every stage in one thread), the
+   same with the 3D-HOP built in a background thread while HOFAM runs (``--overlap``, the
+   default on a GPU), with bf16 autocast, with the checkpoint's model fed camera-compensated
+   inputs (affine fit and aligned background, the extra work such a model costs), and with
+   each other backend;
 6. ``segment`` to a folder (:func:`pipelines.segment_folder.segment_to_folder`, what the command runs:
    the above plus writing every mask as a PNG), the default backend;
 7. peak resident memory of this process (ru_maxrss) and the resident memory of the end-to-end
@@ -59,7 +60,7 @@ from flow.backends import make_hop_backend
 from flow.hop import build_hops, earlier_frame
 from pipelines.baselines import OpenCVSubtractor
 from pipelines.cli import parse_size
-from pipelines.segment import load_segmentation_model, segment_frames
+from pipelines.segment import load_segmentation_model, overlap_by_default, segment_frames
 from pipelines.segment_folder import segment_to_folder
 from pipelines.sources import VideoSource
 
@@ -192,15 +193,18 @@ def main() -> None:
     default = segmentation.flow_backend
     camera = dataclasses.replace(segmentation, config=dataclasses.replace(
         config, camera_motion="affine", align_background=config.use_background))
-    variants = [(f"**segment end to end, {default}** (default: flow in a background thread)",
-                 default, True, "fp32", segmentation),
-                (f"segment end to end, {default}, sequential (no overlap)", default, False,
-                 "fp32", segmentation),
+    default_overlap = overlap_by_default("cpu")
+    modes = {True: "flow in a background thread (`--overlap`)",
+             False: "one thread, stage after stage (`--no-overlap`)"}
+    variants = [(f"**segment end to end, {default}** (CPU default: {modes[default_overlap]})",
+                 default, default_overlap, "fp32", segmentation),
+                (f"segment end to end, {default}, {modes[not default_overlap]}", default,
+                 not default_overlap, "fp32", segmentation),
                 (f"segment end to end, {default}, bf16 autocast (`--precision bf16`)", default,
-                 True, "bf16", segmentation),
+                 default_overlap, "bf16", segmentation),
                 (f"segment end to end, {default}, camera motion affine + aligned background "
-                 + "(off by default)", default, True, "fp32", camera),
-                *((f"segment end to end, {name}", name, True, "fp32", segmentation)
+                 + "(off by default)", default, default_overlap, "fp32", camera),
+                *((f"segment end to end, {name}", name, default_overlap, "fp32", segmentation)
                   for name in backends if name != default)]
     for label, name, overlap, precision, model_inputs in variants:
         backend = make_hop_backend(name)
@@ -220,7 +224,7 @@ def main() -> None:
         segment_fps[label] = add(label, median_seconds(run_segment, repeats=args.repeats),
                                  f"batch {args.batch_size}; RSS {memory[label][0]:.0f} MB at "
                                  f"frame 1, {memory[label][1]:.0f} MB at frame {n}")
-    default_label, sequential_label = variants[0][0], variants[1][0]
+    default_label, other_label = variants[0][0], variants[1][0]
 
     default_backend = make_hop_backend(segmentation.flow_backend)
     with tempfile.TemporaryDirectory() as work:
@@ -247,9 +251,9 @@ def main() -> None:
         table,
         (f"`crossnet segment` with the default backend ({segmentation.flow_backend}), masks "
         f"written: {default:.1f} frames/s, x{default / mog2:.2f} MOG2's {mog2:.0f} frames/s "
-        f"(streaming, no writing: {segment_fps[default_label]:.1f} frames/s; the same "
-        f"without the background flow thread: {segment_fps[sequential_label]:.1f} frames/s, "
-        f"so the overlap gives x{segment_fps[default_label] / segment_fps[sequential_label]:.2f}). "
+        f"(streaming, no writing: {segment_fps[default_label]:.1f} frames/s, "
+        f"{modes[default_overlap]}; {modes[not default_overlap]} instead: "
+        f"{segment_fps[other_label]:.1f} frames/s, x{segment_fps[other_label] / segment_fps[default_label]:.2f}). "
         f"Target 25 frames/s: **{verdict}**. Peak RSS of the benchmark process "
         f"{peak_resident_mb():.0f} MB."),
     ])

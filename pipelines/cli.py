@@ -539,6 +539,10 @@ def train_flow(stage, out_dir, data_dirs, model_config, steps, batch_size, lr, c
               type=click.Choice(["fp32", "bf16"]),
               help="bf16: run the model under bfloat16 autocast, faster on CPUs with "
                    "AVX512-BF16/AMX and on GPUs; masks differ from fp32 at a few edge pixels.")
+@click.option("--overlap/--no-overlap", default=None,
+              help="Build the flow of the next frames in a background thread while the model "
+                   "runs (default: on when the model runs on a GPU, off on a CPU, where both "
+                   "compete for the same cores). The masks are the same either way.")
 @_FLIP_AVERAGE_OPTION
 @click.option("--video", "video_path", type=click.Path(dir_okay=False),
               help="Also write the masks as an mp4.")
@@ -554,7 +558,7 @@ def train_flow(stage, out_dir, data_dirs, model_config, steps, batch_size, lr, c
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
             size: tuple[int, int] | None, threshold: float | None, batch_size: int, device: str,
-            precision: str, flip_average: bool, video_path: str | None,
+            precision: str, overlap: bool | None, flip_average: bool, video_path: str | None,
             overlay_path: str | None, cache_dir: str | None, overwrite: bool,
             no_progress: bool) -> None:
     """Foreground masks for SOURCE: a video file, a frame folder, a scene folder, a camera
@@ -582,7 +586,8 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
             video=_per_scene(video_path, job.name if several else None),
             overlay=_per_scene(overlay_path, job.name if several else None),
             overwrite=overwrite, progress=not no_progress,
-            cache_dir=Path(cache_dir) if cache_dir else None, precision=precision)
+            cache_dir=Path(cache_dir) if cache_dir else None, precision=precision,
+            overlap=overlap)
         _echo_segment_summary(summary)
 
 

@@ -122,12 +122,21 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
                              weights_sha256=file_sha256(weights), flip_average=flip_average)
 
 
+def overlap_by_default(device: str | torch.device) -> bool:
+    """Whether ``segment`` overlaps its stages (:func:`segment_frames`' ``overlap``) when not
+    told: when the model runs on a GPU, so that the flow (OpenCV, on the CPU) and HOFAM run on
+    different hardware. Not when the model runs on the CPU: there both stages want the same
+    cores, and on the 2-core machine of ``benchmarks/RESULTS.md`` the background thread made
+    ``segment`` slower (50 against 56 frames/s, "segment throughput")."""
+    return torch.device(device).type != "cpu"
+
+
 @torch.inference_mode()
 def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
                    size: tuple[int, int] | None = None, threshold: float | None = None,
                    batch_frames: int = 4, device: str | torch.device = "cpu",
                    background_rate: float = 0.05, start: int = 0,
-                   cache_dir: str | os.PathLike | None = None, overlap: bool = True,
+                   cache_dir: str | os.PathLike | None = None, overlap: bool | None = None,
                    precision: str = "fp32") -> Iterator[tuple[Frame, np.ndarray | None]]:
     """Yield ``(frame, mask)`` for every frame of ``source``, in order.
 
@@ -155,7 +164,8 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
             (:mod:`pipelines.prefetch`); a background that follows the camera
             (``align_background``) is updated in the calling thread, once its frame's camera
             flow is known. The masks are the same either way; False runs every
-            stage in the calling thread, one after the other.
+            stage in the calling thread, one after the other. None (default):
+            :func:`overlap_by_default` for ``device``.
         precision: ``"fp32"``, or ``"bf16"`` to run HOFAM under bfloat16 autocast (faster on
             CPUs with AVX512-BF16 or AMX and on GPUs; masks agree with fp32 on all but a few
             pixels at object edges, see ``tests/pipelines/test_segment_speedups.py``).
@@ -235,7 +245,7 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
         else:
             hops = build_hops(processing_frames(), backend, config.strides,
                               batch_frames=batch_frames, start=offset)
-        if overlap:
+        if overlap_by_default(device) if overlap is None else overlap:
             # The next batch is ready when HOFAM finishes the current one.
             hops = prefetch(hops, depth=segment_lookahead_frames(source.frame_size, batch_frames),
                             name="segment-flow")

@@ -192,7 +192,8 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
                       batch_frames: int = 4, device: str | torch.device = "cpu",
                       video: Path | None = None, overlay: Path | None = None,
                       overwrite: bool = False, progress: bool = True,
-                      cache_dir: Path | None = None, precision: str = "fp32"
+                      cache_dir: Path | None = None, precision: str = "fp32",
+                      overlap: bool | None = None
                       ) -> SegmentSummary:
     """Segment ``source`` into ``out_dir/binNNNNNN.png`` (0/255, the frame's own number).
 
@@ -210,7 +211,8 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
     Optional mp4s of the masks and of the overlay are written under temporary names, checked,
     and renamed when complete; an existing one is refused unless ``overwrite``. ``source``
     must yield frames at their own size (open it without ``size``); ``size`` here is the
-    processing size.
+    processing size. ``overlap`` is :func:`pipelines.segment.segment_frames`' (None: the
+    default for ``device``); the masks are the same either way.
 
     Raises:
         InputError: an output is in the way (see above) or not writable, the source has fewer
@@ -282,7 +284,8 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
             for frame, mask in segment_frames(source, segmentation, backend=backend, size=size,
                                               threshold=threshold, batch_frames=batch_frames,
                                               device=device, start=start,
-                                              cache_dir=cache_dir, precision=precision):
+                                              cache_dir=cache_dir, precision=precision,
+                                              overlap=overlap):
                 path = mask_path(out_dir, frame.number)
                 if mask is None or (not overwrite and path.exists()):
                     if writers:  # the videos need it: read back the mask that is kept

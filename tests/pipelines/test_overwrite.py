@@ -96,6 +96,16 @@ def test_evaluate_json_and_report(inputs, tmp_path, capsys):
     assert (report / "report.md").read_text().startswith("# crossnet evaluation")
 
 
+def test_segment_overlap_flags_give_the_default_masks(inputs, tmp_path, capsys):
+    base = ["--weights", inputs / "model.pt", "--no-progress"]
+    masks = {}
+    for flag in ([], ["--overlap"], ["--no-overlap"]):
+        out = tmp_path / ("masks" + "".join(flag))
+        assert run(capsys, "segment", inputs / "a.mp4", "--out", out, *flag, *base)[0] == 0
+        masks[tuple(flag)] = {p.name: p.read_bytes() for p in out.glob("bin*.png")}
+    assert masks[()] and masks[("--overlap",)] == masks[()] == masks[("--no-overlap",)]
+
+
 def test_segment_out_video_and_overlay(inputs, tmp_path, capsys):
     out = tmp_path / "masks"
     base = ["--weights", inputs / "model.pt", "--no-progress"]

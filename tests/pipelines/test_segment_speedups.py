@@ -2,19 +2,20 @@
 
 - overlap (the 3D-HOP of the next frames built in a background thread while HOFAM runs):
   the masks are bit-identical to the sequential path, also when resuming, and errors of the
-  source still reach the caller;
+  source still reach the caller; it is the default only where the model runs on a GPU;
 - bf16 autocast for HOFAM: masks agree with fp32 on at least 99.5 % of the pixels and the F
   score against the synthetic ground truth moves by at most 0.01.
 """
 
 import numpy as np
 import pytest
+import torch
 
 from crossnet.metrics import VideoScorer
 from crossnet.weights import bundled_weights
 from flow.backends import make_hop_backend
 from pipelines.scenes import open_scene
-from pipelines.segment import load_segmentation_model, segment_frames
+from pipelines.segment import load_segmentation_model, overlap_by_default, segment_frames
 from pipelines.synth import SynthConfig, generate_scenes
 
 # Tolerances of the bf16 path; measured on this clip: 0.9998 agreement, F 0.6509 -> 0.6527.
@@ -110,3 +111,10 @@ def test_bf16_masks_agree_with_fp32_within_tolerance(clip, segmentation):
 def test_an_unknown_precision_is_refused(clip, segmentation):
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         _masks(clip, segmentation, precision="fp8")
+
+
+@pytest.mark.parametrize(("device", "expected"), [
+    ("cpu", False), ("cuda", True), ("cuda:1", True), (torch.device("cpu"), False)])
+def test_segment_overlaps_its_stages_by_default_only_when_the_model_has_a_gpu(device, expected):
+    # On the CPU both stages want the same cores (slower on the 2-core machine of the records).
+    assert overlap_by_default(device) is expected
