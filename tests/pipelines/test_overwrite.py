@@ -96,7 +96,7 @@ def test_evaluate_json_and_report(inputs, tmp_path, capsys):
     assert (report / "report.md").read_text().startswith("# crossnet evaluation")
 
 
-def test_segment_overlap_flags_give_the_default_masks(inputs, tmp_path, capsys):
+def test_segment_overlap_flags_make_the_same_masks_and_the_same_run(inputs, tmp_path, capsys):
     base = ["--weights", inputs / "model.pt", "--no-progress"]
     masks = {}
     for flag in ([], ["--overlap"], ["--no-overlap"]):
@@ -104,6 +104,12 @@ def test_segment_overlap_flags_give_the_default_masks(inputs, tmp_path, capsys):
         assert run(capsys, "segment", inputs / "a.mp4", "--out", out, *flag, *base)[0] == 0
         masks[tuple(flag)] = {p.name: p.read_bytes() for p in out.glob("bin*.png")}
     assert masks[()] and masks[("--overlap",)] == masks[()] == masks[("--no-overlap",)]
+    # The masks do not depend on it, so a folder made one way is the same run the other way:
+    # nothing to redo, nothing refused.
+    code, stdout, _ = run(capsys, "segment", inputs / "a.mp4", "--out", tmp_path / "masks",
+                          "--overlap", *base)
+    assert code == 0 and "already complete" in stdout
+    assert {p.name: p.read_bytes() for p in (tmp_path / "masks").glob("bin*.png")} == masks[()]
 
 
 def test_segment_out_video_and_overlay(inputs, tmp_path, capsys):
