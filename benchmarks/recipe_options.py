@@ -13,6 +13,8 @@ Trains HOFAM with the recipe of ``crossnet/weights/MODEL_CARD.md`` once per vari
 - ``flip-validation``: choose the epoch and threshold on flip-averaged validation logits, as
   ``segment`` segments (``crossnet train --validation-flip-average``);
 - ``camera-pan+flip-validation``: both;
+- ``dynamic-filter-off``: CmDFF without its dynamic filters (:mod:`crossnet.cmdff`), the one
+  part of HOFAM whose output at a pixel depends on the whole input (a mean over it);
 
 and scores every run on the split's TEST scenes (never trained on, never used for a choice)
 and its VALIDATION scenes (what chooses), through the streaming ``segment`` path, with MOG2
@@ -47,6 +49,7 @@ from _runs import (
 )
 
 from crossnet.augment import AugmentConfig
+from crossnet.hofam import HofamConfig
 from pipelines.train import TrainConfig
 
 # TrainConfig fields each variant changes, its run folders' suffix, and what it is in words.
@@ -62,6 +65,8 @@ VARIANTS = {
                         "epoch and threshold chosen on flip-averaged validation logits"),
     "camera-pan+flip-validation": ({"camera_pan": 0.5, "validation_flip_average": True},
                                    "_pan0.5_flipval", "camera pan and flip validation"),
+    "dynamic-filter-off": ({"model": HofamConfig(dynamic_filter=False)}, "_dynfilter-off",
+                           "CmDFF gates only, no dynamic filters from whole-input means"),
 }
 
 
