@@ -383,6 +383,9 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
                    "ema estimator and stride 1).")
 @click.option("--cmdff/--no-cmdff", default=True, show_default=True,
               help="Cross-modal dynamic feature filter (off: plain concatenation).")
+@click.option("--dynamic-filter/--no-dynamic-filter", default=True, show_default=True,
+              help="CmDFF's dynamic filters, predicted from features averaged over the whole "
+                   "input (off: CmDFF gates only).")
 @click.option("--attention/--no-attention", default=True, show_default=True,
               help="Attention-gated skip connections (off: plain skips).")
 @click.option("--size-balanced/--no-size-balanced", default=True, show_default=True,
@@ -410,8 +413,8 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_epoch, crop,
           composite_fraction, camera_pan, flow_encoding, background, background_estimator,
-          appearance_norm, camera_motion, align_background, cmdff, attention, size_balanced,
-          haze, weight_average, validation_flip_average, amp, workers, seed, resume, overwrite,
+          appearance_norm, camera_motion, align_background, cmdff, dynamic_filter, attention,
+          size_balanced, haze, weight_average, validation_flip_average, amp, workers, seed, resume, overwrite,
           device, no_progress) -> None:
     """Train the HOFAM segmentation model on cached 3D-HOP stacks and masks.
 
@@ -437,7 +440,8 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
         model=HofamConfig(flow_encoding=flow_encoding, use_background=background,
                           background_estimator=background_estimator,
                           appearance_norm=appearance_norm, camera_motion=camera_motion,
-                          align_background=align_background, cmdff=cmdff, attention=attention),
+                          align_background=align_background, cmdff=cmdff,
+                          dynamic_filter=dynamic_filter, attention=attention),
         loss=LossConfig(size_balanced=size_balanced))
     best = run_training(data_dirs, split_path, out_dir, config, device=device, resume=resume,
                         overwrite=overwrite, progress=not no_progress)
