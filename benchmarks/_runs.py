@@ -25,6 +25,9 @@ from pipelines.train import TrainConfig, train, with_new_defaults
 
 STRIDES = (1, 4, 8)
 
+EPOCHS = 14
+"""The model card's number of epochs (``--epochs``' default)."""
+
 SYNTH_SIZE = "128x96"
 """The model card's synthetic training scenes' size (``crossnet synth --size``)."""
 
@@ -49,7 +52,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, *, shared_with: str) -
     parser.add_argument("--work", default="/tmp/crossnet_ablation",
                         help=f"folder for caches and runs (reused; shared with {shared_with})")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--epochs", type=int, default=14)
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--samples-per-epoch", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=12)
     parser.add_argument("--synth-size", default=SYNTH_SIZE,
@@ -61,10 +64,11 @@ def run_folder(args: argparse.Namespace, work: Path, crop: str, seed: int,
                suffix: str = "") -> Path:
     """The folder of one training run under ``work/crop_runs``: named by crop, seed and the
     variant's ``suffix``, then by whatever of :func:`add_recipe_arguments`' options differs
-    from the recipe (``_eN`` for N epochs other than 14, ``_synthWxH`` for other synthetic
-    scenes), so that no run ever lands in the folder of a run made with other settings."""
+    from the recipe (``_eN`` for N epochs other than :data:`EPOCHS`, ``_synthWxH`` for other
+    synthetic scenes), so that no run ever lands in the folder of a run made with other
+    settings."""
     name = f"crop{crop}_seed{seed}{suffix}"
-    if args.epochs != 14:
+    if args.epochs != EPOCHS:
         name += f"_e{args.epochs}"
     if args.synth_size != SYNTH_SIZE:
         name += f"_synth{args.synth_size}"

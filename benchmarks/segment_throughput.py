@@ -253,7 +253,8 @@ def main() -> None:
         f"written: {default:.1f} frames/s, x{default / mog2:.2f} MOG2's {mog2:.0f} frames/s "
         f"(streaming, no writing: {segment_fps[default_label]:.1f} frames/s, "
         f"{modes[default_overlap]}; {modes[not default_overlap]} instead: "
-        f"{segment_fps[other_label]:.1f} frames/s, x{segment_fps[other_label] / segment_fps[default_label]:.2f}). "
+        f"{segment_fps[other_label]:.1f} frames/s, "
+        f"x{segment_fps[other_label] / segment_fps[default_label]:.2f}). "
         f"Target 25 frames/s: **{verdict}**. Peak RSS of the benchmark process "
         f"{peak_resident_mb():.0f} MB."),
     ])

@@ -414,8 +414,8 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
 def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_epoch, crop,
           composite_fraction, camera_pan, flow_encoding, background, background_estimator,
           appearance_norm, camera_motion, align_background, cmdff, dynamic_filter, attention,
-          size_balanced, haze, weight_average, validation_flip_average, amp, workers, seed, resume, overwrite,
-          device, no_progress) -> None:
+          size_balanced, haze, weight_average, validation_flip_average, amp, workers, seed,
+          resume, overwrite, device, no_progress) -> None:
     """Train the HOFAM segmentation model on cached 3D-HOP stacks and masks.
 
     Trains on the split's training scenes (plus composites), reports validation F per epoch on

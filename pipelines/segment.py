@@ -126,8 +126,8 @@ def overlap_by_default(device: str | torch.device) -> bool:
     """Whether ``segment`` overlaps its stages (:func:`segment_frames`' ``overlap``) when not
     told: when the model runs on a GPU, so that the flow (OpenCV, on the CPU) and HOFAM run on
     different hardware. Not when the model runs on the CPU: there both stages want the same
-    cores, and on the 2-core machine of ``benchmarks/RESULTS.md`` the background thread made
-    ``segment`` slower (50 against 56 frames/s, "segment throughput")."""
+    cores, and on the 2-core machine of ``benchmarks/RESULTS.md`` the background thread never
+    made ``segment`` faster (e.g. 54.6 against 58.5 frames/s, "segment throughput", 23:51)."""
     return torch.device(device).type != "cpu"
 
 
