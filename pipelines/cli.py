@@ -90,6 +90,12 @@ _FLIP_AVERAGE_OPTION = click.option(
     "--flip-average/--no-flip-average", default=True, show_default=True,
     help="Average the model's answers on each frame and on its mirror image (higher F on "
          "validation and test scenes; a second model pass per frame).")
+_CAMERA_MOTION_OPTION = click.option(
+    "--camera-motion", default=None, type=click.Choice(["none", "affine"]),
+    help="affine: fit the camera's own motion in the flow and remove it before the model, for "
+         "panning or shaking cameras; frames where the fit does not explain the motion better "
+         "than a still camera are left as they are. Default: the model's own (none for the "
+         "bundled weights).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -131,6 +137,7 @@ def set_threads(count: int) -> None:
 @click.option("--device", default="auto", show_default=True, callback=_device_option,
               help="auto, cpu or cuda[:N].")
 @_FLIP_AVERAGE_OPTION
+@_CAMERA_MOTION_OPTION
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the scores to this JSON file.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
@@ -142,8 +149,8 @@ def set_threads(count: int) -> None:
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], weights: str | None,
              flow_name: str | None, size: tuple[int, int] | None, device: str,
-             flip_average: bool, json_path: str | None, report_dir: str | None,
-             pictures: int, overwrite: bool, no_progress: bool) -> None:
+             flip_average: bool, camera_motion: str | None, json_path: str | None,
+             report_dir: str | None, pictures: int, overwrite: bool, no_progress: bool) -> None:
     """Score methods on benchmark SCENES (CDnet-2014 rules) and print a per-scene table.
 
     Each SCENE is a scene folder (CDnet/SBI, UCSD, Wallflower, HOFAM demo layouts) or a folder
@@ -166,7 +173,8 @@ def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], weights: str | N
 
         run_device = resolve_device(device)
         segmentation = load_segmentation_model(weights or _bundled_weights(), device=run_device,
-                                               flip_average=flip_average)
+                                               flip_average=flip_average,
+                                               camera_motion=camera_motion)
         backend = make_hop_backend(flow_name or segmentation.flow_backend, device=str(run_device))
         model = ModelMethod(segmentation=segmentation, backend=backend, size=size,
                             device=str(run_device))
@@ -548,6 +556,7 @@ def train_flow(stage, out_dir, data_dirs, model_config, steps, batch_size, lr, c
                    "runs (default: on when the model runs on a GPU, off on a CPU, where both "
                    "compete for the same cores). The masks are the same either way.")
 @_FLIP_AVERAGE_OPTION
+@_CAMERA_MOTION_OPTION
 @click.option("--video", "video_path", type=click.Path(dir_okay=False),
               help="Also write the masks as an mp4.")
 @click.option("--overlay", "overlay_path", type=click.Path(dir_okay=False),
@@ -562,9 +571,9 @@ def train_flow(stage, out_dir, data_dirs, model_config, steps, batch_size, lr, c
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
             size: tuple[int, int] | None, threshold: float | None, batch_size: int, device: str,
-            precision: str, overlap: bool | None, flip_average: bool, video_path: str | None,
-            overlay_path: str | None, cache_dir: str | None, overwrite: bool,
-            no_progress: bool) -> None:
+            precision: str, overlap: bool | None, flip_average: bool, camera_motion: str | None,
+            video_path: str | None, overlay_path: str | None, cache_dir: str | None,
+            overwrite: bool, no_progress: bool) -> None:
     """Foreground masks for SOURCE: a video file, a frame folder, a scene folder, a camera
     index or a stream URL.
     """
@@ -576,7 +585,7 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
 
     run_device = resolve_device(device)
     segmentation = load_segmentation_model(weights or _bundled_weights(), device=run_device,
-                                           flip_average=flip_average)
+                                           flip_average=flip_average, camera_motion=camera_motion)
     backend = make_hop_backend(flow_name or segmentation.flow_backend, device=str(run_device))
     sources = _segment_sources(source)
     several = len(sources) > 1

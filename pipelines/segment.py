@@ -19,7 +19,7 @@ import functools
 import os
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -28,7 +28,7 @@ import torch
 
 from crossnet.background import make_background, to_uint8
 from crossnet.blocks import fold_batchnorm
-from crossnet.camera_motion import camera_flows
+from crossnet.camera_motion import camera_flows, check_camera_motion
 from crossnet.checkpoint import load_checkpoint
 from crossnet.flip_average import flip_averaged_logits
 from crossnet.hofam import HOFAM, HofamConfig, build_hofam
@@ -68,9 +68,18 @@ class SegmentationModel:
 
 
 def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.device = "cpu",
-                            flip_average: bool = True) -> SegmentationModel:
+                            flip_average: bool = True,
+                            camera_motion: str | None = None) -> SegmentationModel:
     """Load a crossnet checkpoint for inference (``flip_average``: see
     :class:`SegmentationModel`).
+
+    ``camera_motion`` (one of :data:`crossnet.camera_motion.CAMERA_MOTIONS`) replaces the
+    checkpoint's own camera-motion compensation of the 3D-HOP at test time; None keeps the
+    checkpoint's. ``"affine"`` on a model trained without it is a choice for footage from a
+    moving camera: where the fitted camera motion does not explain the frames better than a
+    still camera, the fit is dropped and the 3D-HOP passes unchanged (see
+    :mod:`crossnet.camera_motion`; measured on the bundled weights in ``benchmarks/RESULTS.md``,
+    "Cross-scene benchmark").
 
     The file is read with ``torch.load(weights_only=True)`` (see
     :func:`crossnet.checkpoint.load_checkpoint`), so nothing in it runs. Its configuration is
@@ -80,9 +89,11 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
     Raises:
         ValueError: not a crossnet checkpoint, a malformed configuration, threshold or flow
             backend entry, or weights that do not fit the configuration; the message names
-            the file.
+            the file. An unknown ``camera_motion``.
         FileNotFoundError: no such file.
     """
+    if camera_motion is not None:
+        check_camera_motion(camera_motion)
     checkpoint = load_checkpoint(weights)
     state = checkpoint["model"]
     try:
@@ -117,6 +128,8 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
             or not 0.0 < threshold < 1.0):
         raise ValueError(f"{weights}: threshold {threshold!r} in the checkpoint is not a "
                          "probability in (0, 1)")
+    if camera_motion is not None:
+        config = replace(config, camera_motion=camera_motion)
     return SegmentationModel(model=model, config=config, flow_backend=backend,
                              threshold=float(threshold), source=str(Path(weights)),
                              weights_sha256=file_sha256(weights), flip_average=flip_average)

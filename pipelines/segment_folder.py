@@ -139,11 +139,15 @@ def run_identity(source: Source, segmentation: SegmentationModel, *, backend: st
         fingerprint = {"source": str(path), **fingerprint}
     return {**fingerprint, "weights_sha256": segmentation.weights_sha256, "flow_backend": backend,
             "size": None if size is None else list(size), "threshold": float(threshold),
-            "precision": precision, "flip_average": segmentation.flip_average}
+            "precision": precision, "flip_average": segmentation.flip_average,
+            "camera_motion": segmentation.config.camera_motion}
 
 
 # What an identity entry missing from an older manifest stood for (the option came later).
-_ABSENT_MEANS = {"precision": "fp32", "flip_average": False}
+# Before `--camera-motion`, a run used its checkpoint's own mode, "none" for every shipped or
+# recorded checkpoint; a folder made by a checkpoint trained with "affine" is refused once
+# (other settings) and needs --overwrite.
+_ABSENT_MEANS = {"precision": "fp32", "flip_average": False, "camera_motion": "none"}
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:

@@ -130,7 +130,9 @@ def test_segment_out_video_and_overlay(inputs, tmp_path, capsys):
             (["segment", inputs / "a.mp4", "--out", out, "--precision", "bf16", *base],
              "precision: 'fp32' there, 'bf16' now"),
             (["segment", inputs / "a.mp4", "--out", out, "--no-flip-average", *base],
-             "flip_average: True there, False now")):
+             "flip_average: True there, False now"),
+            (["segment", inputs / "a.mp4", "--out", out, "--camera-motion", "affine", *base],
+             "camera_motion: 'none' there, 'affine' now")):
         code, _, errors = run(capsys, *args)
         assert code == 1
         _one_error(errors, f"{out}: holds masks of another run ({difference}",
@@ -138,11 +140,17 @@ def test_segment_out_video_and_overlay(inputs, tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in out.glob("bin*.png")} == masks_of_a
 
     # A manifest from before --precision existed stands for fp32: the same run, nothing to do.
+    # So does one from before --camera-motion for a model trained without compensation, and
+    # naming the model's own mode is the same run too.
     manifest = json.loads((out / "segment.json").read_text())
-    del manifest["identity"]["precision"]
+    assert manifest["identity"]["camera_motion"] == "none"
+    del manifest["identity"]["precision"], manifest["identity"]["camera_motion"]
     (out / "segment.json").write_text(json.dumps(manifest))
     code, stdout, _ = run(capsys, "segment", inputs / "a.mp4", "--out", out, *base)
     assert code == 0 and {p.name: p.read_bytes() for p in out.glob("bin*.png")} == masks_of_a
+    code, stdout, _ = run(capsys, "segment", inputs / "a.mp4", "--out", out,
+                          "--camera-motion", "none", *base)
+    assert code == 0 and "already complete" in stdout
 
     # Masks without a record of what made them (an older version, another tool): refused.
     (out / "segment.json").unlink()

@@ -80,6 +80,22 @@ def test_evaluate_scores_the_model_next_to_the_baselines(scene, tmp_path):
     assert main(["evaluate", str(scene), "--method", "crossnet", "--no-progress"]) == 0  # bundled
 
 
+def test_evaluate_camera_motion_leaves_a_still_cameras_scores_alone(scene, tmp_path):
+    # The synthetic scene's camera is still: the fitted camera motion explains no frame pair
+    # better than a still camera, so --camera-motion affine drops it and scores the same.
+    scores = {}
+    for mode in ("none", "affine"):
+        out = tmp_path / f"{mode}.json"
+        assert main(["evaluate", str(scene), "--method", "crossnet", "--camera-motion", mode,
+                     "--json", str(out), "--no-progress"]) == 0
+        scores[mode] = json.loads(out.read_text())["scenes"][scene.name]
+        del scores[mode]["fps"]
+    assert scores["none"]["frames"] == 9 and scores["none"]["F"] > 0
+    assert scores["affine"] == scores["none"]
+    assert main(["evaluate", str(scene), "--method", "crossnet", "--camera-motion", "zoom",
+                 "--no-progress"]) == 2
+
+
 def test_segment_command_writes_numbered_masks_and_videos_and_resumes(scene, tmp_path, capsys):
     import cv2
 
@@ -281,6 +297,36 @@ def test_the_model_gets_the_3d_hop_with_the_camera_motion_it_was_trained_with(
     assert sum(abs(u - 2.0) < 0.3 for u in found) >= 6, found
     if camera_motion == "affine":
         assert max(got.abs().median() for got, _ in seen) < 0.3
+
+
+def test_camera_motion_chosen_at_test_time_replaces_the_checkpoints_own(panning, tmp_path):
+    # `segment --camera-motion affine` on a model trained without it: the model gets the
+    # compensated 3D-HOP, exactly as a model trained with it would.
+    from pipelines.sources import open_source
+
+    torch.manual_seed(1)
+    model = build_hofam(HofamConfig(strides=(1, 2)))
+    save_checkpoint(tmp_path / "still.pt", {"model": model.state_dict(),
+                                            "model_config": model.config.to_dict()})
+    plain = load_segmentation_model(tmp_path / "still.pt")
+    chosen = load_segmentation_model(tmp_path / "still.pt", camera_motion="affine")
+    assert plain.config.camera_motion == "none" and chosen.config.camera_motion == "affine"
+    assert chosen.config == HofamConfig(strides=(1, 2), camera_motion="affine")
+    assert load_segmentation_model(tmp_path / "still.pt",
+                                   camera_motion="none").config == plain.config
+    seen = []
+    backend = make_hop_backend("dis-ultrafast")
+    list(segment_frames(open_source(panning), _spy(chosen, seen), backend=backend,
+                        batch_frames=4))
+    frames = [frame.rgb for frame in open_source(panning)]
+    hops, _, _ = _expected_inputs(frames, backend, (1, 2), "affine", False)
+    assert len(seen) == len(hops) == 9
+    for t, ((got, _), want) in enumerate(zip(seen, hops)):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0, msg=f"frame {t}")
+    assert max(got.abs().median() for got, _ in seen) < 0.3
+
+    with pytest.raises(ValueError, match="unknown camera motion 'homography'"):
+        load_segmentation_model(tmp_path / "still.pt", camera_motion="homography")
 
 
 @pytest.mark.parametrize("camera_motion", ["none", "affine"])
