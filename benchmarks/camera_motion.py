@@ -31,8 +31,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-import torch
+from _camera import camera_speed
 from _report import (
     add_record_argument,
     environment,
@@ -52,10 +51,8 @@ from _runs import (
     train_and_score,
 )
 
-from crossnet.camera_motion import camera_flows
 from crossnet.hofam import HofamConfig
-from flow.classical import make_classical_backend
-from pipelines.scenes import Scene, open_scene
+from pipelines.scenes import open_scene
 from pipelines.train import TrainConfig
 
 # Input options of each variant (HofamConfig fields), and its run folders' suffix. The
@@ -65,25 +62,6 @@ VARIANTS = {"none": ({}, ""),
             "affine": ({"camera_motion": "affine"}, "_camera-checked"),
             "affine+align": ({"camera_motion": "affine", "align_background": True},
                              "_camera-align")}
-
-
-def camera_speed(scene: Scene, frames: int = 90, every: int = 3) -> tuple[float, float]:
-    """Median length of the camera flow (stride 1, DIS-fast) in pixels per frame, 0 where the
-    fit was dropped, and the share of frames where it was kept."""
-    dis = make_classical_backend("dis-fast")
-    previous, speeds = None, []
-    for index, frame in enumerate(scene):
-        if index > frames:
-            break
-        if previous is not None and index % every == 0:
-            flow = torch.from_numpy(dis.compute_flow(frame.rgb, previous))  # t -> t - 1
-            camera = camera_flows(flow[None], (1,), frame.rgb.transpose(2, 0, 1),
-                                  previous.transpose(2, 0, 1)[None])
-            speeds.append(float(camera[0].norm(dim=0).median()))
-        previous = frame.rgb
-    if not speeds:
-        return float("nan"), float("nan")
-    return float(np.median(speeds)), float(np.mean(np.asarray(speeds) > 0))
 
 
 def main() -> None:

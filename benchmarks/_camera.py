@@ -1,0 +1,38 @@
+"""How fast a scene's camera moves, as :mod:`crossnet.camera_motion` sees it.
+
+Imported as ``_camera`` by the benchmark scripts (a script's own folder is first on
+``sys.path``, as for ``_report``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from crossnet.camera_motion import camera_flows
+from flow.classical import make_classical_backend
+from pipelines.scenes import Scene
+
+# A scene counts as filmed by a moving camera when its median camera speed is above this many
+# pixels per frame (the still-camera scenes of the split measure 0, the moving ones 6 to 12).
+MOVING_CAMERA = 0.5
+
+
+def camera_speed(scene: Scene, frames: int = 90, every: int = 3) -> tuple[float, float]:
+    """Median length of the camera flow (stride 1, DIS-fast) in pixels per frame, 0 where the
+    fit was dropped, and the share of frames where it was kept, over every ``every``-th frame
+    of the first ``frames``."""
+    dis = make_classical_backend("dis-fast")
+    previous, speeds = None, []
+    for index, frame in enumerate(scene):
+        if index > frames:
+            break
+        if previous is not None and index % every == 0:
+            flow = torch.from_numpy(dis.compute_flow(frame.rgb, previous))  # t -> t - 1
+            camera = camera_flows(flow[None], (1,), frame.rgb.transpose(2, 0, 1),
+                                  previous.transpose(2, 0, 1)[None])
+            speeds.append(float(camera[0].norm(dim=0).median()))
+        previous = frame.rgb
+    if not speeds:
+        return float("nan"), float("nan")
+    return float(np.median(speeds)), float(np.mean(np.asarray(speeds) > 0))
