@@ -296,3 +296,38 @@ def median_seconds(function: Callable[[], object], *, repeats: int, warmup: int 
         function()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def paired_speedups(functions: dict[str, Callable[[], object]], *, rounds: int
+                    ) -> dict[str, list[float]]:
+    """How much faster each function runs than the first one, measured side by side.
+
+    Every round calls each function once, in an order rotated by one place per round, and
+    divides the first function's time in that round by each one's. A VM whose speed drifts
+    between runs (this project's does, by up to a third) slows a whole round alike, so the
+    ratios keep what a median of separate runs loses. Each function is called once before the
+    first round (warm-up).
+
+    Returns:
+        label -> one speed-up per round (the first label's are all 1.0).
+
+    Raises:
+        ValueError: ``rounds`` < 1 or no functions.
+    """
+    if rounds < 1 or not functions:
+        raise ValueError(f"benchmarks/_report.py: need functions and rounds >= 1, got "
+                         f"{len(functions)} and {rounds}")
+    labels = list(functions)
+    for label in labels:
+        functions[label]()
+    speedups: dict[str, list[float]] = {label: [] for label in labels}
+    for round_ in range(rounds):
+        shift = round_ % len(labels)
+        seconds = {}
+        for label in labels[shift:] + labels[:shift]:
+            start = time.perf_counter()
+            functions[label]()
+            seconds[label] = time.perf_counter() - start
+        for label in labels:
+            speedups[label].append(seconds[labels[0]] / seconds[label])
+    return speedups

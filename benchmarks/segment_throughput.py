@@ -21,10 +21,14 @@ bundled weights (or ``--weights``), strides from the checkpoint:
 6. ``segment`` to a folder (:func:`pipelines.segment_folder.segment_to_folder`, what the command runs:
    the above plus writing every mask as a PNG), the default backend;
 7. peak resident memory of this process (ru_maxrss) and the resident memory of the end-to-end
-   run at its first and last frame, which shows whether memory grows with the video's length.
+   run at its first and last frame, which shows whether memory grows with the video's length;
+8. the two speed-ups that decide ``segment``'s defaults on a CPU (the background thread, bf16)
+   once more side by side: ``--rounds`` rounds, each running the default, the other thread
+   setting and bf16 in an order rotated per round, the speed-up taken within each round
+   (:func:`_report.paired_speedups`), since this VM's speed drifts between runs.
 
-Each timing is the median of ``--repeats`` runs after a warm-up. Ratios are frames/s over MOG2's
-end-to-end frames/s measured in the same run.
+Each timing of 1-7 is the median of ``--repeats`` runs after a warm-up. Ratios are frames/s
+over MOG2's end-to-end frames/s measured in the same run.
 
 Usage (from the repository root)::
 
@@ -38,6 +42,7 @@ import argparse
 import dataclasses
 import itertools
 import resource
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -49,6 +54,7 @@ from _report import (
     environment,
     markdown_table,
     median_seconds,
+    paired_speedups,
     ratio,
     report,
 )
@@ -105,6 +111,9 @@ def main() -> None:
                         "besides the checkpoint's (default: dis-ultrafast)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="rounds of the side-by-side comparison of the segment variants "
+                             "that decide defaults (thread, precision)")
     add_record_argument(parser)
     args = parser.parse_args()
     env = environment()
@@ -206,6 +215,7 @@ def main() -> None:
                  + "(off by default)", default, default_overlap, "fp32", camera),
                 *((f"segment end to end, {name}", name, default_overlap, "fp32", segmentation)
                   for name in backends if name != default)]
+    runs = {}
     for label, name, overlap, precision, model_inputs in variants:
         backend = make_hop_backend(name)
 
@@ -221,10 +231,14 @@ def main() -> None:
                     break
             memory[label] = (first, resident_mb())
 
+        runs[label] = run_segment
         segment_fps[label] = add(label, median_seconds(run_segment, repeats=args.repeats),
                                  f"batch {args.batch_size}; RSS {memory[label][0]:.0f} MB at "
                                  f"frame 1, {memory[label][1]:.0f} MB at frame {n}")
-    default_label, other_label = variants[0][0], variants[1][0]
+    default_label, other_label, bf16_label = (variants[0][0], variants[1][0], variants[2][0])
+    # The speed-ups that decide defaults, once more side by side (rotated order per round).
+    paired = paired_speedups({label: runs[label] for label in
+                              (default_label, other_label, bf16_label)}, rounds=args.rounds)
 
     default_backend = make_hop_backend(segmentation.flow_backend)
     with tempfile.TemporaryDirectory() as work:
@@ -257,6 +271,14 @@ def main() -> None:
         f"x{segment_fps[other_label] / segment_fps[default_label]:.2f}). "
         f"Target 25 frames/s: **{verdict}**. Peak RSS of the benchmark process "
         f"{peak_resident_mb():.0f} MB."),
+        (f"Side by side ({args.rounds} rounds, each running the three in an order rotated "
+         f"per round; speed-up = the default's time / the variant's in the same round, so a "
+         f"drift of the VM's speed between rounds cancels out):\n\n"
+         + markdown_table(["segment end to end", "median speed-up over the default",
+                           "lowest", "highest", "per round"],
+                          [[label, statistics.median(values), min(values), max(values),
+                            " ".join(f"{value:.2f}" for value in values)]
+                           for label, values in paired.items()])),
     ])
     report("segment throughput on one clip, stage by stage, next to MOG2/KNN", body,
            record=not args.no_record, env=env)

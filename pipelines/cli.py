@@ -549,8 +549,9 @@ def train_flow(stage, out_dir, data_dirs, model_config, steps, batch_size, lr, c
               help="auto, cpu or cuda[:N].")
 @click.option("--precision", default="fp32", show_default=True,
               type=click.Choice(["fp32", "bf16"]),
-              help="bf16: run the model under bfloat16 autocast, faster on CPUs with "
-                   "AVX512-BF16/AMX and on GPUs; masks differ from fp32 at a few edge pixels.")
+              help="bf16: run the model under bfloat16 autocast, for CPUs with AVX512-BF16/AMX "
+                   "and for GPUs (the gain varies; see the README); masks differ from fp32 at "
+                   "a few edge pixels.")
 @click.option("--overlap/--no-overlap", default=None,
               help="Build the flow of the next frames in a background thread while the model "
                    "runs (default: on when the model runs on a GPU, off on a CPU, where both "

@@ -139,8 +139,9 @@ def overlap_by_default(device: str | torch.device) -> bool:
     """Whether ``segment`` overlaps its stages (:func:`segment_frames`' ``overlap``) when not
     told: when the model runs on a GPU, so that the flow (OpenCV, on the CPU) and HOFAM run on
     different hardware. Not when the model runs on the CPU: there both stages want the same
-    cores, and on the 2-core machine of ``benchmarks/RESULTS.md`` the background thread never
-    made ``segment`` faster (e.g. 54.6 against 58.5 frames/s, "segment throughput", 23:51)."""
+    cores, and on the 2-core machine of ``benchmarks/RESULTS.md`` the background thread gave no
+    steady gain ("segment throughput": slower in five records in a row, e.g. 54.6 against 58.5
+    frames/s; side by side in rotated rounds a speed-up of 1.05, 0.90 to 1.19 per round)."""
     return torch.device(device).type != "cpu"
 
 
@@ -179,9 +180,10 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
             flow is known. The masks are the same either way; False runs every
             stage in the calling thread, one after the other. None (default):
             :func:`overlap_by_default` for ``device``.
-        precision: ``"fp32"``, or ``"bf16"`` to run HOFAM under bfloat16 autocast (faster on
-            CPUs with AVX512-BF16 or AMX and on GPUs; masks agree with fp32 on all but a few
-            pixels at object edges, see ``tests/pipelines/test_segment_speedups.py``).
+        precision: ``"fp32"``, or ``"bf16"`` to run HOFAM under bfloat16 autocast (meant for
+            CPUs with AVX512-BF16 or AMX and for GPUs; on the AVX512-BF16 CPU of
+            ``benchmarks/RESULTS.md`` about 1.09x, not steadily; masks agree with fp32 on all
+            but a few pixels at object edges, see ``tests/pipelines/test_segment_speedups.py``).
 
     Yields:
         The source's frame and its mask, (H, W) uint8, 255 foreground and 0 background;
