@@ -529,6 +529,30 @@ def train_flow(stage, out_dir, data_dirs, model_config, steps, batch_size, lr, c
 
 
 @cli.command()
+@click.argument("members", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="The ensemble checkpoint to write.")
+@click.option("--threshold", default=None,
+              type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
+              help="Foreground probability threshold of the ensemble (default: the mean of the "
+                   "members' own).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+def ensemble(members: tuple[str, ...], out_path: str, threshold: float | None,
+             overwrite: bool) -> None:
+    """Write MEMBERS (segmentation checkpoints, e.g. best.pt of runs with different seeds) as
+    one checkpoint whose answer is the mean of their logits.
+
+    The members must read the same inputs (strides, background, camera motion) and come from
+    the same flow backend and split. Use the file as --weights of segment and evaluate; each
+    member costs one model pass per frame.
+    """
+    from pipelines.ensemble import make_ensemble
+
+    path = make_ensemble(members, out_path, threshold=threshold, overwrite=overwrite)
+    click.echo(f"wrote {path} ({len(members)} members)")
+
+
+@cli.command()
 @click.argument("source")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the masks, binNNNNNN.png (0/255) by the frame's own number.")

@@ -30,6 +30,7 @@ from crossnet.background import make_background, to_uint8
 from crossnet.blocks import fold_batchnorm
 from crossnet.camera_motion import camera_flows, check_camera_motion
 from crossnet.checkpoint import load_checkpoint
+from crossnet.ensemble import MAX_MEMBERS, LogitMean, check_same_inputs
 from crossnet.flip_average import flip_averaged_logits
 from crossnet.hofam import HOFAM, HofamConfig, build_hofam
 from flow.backends import BACKEND_NAMES, file_sha256
@@ -46,7 +47,9 @@ class SegmentationModel:
     """A loaded HOFAM ready for inference, with what it expects.
 
     Attributes:
-        model: the network in eval mode (BatchNorm folded into the convolutions).
+        model: the network in eval mode (BatchNorm folded into the convolutions); for an
+            ensemble checkpoint, the mean of its members' logits
+            (:class:`crossnet.ensemble.LogitMean`).
         config: its configuration (strides, background input...).
         flow_backend: the flow backend it was trained with (from its checkpoint).
         threshold: the foreground-probability threshold picked on validation scenes in
@@ -58,7 +61,7 @@ class SegmentationModel:
             cost of a second HOFAM pass.
     """
 
-    model: HOFAM
+    model: HOFAM | LogitMean
     config: HofamConfig
     flow_backend: str
     threshold: float
@@ -81,6 +84,10 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
     :mod:`crossnet.camera_motion`; measured on the bundled weights in ``benchmarks/RESULTS.md``,
     "Cross-scene benchmark").
 
+    An ensemble checkpoint (``crossnet ensemble``, :mod:`crossnet.ensemble`) loads as the mean
+    of its members' logits, with the ensemble's own threshold; ``config`` is its first
+    member's (all members read the same inputs, checked here too).
+
     The file is read with ``torch.load(weights_only=True)`` (see
     :func:`crossnet.checkpoint.load_checkpoint`), so nothing in it runs. Its configuration is
     built on the ``meta`` device first and compared with the stored weights, so a file whose
@@ -88,38 +95,31 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
 
     Raises:
         ValueError: not a crossnet checkpoint, a malformed configuration, threshold or flow
-            backend entry, or weights that do not fit the configuration; the message names
-            the file. An unknown ``camera_motion``.
+            backend entry, weights that do not fit the configuration, or ensemble members
+            that read different inputs; the message names the file (and the member). An
+            unknown ``camera_motion``.
         FileNotFoundError: no such file.
     """
     if camera_motion is not None:
         check_camera_motion(camera_motion)
     checkpoint = load_checkpoint(weights)
-    state = checkpoint["model"]
+    extra = checkpoint.get("extra_members", [])
+    if not isinstance(extra, list) or not all(isinstance(m, dict) for m in extra):
+        raise ValueError(f"{weights}: the checkpoint's 'extra_members' entry is not a list of "
+                         "dicts")
+    if len(extra) + 1 > MAX_MEMBERS:
+        raise ValueError(f"{weights}: an ensemble of {len(extra) + 1} members (at most "
+                         f"{MAX_MEMBERS})")
+    members = [_build_member(weights, checkpoint, "")]
+    for index, member in enumerate(extra, start=2):
+        members.append(_build_member(weights, member, f"member {index}: "))
+    config = members[0][1]
     try:
-        if not isinstance(checkpoint["model_config"], dict):
-            raise TypeError(f"a {type(checkpoint['model_config']).__name__}, not a dict")
-        config = HofamConfig.from_dict(checkpoint["model_config"])
-        with torch.device("meta"):
-            expected = build_hofam(config).state_dict()
-    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as error:
-        raise ValueError(f"{weights}: bad model configuration in the checkpoint "
-                         f"({str(error).splitlines()[0] if str(error) else error!r})") from error
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{weights}: the checkpoint's 'model' entry is not a state dict of "
-                         "tensors")
-    misfits = sorted(set(expected) ^ set(state)) + sorted(
-        key for key in set(expected) & set(state) if expected[key].shape != state[key].shape)
-    if misfits:
-        raise ValueError(f"{weights}: weights do not fit the checkpoint's model configuration "
-                         f"({len(misfits)} missing, unexpected or misshapen, e.g. {misfits[0]})")
-    model = build_hofam(config)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise ValueError(f"{weights}: weights do not fit the checkpoint's model configuration "
-                         f"({str(error).splitlines()[0]})") from error
-    model = fold_batchnorm(copy.deepcopy(model).eval()).to(device)
+        check_same_inputs([member_config for _, member_config in members])
+    except ValueError as error:
+        raise ValueError(f"{weights}: {error}") from error
+    model = (members[0][0] if len(members) == 1
+             else LogitMean([member for member, _ in members])).to(device)
     backend = checkpoint.get("flow_backend", "dis-fast")
     if backend not in BACKEND_NAMES:
         raise ValueError(f"{weights}: unknown flow backend {backend!r} in the checkpoint")
@@ -133,6 +133,40 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
     return SegmentationModel(model=model, config=config, flow_backend=backend,
                              threshold=float(threshold), source=str(Path(weights)),
                              weights_sha256=file_sha256(weights), flip_average=flip_average)
+
+
+def _build_member(weights, entries: dict, prefix: str) -> tuple[HOFAM, HofamConfig]:
+    """One HOFAM of a checkpoint from its ``"model"`` and ``"model_config"`` entries, in eval
+    mode with BatchNorm folded; a ValueError naming the file (and ``prefix``: which member)
+    for anything that does not fit."""
+    if "model" not in entries or "model_config" not in entries:
+        raise ValueError(f"{weights}: {prefix}no 'model' or 'model_config' entry")
+    state = entries["model"]
+    try:
+        if not isinstance(entries["model_config"], dict):
+            raise TypeError(f"a {type(entries['model_config']).__name__}, not a dict")
+        config = HofamConfig.from_dict(entries["model_config"])
+        with torch.device("meta"):
+            expected = build_hofam(config).state_dict()
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as error:
+        raise ValueError(f"{weights}: {prefix}bad model configuration in the checkpoint "
+                         f"({str(error).splitlines()[0] if str(error) else error!r})") from error
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{weights}: {prefix}the checkpoint's 'model' entry is not a state dict "
+                         "of tensors")
+    misfits = sorted(set(expected) ^ set(state)) + sorted(
+        key for key in set(expected) & set(state) if expected[key].shape != state[key].shape)
+    if misfits:
+        raise ValueError(f"{weights}: {prefix}weights do not fit the checkpoint's model "
+                         f"configuration ({len(misfits)} missing, unexpected or misshapen, e.g. "
+                         f"{misfits[0]})")
+    model = build_hofam(config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"{weights}: {prefix}weights do not fit the checkpoint's model "
+                         f"configuration ({str(error).splitlines()[0]})") from error
+    return fold_batchnorm(copy.deepcopy(model).eval()), config
 
 
 def overlap_by_default(device: str | torch.device) -> bool:
