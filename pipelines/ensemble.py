@@ -35,8 +35,8 @@ def make_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike, 
     Raises:
         InputError: ``out`` exists (without ``overwrite``); fewer than two members, a member
             that is itself an ensemble, members trained with different flow backends, on
-            different splits or reading different inputs; a member that is not a readable segmentation
-            checkpoint. Each message names the file.
+            different splits or reading different inputs; a member that is not a readable
+            segmentation checkpoint. Each message names the file.
     """
     out = check_output_file(out, overwrite=overwrite)
     if len(members) < 2:
@@ -53,8 +53,9 @@ def make_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike, 
         documents.append(document)
     backends = [document.get("flow_backend", "dis-fast") for document in documents]
     if len(set(backends)) > 1:
+        named = ", ".join(f"{Path(p).name}: {b}" for p, b in zip(members, backends))
         raise InputError(f"{out}: the members were trained with different flow backends "
-                         f"({', '.join(f'{Path(p).name}: {b}' for p, b in zip(members, backends))})")
+                         f"({named})")
     splits = [document.get("split") for document in documents]
     if any(split != splits[0] for split in splits):
         raise InputError(f"{out}: the members were trained on different splits (a scene one "
