@@ -11,8 +11,8 @@ scores every seed alone and every ensemble, side by side:
   clips), with MOG2 on the same frames: the gates a bundled file has to pass;
 - ``segment`` frames/s on the first ``--frames`` frames of the highway clip at 320x240 (the
   default path: flip averaging, one thread), since every member is one more model pass. Only
-  meaningful on an otherwise idle machine: with a training run beside it, ``segment`` on this
-  2-core VM ran ten times slower.
+  meaningful on an otherwise idle machine: a training run beside it competes for the same
+  cores.
 
 Usage (from the repository root; about 20 minutes per training run that is not there yet, and
 about 3 minutes of scoring per member of every row)::
@@ -41,14 +41,13 @@ from _runs import (
     trained,
 )
 from recipe_options import VARIANTS
-from synthetic_clip import NAMED_CLIPS, SIZE
+from synthetic_clip import NAMED_CLIPS, SIZE, clip_scores, make_clips
 
 from flow.backends import make_hop_backend
 from pipelines.ensemble import make_ensemble
-from pipelines.evaluate import ModelMethod, evaluate
+from pipelines.evaluate import evaluate
 from pipelines.segment import load_segmentation_model, segment_frames
 from pipelines.sources import VideoSource
-from pipelines.synth import SynthConfig, generate_scenes
 from pipelines.train import TrainConfig
 
 
@@ -109,16 +108,10 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as clips_folder:
-        clips = [generate_scenes(Path(clips_folder) / f"clip_{index}", num_scenes=1,
-                                 config=SynthConfig(size=SIZE, num_frames=frames), seed=seed,
-                                 progress=False)[0]
-                 for index, (_, seed, frames) in enumerate(NAMED_CLIPS)]
+        clips = make_clips(Path(clips_folder), NAMED_CLIPS)
         for label, path in checkpoints.items():
             _, test_f, val_f = score_run(path, split, scenes)
-            segmentation = load_segmentation_model(path)
-            clip_f = [s.scores["F"] for s in evaluate(clips, ["crossnet"], model=ModelMethod(
-                segmentation=segmentation, backend=make_hop_backend(segmentation.flow_backend)),
-                progress=False)[0].scenes]
+            clip_f = [scores["F"] for scores in clip_scores(path, clips)]
             fps = frames_per_second(path, args.frames)
             print(f"{label}: validation F {val_f:.3f}, test F {test_f:.3f}, clips "
                   f"{', '.join(f'{f:.3f}' for f in clip_f)}, {fps:.1f} frames/s", flush=True)

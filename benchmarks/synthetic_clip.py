@@ -55,16 +55,9 @@ def main() -> None:
     clips = [*NAMED_CLIPS, *((f"seed {seed}", seed, EXTRA_FRAMES) for seed in args.seeds)]
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        folders = [generate_scenes(Path(work) / f"clip_{index}", num_scenes=1,
-                                   config=SynthConfig(size=SIZE, num_frames=frames), seed=seed,
-                                   progress=False)[0]
-                   for index, (_, seed, frames) in enumerate(clips)]
+        folders = make_clips(Path(work), clips)
         for path in checkpoints:
-            segmentation = load_segmentation_model(path)
-            model = ModelMethod(segmentation=segmentation,
-                                backend=make_hop_backend(segmentation.flow_backend))
-            scores = [s.scores for s in evaluate(folders, ["crossnet"], model=model,
-                                                 progress=False)[0].scenes]
+            scores = clip_scores(path, folders)
             rows.append([f"`{path}` (sha256 {file_sha256(path)[:12]})", *_row(scores)])
             listed = ", ".join(f"{s['F']:.3f}" for s in scores)
             print(f"{path}: F {listed}", flush=True)
@@ -85,6 +78,25 @@ def main() -> None:
     )
     report("Checkpoints on synthetic clips: the demo's, the end-to-end test's and more", body,
            record=not args.no_record, env=env)
+
+
+def make_clips(folder: Path, clips) -> list[Path]:
+    """The frame folders of ``clips`` ((label, synth seed, frames) each) from ``crossnet
+    synth`` at :data:`SIZE`, under ``folder``."""
+    return [generate_scenes(folder / f"clip_{index}", num_scenes=1,
+                            config=SynthConfig(size=SIZE, num_frames=frames), seed=seed,
+                            progress=False)[0]
+            for index, (_, seed, frames) in enumerate(clips)]
+
+
+def clip_scores(weights: Path, folders: list[Path]) -> list[dict[str, float]]:
+    """CDnet-2014 scores of a checkpoint on each clip folder, through the streaming
+    ``segment`` path (its own flow backend and threshold)."""
+    segmentation = load_segmentation_model(weights)
+    model = ModelMethod(segmentation=segmentation,
+                        backend=make_hop_backend(segmentation.flow_backend))
+    return [s.scores for s in evaluate(folders, ["crossnet"], model=model,
+                                       progress=False)[0].scenes]
 
 
 def _row(scores: list[dict[str, float]]) -> list[float]:

@@ -1,7 +1,7 @@
 """Several trained HOFAMs as one model: the mean of their foreground logits.
 
 Runs of the same recipe with different seeds disagree on hard scenes (``benchmarks/RESULTS.md``
-has seeds of one recipe 0.05 apart in validation F), and averaging their logits is the oldest
+has two seeds of one recipe 0.07 apart in validation F), and averaging their logits is the oldest
 remedy for that variance. An ensemble is only meaningful when every member reads the same
 inputs, so :func:`check_same_inputs` insists on equal :data:`INPUT_FIELDS`; the members may
 differ in everything else (widths, fusion, dynamic filters).
