@@ -31,6 +31,14 @@ EPOCHS = 14
 SYNTH_SIZE = "128x96"
 """The model card's synthetic training scenes' size (``crossnet synth --size``)."""
 
+SYNTH_SCENES = 6
+"""The model card's number of synthetic training scenes (``crossnet synth --scenes``)."""
+
+SYNTH_SEED = 7
+"""The model card's synthetic training scenes' seed (``crossnet synth --seed``). Scene 0 of a
+``crossnet synth`` run with this seed is a training scene (at the training size, with any
+number of frames), so no held-out clip may be made with it (``synthetic_clip.py``)."""
+
 RECORDED_BASE = {"camera_pan": 0.0}
 """Where today's training defaults differ from those the recorded comparisons were made with,
 the older values: every run of these scripts starts from them, so their records reproduce and
@@ -56,22 +64,27 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, *, shared_with: str) -
     parser.add_argument("--samples-per-epoch", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=12)
     parser.add_argument("--synth-size", default=SYNTH_SIZE,
-                        help=f"size of the 6 synthetic training scenes, WIDTHxHEIGHT (default "
+                        help=f"size of the synthetic training scenes, WIDTHxHEIGHT (default "
                              f"{SYNTH_SIZE}, the model card's)")
+    parser.add_argument("--synth-scenes", type=int, default=SYNTH_SCENES,
+                        help=f"number of synthetic training scenes (default {SYNTH_SCENES}, the "
+                             "model card's; scenes 0-5 are the same scenes whatever the number)")
 
 
 def run_folder(args: argparse.Namespace, work: Path, crop: str, seed: int,
                suffix: str = "") -> Path:
     """The folder of one training run under ``work/crop_runs``: named by crop, seed and the
     variant's ``suffix``, then by whatever of :func:`add_recipe_arguments`' options differs
-    from the recipe (``_eN`` for N epochs other than :data:`EPOCHS`, ``_synthWxH`` for other
-    synthetic scenes), so that no run ever lands in the folder of a run made with other
-    settings."""
+    from the recipe (``_eN`` for N epochs other than :data:`EPOCHS`, ``_synthWxH`` for
+    synthetic scenes of another size, ``_nsynthN`` for another number of them), so that no run
+    ever lands in the folder of a run made with other settings."""
     name = f"crop{crop}_seed{seed}{suffix}"
     if args.epochs != EPOCHS:
         name += f"_e{args.epochs}"
     if args.synth_size != SYNTH_SIZE:
         name += f"_synth{args.synth_size}"
+    if args.synth_scenes != SYNTH_SCENES:
+        name += f"_nsynth{args.synth_scenes}"
     return work / "crop_runs" / name
 
 
@@ -84,19 +97,23 @@ def recipe_data(args: argparse.Namespace) -> tuple[Split, dict[str, Path], Path,
     scenes = split_scenes(root, split)
     work = Path(args.work)
     return split, scenes, work, [fit_caches(STRIDES, split, scenes, work),
-                                 synthetic_caches(work, args.synth_size)]
+                                 synthetic_caches(work, args.synth_size,
+                                                  args.synth_scenes)]
 
 
-def synthetic_caches(work: Path, size: str = SYNTH_SIZE) -> Path:
-    """The model card's 6 synthetic scenes (50 frames, seed 7; 128x96 unless ``size`` says
-    otherwise), cached once under ``work/caches_synth`` (``caches_synth_WxH`` at other
-    sizes)."""
-    tag = "" if size == SYNTH_SIZE else f"_{size}"
+def synthetic_caches(work: Path, size: str = SYNTH_SIZE, count: int = SYNTH_SCENES) -> Path:
+    """The model card's synthetic scenes (50 frames, seed :data:`SYNTH_SEED`; 6 scenes of 128x96 unless
+    ``count`` and ``size`` say otherwise), cached once under ``work/caches_synth``
+    (``caches_synth_WxH`` at other sizes, ``..._nN`` for N scenes other than 6)."""
+    if count < 1:
+        raise SystemExit(f"--synth-scenes must be at least 1, got {count}")
+    tag = ("" if size == SYNTH_SIZE else f"_{size}") + ("" if count == SYNTH_SCENES
+                                                        else f"_n{count}")
     scenes, caches = work / f"synth{tag}", work / f"caches_synth{tag}"
     if not caches.exists():
         parse_size(size)  # a malformed size fails here, before anything is written
-        if cli(["synth", str(scenes), "--scenes", "6", "--frames", "50", "--size", size,
-                "--seed", "7", "--no-progress"]) != 0:
+        if cli(["synth", str(scenes), "--scenes", str(count), "--frames", "50", "--size", size,
+                "--seed", str(SYNTH_SEED), "--no-progress"]) != 0:
             raise SystemExit("crossnet synth failed")
         if cli(["preprocess", str(scenes), "--out", str(caches), "--strides", "1,4,8",
                 "--flow", "dis-fast", "--no-progress"]) != 0:

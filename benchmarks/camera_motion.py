@@ -115,8 +115,8 @@ def main() -> None:
         f"path (each run's own threshold and best-validation checkpoint). Every run: the model "
         f"card's recipe at crop {args.crop}, {args.epochs} epochs x {args.samples_per_epoch} "
         f"samples, batch {args.batch_size}, composites 30 %, the split's training scenes plus "
-        f"6 synthetic scenes at {args.synth_size}, on this CPU; only the variant and the seed "
-        f"differ. MOG2/KNN: OpenCV defaults, same test frames, same run.\n\n"
+        f"{args.synth_scenes} synthetic scenes at {args.synth_size}, on this CPU; only the "
+        f"variant and the seed differ. MOG2/KNN: OpenCV defaults, same test frames, same run.\n\n"
         f"{markdown_table(header, rows)}\n\nMean over seeds: {means}. "
         f"Whole run: {time.perf_counter() - started:.0f} s."
     )

@@ -33,6 +33,7 @@ from pathlib import Path
 from _report import DEFAULT_VIDEO, add_record_argument, environment, markdown_table, report
 from _runs import (
     RECORDED_BASE,
+    SYNTH_SCENES,
     add_recipe_arguments,
     parse_size,
     recipe_data,
@@ -101,7 +102,8 @@ def main() -> None:
     folder = work / "ensembles"
     for k in args.sizes:
         seeds = args.seeds[:k]
-        name = (f"crop{args.crop}{suffix}_synth{args.synth_size}_seeds"
+        count = "" if args.synth_scenes == SYNTH_SCENES else f"_nsynth{args.synth_scenes}"
+        name = (f"crop{args.crop}{suffix}_synth{args.synth_size}{count}_seeds"
                 + "-".join(map(str, seeds)) + ".pt")
         checkpoints[f"ensemble of seeds {', '.join(map(str, seeds))}"] = make_ensemble(
             [members[s] for s in seeds], folder / name, overwrite=True)
@@ -125,7 +127,8 @@ def main() -> None:
     body = (
         f"Split `{split.name}`. Runs of the recipe at crop {args.crop}, {args.epochs} epochs x "
         f"{args.samples_per_epoch} samples, batch {args.batch_size}, the split's training "
-        f"scenes plus 6 synthetic scenes at {args.synth_size}, variant `{args.variant}` "
+        f"scenes plus {args.synth_scenes} synthetic scenes at {args.synth_size}, variant "
+        f"`{args.variant}` "
         f"({described}), seeds {', '.join(map(str, args.seeds))}; ensembles by `crossnet "
         f"ensemble` (the mean of the members' logits, threshold the mean of theirs), under "
         f"`{folder}`. F through the streaming `segment` path with flip averaging: mean over "
