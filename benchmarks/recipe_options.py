@@ -18,6 +18,7 @@ Trains HOFAM with the recipe of ``crossnet/weights/MODEL_CARD.md`` once per vari
 - ``dynamic-filter-off+composites-0.5``: that (the bundled recipe) with half of the samples
   composites instead of 30 % (``crossnet train --composite-fraction 0.5``): more of real
   objects moving over other real scenes' backgrounds;
+- ``dynamic-filter-off+composites-0.1``: the same with 10 % composites;
 
 and scores every run on the split's TEST scenes (never trained on, never used for a choice)
 and its VALIDATION scenes (what chooses), through the streaming ``segment`` path, with MOG2
@@ -76,6 +77,9 @@ VARIANTS = {
     "dynamic-filter-off+composites-0.5": (
         {"model": HofamConfig(dynamic_filter=False), "composite_fraction": 0.5},
         "_dynfilter-off_comp0.5", "the bundled recipe with half of the samples composites"),
+    "dynamic-filter-off+composites-0.1": (
+        {"model": HofamConfig(dynamic_filter=False), "composite_fraction": 0.1},
+        "_dynfilter-off_comp0.1", "the bundled recipe with 10 % of the samples composites"),
 }
 
 
