@@ -102,9 +102,10 @@ def recipe_data(args: argparse.Namespace) -> tuple[Split, dict[str, Path], Path,
 
 
 def synthetic_caches(work: Path, size: str = SYNTH_SIZE, count: int = SYNTH_SCENES) -> Path:
-    """The model card's synthetic scenes (50 frames, seed :data:`SYNTH_SEED`; 6 scenes of 128x96 unless
-    ``count`` and ``size`` say otherwise), cached once under ``work/caches_synth``
-    (``caches_synth_WxH`` at other sizes, ``..._nN`` for N scenes other than 6)."""
+    """The model card's synthetic scenes (50 frames, seed :data:`SYNTH_SEED`; 6 scenes of
+    128x96 unless ``count`` and ``size`` say otherwise), cached once under
+    ``work/caches_synth`` (``caches_synth_WxH`` at other sizes, ``..._nN`` for N scenes other
+    than 6)."""
     if count < 1:
         raise SystemExit(f"--synth-scenes must be at least 1, got {count}")
     tag = ("" if size == SYNTH_SIZE else f"_{size}") + ("" if count == SYNTH_SCENES

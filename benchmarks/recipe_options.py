@@ -118,8 +118,8 @@ def main() -> None:
         f"checkpoint). Every run: the model card's recipe at crop {args.crop}, {args.epochs} "
         f"epochs x {args.samples_per_epoch} samples, batch {args.batch_size}, composites 30 %, "
         f"the split's training scenes plus {args.synth_scenes} synthetic scenes at "
-        f"{args.synth_size}, on this CPU; only the variant ({described}) and the seed differ. MOG2/KNN: "
-        f"OpenCV defaults, same test frames, same run.\n\n"
+        f"{args.synth_size}, on this CPU; only the variant ({described}) and the seed "
+        f"differ. MOG2/KNN: OpenCV defaults, same test frames, same run.\n\n"
         f"{markdown_table(header, rows)}\n\nMean over seeds: {seed_means(by_variant)}. "
         f"Whole run: {time.perf_counter() - started:.0f} s."
     )

@@ -10,7 +10,7 @@ bundled weights) on every clip's frame folder through the streaming ``segment`` 
 and KNN on the same frames in the same run (CDnet-2014 F; each clip's own ground truth). The
 mean over all clips says whether a score on the demo's or the test's clip is typical of
 synthetic video. Seed 7 is refused: scene 0 of ``crossnet synth --seed 7`` is a training scene
-of the model card's recipe (``_runs.SYNTH_SEED``; records before 2026-11-25 10:00 used seeds
+of the model card's recipe (``_runs.SYNTH_SEED``; records before 2026-11-25 03:30 UTC used seeds
 6 to 9, so their seed-7 column and six-clip mean include that training scene).
 
 Usage (from the repository root; about a minute per checkpoint on a 2-core CPU)::
