@@ -71,6 +71,16 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, *, shared_with: str) -
                              "model card's; scenes 0-5 are the same scenes whatever the number)")
 
 
+def recipe_words(args: argparse.Namespace) -> str:
+    """The recipe options of :func:`add_recipe_arguments` in the words of a record, e.g. "14
+    epochs x 1024 samples, batch 12, composites 30 %, the split's training scenes plus 6
+    synthetic scenes at 128x96" (30 % composites is :class:`pipelines.train.TrainConfig`'s
+    default; a variant that changes it says so in its own words)."""
+    return (f"{args.epochs} epochs x {args.samples_per_epoch} samples, batch {args.batch_size}, "
+            f"composites 30 %, the split's training scenes plus {args.synth_scenes} synthetic "
+            f"scenes at {args.synth_size}")
+
+
 def run_folder(args: argparse.Namespace, work: Path, crop: str, seed: int,
                suffix: str = "") -> Path:
     """The folder of one training run under ``work/crop_runs``: named by crop, seed and the

@@ -44,6 +44,7 @@ from _runs import (
     baseline_rows,
     parse_size,
     recipe_data,
+    recipe_words,
     run_folder,
     run_row,
     score_run,
@@ -113,9 +114,7 @@ def main() -> None:
         f"test scene (never trained on, never used for a choice) and mean F over the "
         f"validation scenes ({', '.join(split.validation)}), through the streaming `segment` "
         f"path (each run's own threshold and best-validation checkpoint). Every run: the model "
-        f"card's recipe at crop {args.crop}, {args.epochs} epochs x {args.samples_per_epoch} "
-        f"samples, batch {args.batch_size}, composites 30 %, the split's training scenes plus "
-        f"{args.synth_scenes} synthetic scenes at {args.synth_size}, on this CPU; only the "
+        f"card's recipe at crop {args.crop}, {recipe_words(args)}, on this CPU; only the "
         f"variant and the seed differ. MOG2/KNN: OpenCV defaults, same test frames, same run.\n\n"
         f"{markdown_table(header, rows)}\n\nMean over seeds: {means}. "
         f"Whole run: {time.perf_counter() - started:.0f} s."

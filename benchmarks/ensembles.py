@@ -37,6 +37,7 @@ from _runs import (
     add_recipe_arguments,
     parse_size,
     recipe_data,
+    recipe_words,
     run_folder,
     score_run,
     trained,
@@ -125,12 +126,9 @@ def main() -> None:
     header = ["checkpoint", "val F", "test mean F", *(label for label, _, _ in NAMED_CLIPS),
               "segment frames/s"]
     body = (
-        f"Split `{split.name}`. Runs of the recipe at crop {args.crop}, {args.epochs} epochs x "
-        f"{args.samples_per_epoch} samples, batch {args.batch_size}, the split's training "
-        f"scenes plus {args.synth_scenes} synthetic scenes at {args.synth_size}, variant "
-        f"`{args.variant}` "
-        f"({described}), seeds {', '.join(map(str, args.seeds))}; ensembles by `crossnet "
-        f"ensemble` (the mean of the members' logits, threshold the mean of theirs), under "
+        f"Split `{split.name}`. Runs of the recipe at crop {args.crop}, {recipe_words(args)}, "
+        f"variant `{args.variant}` ({described}), seeds {', '.join(map(str, args.seeds))}; "
+        f"ensembles by `crossnet ensemble` (the mean of the members' logits, threshold the mean of theirs), under "
         f"`{folder}`. F through the streaming `segment` path with flip averaging: mean over "
         f"the validation scenes ({', '.join(split.validation)}) and the test scenes; the "
         f"`make demo` clip and the end-to-end test's clip ({SIZE[0]}x{SIZE[1]}, `crossnet "

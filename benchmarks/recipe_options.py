@@ -50,6 +50,7 @@ from _runs import (
     baseline_rows,
     parse_size,
     recipe_data,
+    recipe_words,
     run_folder,
     seed_means,
     train_and_score,
@@ -115,10 +116,8 @@ def main() -> None:
         f"Split `{split.name}`: CDnet-2014 F on each test scene (never trained on, never used "
         f"for a choice) and mean F over the validation scenes ({', '.join(split.validation)}), "
         f"through the streaming `segment` path (each run's own threshold and best-validation "
-        f"checkpoint). Every run: the model card's recipe at crop {args.crop}, {args.epochs} "
-        f"epochs x {args.samples_per_epoch} samples, batch {args.batch_size}, composites 30 %, "
-        f"the split's training scenes plus {args.synth_scenes} synthetic scenes at "
-        f"{args.synth_size}, on this CPU; only the variant ({described}) and the seed "
+        f"checkpoint). Every run: the model card's recipe at crop {args.crop}, "
+        f"{recipe_words(args)}, on this CPU; only the variant ({described}) and the seed "
         f"differ. MOG2/KNN: OpenCV defaults, same test frames, same run.\n\n"
         f"{markdown_table(header, rows)}\n\nMean over seeds: {seed_means(by_variant)}. "
         f"Whole run: {time.perf_counter() - started:.0f} s."

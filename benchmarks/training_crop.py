@@ -34,6 +34,7 @@ from _runs import (
     baseline_rows,
     parse_size,
     recipe_data,
+    recipe_words,
     run_folder,
     seed_means,
     train_and_score,
@@ -75,9 +76,7 @@ def main() -> None:
         f"({', '.join(split.validation)}; they choose checkpoints, thresholds and defaults), "
         f"through the streaming `segment` path (DIS-fast 3D-HOP online, each run's own "
         f"threshold and best-validation checkpoint). Every run: the model card's recipe, "
-        f"{args.epochs} epochs x {args.samples_per_epoch} samples, batch {args.batch_size}, "
-        f"AdamW one-cycle lr 2e-3, composites 30 %, training scenes of the split plus "
-        f"{args.synth_scenes} synthetic scenes at {args.synth_size}, on this CPU; only the "
+        f"{recipe_words(args)}, AdamW one-cycle lr 2e-3, on this CPU; only the "
         f"crop and the seed differ. MOG2/KNN: OpenCV defaults, same test frames, same run.\n\n"
         f"{markdown_table(header, rows)}\n\n"
         f"Mean over seeds: {means}. Whole run: {time.perf_counter() - started:.0f} s."

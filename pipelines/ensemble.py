@@ -60,15 +60,15 @@ def make_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike, 
     if any(split != splits[0] for split in splits):
         raise InputError(f"{out}: the members were trained on different splits (a scene one "
                          "never saw may be another's training scene)")
+    thresholds = [float(document.get("threshold", 0.5)) for document in documents]
     if threshold is None:
-        threshold = sum(float(document.get("threshold", 0.5)) for document in documents) / len(
-            documents)
+        threshold = sum(thresholds) / len(thresholds)
     try:
         entries = ensemble_checkpoint(documents, threshold=threshold, flow_backend=backends[0])
     except (ValueError, KeyError, TypeError) as error:
         raise InputError(f"{out}: {error}") from error
     entries.update(code_version=crossnet.__version__,
                    members_sha256=[file_sha256(path) for path in members],
-                   members_threshold=[float(d.get("threshold", 0.5)) for d in documents],
+                   members_threshold=thresholds,
                    **({"split": splits[0]} if splits[0] is not None else {}))
     return save_checkpoint(out, entries)

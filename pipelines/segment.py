@@ -14,7 +14,6 @@ against the training datasets' functions, including after resuming at ``start``.
 
 from __future__ import annotations
 
-import copy
 import functools
 import os
 from collections import deque
@@ -166,7 +165,7 @@ def _build_member(weights, entries: dict, prefix: str) -> tuple[HOFAM, HofamConf
     except RuntimeError as error:
         raise ValueError(f"{weights}: {prefix}weights do not fit the checkpoint's model "
                          f"configuration ({str(error).splitlines()[0]})") from error
-    return fold_batchnorm(copy.deepcopy(model).eval()), config
+    return fold_batchnorm(model.eval()), config
 
 
 def overlap_by_default(device: str | torch.device) -> bool:
