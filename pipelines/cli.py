@@ -216,13 +216,16 @@ def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], weights: str | N
               help="Add rippling background regions (background, with exact flow).")
 @click.option("--jitter", default=0.0, show_default=True, type=FiniteFloatRange(min=0),
               help="Camera jitter amplitude in pixels (0 = static camera).")
+@click.option("--pan", default=0.0, show_default=True, type=FiniteFloatRange(min=0),
+              help="Peak speed in pixels per frame of a slow back-and-forth camera pan "
+                   "(0 = no pan); jitter adds on top.")
 @click.option("--overwrite", is_flag=True,
               help="Regenerate scenes that already exist in OUT (by default a complete scene "
                    "made with the same settings is kept, one made with others is refused).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def synth(out: str, num_scenes: int, num_frames: int, size: tuple[int, int], seed: int,
           strides: tuple[int, ...], fps: float, dynamic_background: bool, jitter: float,
-          overwrite: bool, no_progress: bool) -> None:
+          pan: float, overwrite: bool, no_progress: bool) -> None:
     """Generate synthetic scenes with exact ground truth into OUT.
 
     Each scene is written in the CDnet-2014 layout (input/, groundtruth/, ROI.bmp,
@@ -232,7 +235,8 @@ def synth(out: str, num_scenes: int, num_frames: int, size: tuple[int, int], see
     from pipelines.synth import SynthConfig, generate_scenes
 
     config = SynthConfig(size=size, num_frames=num_frames, strides=strides, fps=fps,
-                         dynamic_background=dynamic_background, camera_jitter=jitter)
+                         dynamic_background=dynamic_background, camera_jitter=jitter,
+                         camera_pan=pan)
     paths = generate_scenes(out, num_scenes=num_scenes, config=config, seed=seed,
                             overwrite=overwrite, progress=not no_progress)
     for path in paths:

@@ -40,6 +40,9 @@ class SynthConfig:
         dynamic_background: add a horizontal band of rippling background texture.
         camera_jitter: largest per-frame camera translation in pixels along each axis,
             drawn independently per frame (0 = static camera).
+        camera_pan: peak speed in pixels per frame of a slow back-and-forth camera pan,
+            mostly horizontal with a little tilt (0 = no pan); see
+            :func:`pipelines.synth_scene.pan_path`. Jitter adds on top.
         fps: frame rate recorded in the scene and used for its .mp4.
     """
 
@@ -58,6 +61,7 @@ class SynthConfig:
     illumination_drift: float = 0.05
     dynamic_background: bool = True
     camera_jitter: float = 0.0
+    camera_pan: float = 0.0
     fps: float = 25.0
 
     def __post_init__(self) -> None:
@@ -87,7 +91,8 @@ class SynthConfig:
         if not 0 <= self.min_speed <= self.max_speed:
             raise ValueError(f"SynthConfig: need 0 <= min_speed <= max_speed, got "
                              f"{self.min_speed!r}, {self.max_speed!r}")
-        for name in ("max_scale_rate", "max_rotation_rate", "noise_sigma", "camera_jitter"):
+        for name in ("max_scale_rate", "max_rotation_rate", "noise_sigma", "camera_jitter",
+                     "camera_pan"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"SynthConfig: {name} must be finite and >= 0, got {value!r}")

@@ -21,6 +21,8 @@ MIN_OBJECT_PIXELS = 3.0
 """No object is drawn smaller than this extent, whatever ``min_object_size`` says."""
 
 _OFFSET_DRIFT_SCALE = 60.0
+PAN_PERIODS = (60.0, 120.0)
+"""Range of the period, in frames, of a camera pan's sweep (:func:`pan_path`)."""
 
 
 def random_scene_spec(config: SynthConfig, seed: int) -> SceneSpec:
@@ -43,13 +45,18 @@ def random_scene_spec(config: SynthConfig, seed: int) -> SceneSpec:
         np.random.default_rng(stream) for stream in streams[:4])
     width, height = config.size
     num_frames = config.num_frames
-    margin = math.ceil(config.camera_jitter) + math.ceil(MAX_RIPPLE_AMPLITUDE) + 2
+    # Drawn after the jitter, from the camera's own stream: a pan leaves every other random
+    # choice of the scene, the jitter included, as it was without one.
+    camera_offsets = camera_rng.uniform(-config.camera_jitter, config.camera_jitter,
+                                        (num_frames, 2))
+    pan = pan_path(camera_rng, num_frames=num_frames, peak_speed=config.camera_pan)
+    camera_offsets += pan
+    pan_reach = float(np.abs(pan).max()) if num_frames else 0.0
+    margin = math.ceil(config.camera_jitter + pan_reach) + math.ceil(MAX_RIPPLE_AMPLITUDE) + 2
     background = random_background(background_rng, width=width, height=height, margin=margin,
                                    dynamic=config.dynamic_background)
     objects = tuple(_random_object(objects_rng, config) for _ in range(
         int(objects_rng.integers(config.min_objects, config.max_objects + 1))))
-    camera_offsets = camera_rng.uniform(-config.camera_jitter, config.camera_jitter,
-                                        (num_frames, 2))
     gains = 1.0 + config.illumination_drift * _slow_wave(light_rng, num_frames=num_frames)
     offsets = (_OFFSET_DRIFT_SCALE * config.illumination_drift
                * _slow_wave(light_rng, num_frames=num_frames))
@@ -57,6 +64,22 @@ def random_scene_spec(config: SynthConfig, seed: int) -> SceneSpec:
                      camera_offsets=camera_offsets, gains=gains, offsets=offsets,
                      noise_sigma=float(config.noise_sigma),
                      noise_seed=int(streams[4].generate_state(1)[0]))
+
+
+def pan_path(rng: np.random.Generator, *, num_frames: int, peak_speed: float) -> np.ndarray:
+    """Camera offsets (x, y) of a slow pan that sweeps back and forth, shape (T, 2), float64.
+
+    x follows ``A sin(2 pi t / P + phase)`` with a period P drawn from :data:`PAN_PERIODS`
+    frames and A chosen so that the fastest moment moves ``peak_speed`` pixels per frame; y
+    tilts along with a quarter of that amplitude and its own period and phase, as a camera on a
+    patrol sweep does. With ``peak_speed`` 0 the path is all zeros (the random draws are made
+    all the same, so the stream stays where it would be).
+    """
+    periods = rng.uniform(*PAN_PERIODS, 2)
+    phases = rng.uniform(0, 2 * np.pi, 2)
+    times = np.arange(num_frames, dtype=np.float64)
+    amplitudes = peak_speed * periods / (2 * np.pi) * np.array([1.0, 0.25])
+    return amplitudes * np.sin(2 * np.pi * times[:, None] / periods + phases)
 
 
 def _random_object(rng: np.random.Generator, config: SynthConfig) -> ObjectSpec:

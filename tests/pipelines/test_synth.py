@@ -89,14 +89,16 @@ def _warp_errors(frames, strides, *, zero_flow: bool = False) -> tuple[np.ndarra
     return np.concatenate(on_objects), np.concatenate(on_background)
 
 
-@pytest.mark.parametrize(("camera_jitter", "dynamic_background"), [(0.0, False), (0.7, True)])
-def test_flow_reproduces_frames_by_backward_warping(camera_jitter, dynamic_background):
+@pytest.mark.parametrize(("camera_jitter", "camera_pan", "dynamic_background"),
+                         [(0.0, 0.0, False), (0.7, 0.0, True), (0.3, 2.5, True)])
+def test_flow_reproduces_frames_by_backward_warping(camera_jitter, camera_pan,
+                                                    dynamic_background):
     # Tolerances: frames are bilinear resamplings of textures band-limited by a 0.8 px blur,
     # and the check resamples frame t-k once more at sub-pixel positions; two interpolations
     # of the same texture differ by about 1 grey level on average (measured: 0.4-0.8 on the
     # background, 0.5-2.2 on small objects whose texture is finer relative to the pixel grid).
     # A wrong flow is far off: zero flow gives 3-35 grey levels on the same pixels.
-    config = SynthConfig(**SMALL, **CLEAN, camera_jitter=camera_jitter,
+    config = SynthConfig(**SMALL, **CLEAN, camera_jitter=camera_jitter, camera_pan=camera_pan,
                          dynamic_background=dynamic_background, min_objects=3, max_objects=3,
                          min_object_size=0.3, max_object_size=0.5, max_speed=2.0)
     objects, background = [], []
@@ -111,6 +113,26 @@ def test_flow_reproduces_frames_by_backward_warping(camera_jitter, dynamic_backg
     assert objects.size > 2000 and background.size > 10000
     assert objects.mean() < 2.5, objects.mean()
     assert background.mean() < 1.5, background.mean()
+
+
+def test_pan_sweeps_at_the_given_peak_speed_and_changes_nothing_else():
+    # The pan is the one difference: same background, objects, lighting; the camera offsets
+    # differ by a sweep whose fastest frame-to-frame step is the peak speed (a sampled sine
+    # peaks a little below its top speed), mostly along x.
+    still = random_scene_spec(SynthConfig(size=(64, 48), num_frames=150, camera_jitter=0.5), 4)
+    panned = random_scene_spec(SynthConfig(size=(64, 48), num_frames=150, camera_jitter=0.5,
+                                           camera_pan=3.0), 4)
+    pan = panned.camera_offsets - still.camera_offsets
+    steps = np.abs(np.diff(pan, axis=0)).max(axis=0)
+    assert 2.9 < steps[0] <= 3.0, steps
+    assert 0.4 < steps[1] <= 0.75, steps
+    assert np.abs(pan[:, 0]).max() > 20  # a sweep of dozens of pixels, not a shake
+    for before, after in zip(still.objects, panned.objects, strict=True):
+        np.testing.assert_array_equal(before.texture, after.texture)
+        np.testing.assert_array_equal(before.affines, after.affines)
+    np.testing.assert_array_equal(still.gains, panned.gains)
+    # The background texture only grows by the margin the sweep needs.
+    assert panned.background.texture.shape[0] > still.background.texture.shape[0]
 
 
 def test_integer_velocity_warps_back_exactly():
