@@ -166,16 +166,24 @@ def score_run(best: Path, split: Split, scenes: dict[str, Path], *,
     (e.g. ``{"camera_motion": "affine"}`` for a model trained without it); ``flip_average``
     is ``segment``'s option of that name (on by default, as in ``segment``).
     """
+    paths = [scenes[name] for name in list(split.test) + list(split.validation)]
+    f = {name: scores["F"] for name, scores in
+         scene_scores(best, paths, inputs=inputs, flip_average=flip_average).items()}
+    return (f, nan_mean(f[n] for n in split.test), nan_mean(f[n] for n in split.validation))
+
+
+def scene_scores(best: Path, paths: list[Path], *, inputs: dict[str, Any] | None = None,
+                 flip_average: bool = True) -> dict[str, dict[str, float]]:
+    """CDnet-2014 scores of a checkpoint on each scene folder (by scene name) through the
+    streaming ``segment`` path; ``inputs`` and ``flip_average`` as in :func:`score_run`."""
     segmentation = load_segmentation_model(best, flip_average=flip_average)
     if inputs:
         config = dataclasses.replace(segmentation.config, **inputs)
         segmentation = dataclasses.replace(segmentation, config=config)
     model = ModelMethod(segmentation=segmentation,
                         backend=make_hop_backend(segmentation.flow_backend))
-    paths = [scenes[name] for name in list(split.test) + list(split.validation)]
     result = evaluate(paths, ["crossnet"], model=model, progress=False)[0]
-    f = {s.scene: s.scores["F"] for s in result.scenes}
-    return (f, nan_mean(f[n] for n in split.test), nan_mean(f[n] for n in split.validation))
+    return {s.scene: s.scores for s in result.scenes}
 
 
 def train_and_score(label: str, group: str, run: Path, data: list[Path], split: Split,
