@@ -8,16 +8,18 @@ bundled weights (or ``--weights``), strides from the checkpoint:
 2. MOG2 and KNN end to end (decode + subtractor), what a user of the baselines gets;
 3. 3D-HOP alone (frames in memory) per flow backend, and the camera-motion fit and its check
    against the frames (:func:`crossnet.camera_motion.camera_flows`, every stride's field), which
-   ``crossnet train --camera-motion affine --align-background`` models add (off by default);
+   ``segment`` runs by default (``--camera-motion affine``,
+   :data:`pipelines.segment.DEFAULT_CAMERA_MOTION`);
 4. HOFAM forward alone (3D-HOP stacks and frames in memory), fp32 at batch 1 and
    ``--batch-size``, and bf16 autocast at ``--batch-size``;
 5. ``segment`` end to end (:func:`pipelines.segment.segment_frames` from the video file: decode,
    running background, 3D-HOP, HOFAM, threshold, resize back): the default path (the
    checkpoint's backend and ``segment``'s default on a CPU: every stage in one thread), the
    same with the 3D-HOP built in a background thread while HOFAM runs (``--overlap``, the
-   default on a GPU), with bf16 autocast, with the checkpoint's model fed camera-compensated
-   inputs (affine fit and aligned background, the extra work such a model costs), and with
-   each other backend;
+   default on a GPU), with bf16 autocast, without the camera-motion fit (``--camera-motion
+   none``), with the background moved along with the camera as well (a model option,
+   ``crossnet train --align-background``: the extra work such a model costs), and with each
+   other backend;
 6. ``segment`` to a folder (:func:`pipelines.segment_folder.segment_to_folder`, what the command runs:
    the above plus writing every mask as a PNG), the default backend;
 7. peak resident memory of this process (ru_maxrss) and the resident memory of the end-to-end
@@ -66,7 +68,12 @@ from flow.backends import make_hop_backend
 from flow.hop import build_hops, earlier_frame
 from pipelines.baselines import OpenCVSubtractor
 from pipelines.cli import parse_size
-from pipelines.segment import load_segmentation_model, overlap_by_default, segment_frames
+from pipelines.segment import (
+    DEFAULT_CAMERA_MOTION,
+    load_segmentation_model,
+    overlap_by_default,
+    segment_frames,
+)
 from pipelines.segment_folder import segment_to_folder
 from pipelines.sources import VideoSource
 
@@ -123,7 +130,7 @@ def main() -> None:
     if not video.is_file():
         raise SystemExit(f"{video}: no such video")
     weights = Path(args.weights) if args.weights else bundled_weights()
-    segmentation = load_segmentation_model(weights)
+    segmentation = load_segmentation_model(weights, camera_motion=DEFAULT_CAMERA_MOTION)
     config = segmentation.config
     backends = list(dict.fromkeys([segmentation.flow_backend,
                                    *(args.backends.split(",") if args.backends
@@ -174,7 +181,7 @@ def main() -> None:
 
     add(f"camera fit + check only, strides {','.join(map(str, config.strides))}",
         median_seconds(run_camera_fit, repeats=args.repeats),
-        "3D-HOP in memory; off by default")
+        f"3D-HOP in memory; part of the default (`--camera-motion {DEFAULT_CAMERA_MOTION}`)")
 
     background = RunningBackground(rate=0.05)
     images = torch.stack(tensors).float() / 255.0
@@ -200,7 +207,9 @@ def main() -> None:
     # (label, backend, overlap, precision): the default path first, then what each speed-up
     # adds or takes away, each against the same reference in this one run.
     default = segmentation.flow_backend
-    camera = dataclasses.replace(segmentation, config=dataclasses.replace(
+    still = dataclasses.replace(segmentation, config=dataclasses.replace(
+        config, camera_motion="none"))
+    aligned = dataclasses.replace(segmentation, config=dataclasses.replace(
         config, camera_motion="affine", align_background=config.use_background))
     default_overlap = overlap_by_default("cpu")
     modes = {True: "flow in a background thread (`--overlap`)",
@@ -211,8 +220,10 @@ def main() -> None:
                  not default_overlap, "fp32", segmentation),
                 (f"segment end to end, {default}, bf16 autocast (`--precision bf16`)", default,
                  default_overlap, "bf16", segmentation),
+                (f"segment end to end, {default}, no camera-motion fit (`--camera-motion none`)",
+                 default, default_overlap, "fp32", still),
                 (f"segment end to end, {default}, camera motion affine + aligned background "
-                 + "(off by default)", default, default_overlap, "fp32", camera),
+                 + "(a model option)", default, default_overlap, "fp32", aligned),
                 *((f"segment end to end, {name}", name, default_overlap, "fp32", segmentation)
                   for name in backends if name != default)]
     runs = {}

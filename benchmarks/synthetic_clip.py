@@ -32,7 +32,7 @@ from _runs import SYNTH_SEED
 from crossnet.weights import bundled_weights
 from flow.backends import file_sha256, make_hop_backend
 from pipelines.evaluate import ModelMethod, evaluate
-from pipelines.segment import load_segmentation_model
+from pipelines.segment import DEFAULT_CAMERA_MOTION, load_segmentation_model
 from pipelines.synth import SynthConfig, generate_scenes
 
 SIZE = (320, 240)
@@ -99,8 +99,9 @@ def make_clips(folder: Path, clips) -> list[Path]:
 
 def clip_scores(weights: Path, folders: list[Path]) -> list[dict[str, float]]:
     """CDnet-2014 scores of a checkpoint on each clip folder, through the streaming
-    ``segment`` path (its own flow backend and threshold)."""
-    segmentation = load_segmentation_model(weights)
+    ``segment`` path as the command runs it (its own flow backend and threshold, the default
+    camera-motion compensation, which leaves these still-camera clips as they are)."""
+    segmentation = load_segmentation_model(weights, camera_motion=DEFAULT_CAMERA_MOTION)
     model = ModelMethod(segmentation=segmentation,
                         backend=make_hop_backend(segmentation.flow_backend))
     return [s.scores for s in evaluate(folders, ["crossnet"], model=model,

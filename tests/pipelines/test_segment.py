@@ -363,3 +363,26 @@ def test_a_background_aligned_with_the_camera_is_what_training_made_even_after_r
     still_error = np.mean([np.abs(still[t].astype(int) - frames[t])[away].mean()
                            for t in range(4, 9)])
     assert aligned_error < 0.1 * still_error, (aligned_error, still_error)
+
+
+def test_the_commands_remove_camera_motion_by_default(panning, tmp_path):
+    # segment and evaluate share the option; its default is the module's constant, and the
+    # bundled weights (trained without compensation) then see a panning camera's frames
+    # compensated: the masks equal --camera-motion affine's and differ from none's. (Both
+    # flag most of this tiny clip: its running background does not move with the camera.)
+    from pipelines import cli
+    from pipelines.imageio import read_label_mask
+    from pipelines.segment import DEFAULT_CAMERA_MOTION
+
+    for command in (cli.segment, cli.evaluate):
+        option = next(p for p in command.params if p.name == "camera_motion")
+        assert option.default == DEFAULT_CAMERA_MOTION == "affine"
+    masks = {}
+    for name, extra in (("default", []), ("affine", ["--camera-motion", "affine"]),
+                        ("none", ["--camera-motion", "none"])):
+        assert main(["segment", str(panning), "--out", str(tmp_path / name), "--no-progress",
+                     *extra]) == 0
+        masks[name] = np.stack([read_label_mask(tmp_path / name / f"bin{t:06d}.png")
+                                for t in range(1, 10)])
+    np.testing.assert_array_equal(masks["default"], masks["affine"])
+    assert (masks["none"] != masks["affine"]).mean() > 0.005
