@@ -24,9 +24,9 @@ bundled weights (or ``--weights``), strides from the checkpoint:
    the above plus writing every mask as a PNG), the default backend;
 7. peak resident memory of this process (ru_maxrss) and the resident memory of the end-to-end
    run at its first and last frame, which shows whether memory grows with the video's length;
-8. the two speed-ups that decide ``segment``'s defaults on a CPU (the background thread, bf16)
-   once more side by side: ``--rounds`` rounds, each running the default, the other thread
-   setting and bf16 in an order rotated per round, the speed-up taken within each round
+8. the speed-ups that decide ``segment``'s defaults on a CPU (the background thread, bf16, the
+   camera-motion fit) once more side by side: ``--rounds`` rounds, each running the default,
+   the other thread setting, bf16 and ``--camera-motion none`` in an order rotated per round, the speed-up taken within each round
    (:func:`_report.paired_speedups`), since this VM's speed drifts between runs.
 
 Each timing of 1-7 is the median of ``--repeats`` runs after a warm-up. Ratios are frames/s
@@ -246,10 +246,11 @@ def main() -> None:
         segment_fps[label] = add(label, median_seconds(run_segment, repeats=args.repeats),
                                  f"batch {args.batch_size}; RSS {memory[label][0]:.0f} MB at "
                                  f"frame 1, {memory[label][1]:.0f} MB at frame {n}")
-    default_label, other_label, bf16_label = (variants[0][0], variants[1][0], variants[2][0])
+    default_label, other_label, bf16_label, still_label = (v[0] for v in variants[:4])
     # The speed-ups that decide defaults, once more side by side (rotated order per round).
     paired = paired_speedups({label: runs[label] for label in
-                              (default_label, other_label, bf16_label)}, rounds=args.rounds)
+                              (default_label, other_label, bf16_label, still_label)},
+                             rounds=args.rounds)
 
     default_backend = make_hop_backend(segmentation.flow_backend)
     with tempfile.TemporaryDirectory() as work:
@@ -282,7 +283,7 @@ def main() -> None:
         f"x{segment_fps[other_label] / segment_fps[default_label]:.2f}). "
         f"Target 25 frames/s: **{verdict}**. Peak RSS of the benchmark process "
         f"{peak_resident_mb():.0f} MB."),
-        (f"Side by side ({args.rounds} rounds, each running the three in an order rotated "
+        (f"Side by side ({args.rounds} rounds, each running the four in an order rotated "
          f"per round; speed-up = the default's time / the variant's in the same round, so a "
          f"drift of the VM's speed between rounds cancels out):\n\n"
          + markdown_table(["segment end to end", "median speed-up over the default",

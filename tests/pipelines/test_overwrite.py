@@ -131,23 +131,34 @@ def test_segment_out_video_and_overlay(inputs, tmp_path, capsys):
              "precision: 'fp32' there, 'bf16' now"),
             (["segment", inputs / "a.mp4", "--out", out, "--no-flip-average", *base],
              "flip_average: True there, False now"),
-            (["segment", inputs / "a.mp4", "--out", out, "--camera-motion", "affine", *base],
-             "camera_motion: 'none' there, 'affine' now")):
+            (["segment", inputs / "a.mp4", "--out", out, "--camera-motion", "none", *base],
+             "camera_motion: 'affine' there, 'none' now")):
         code, _, errors = run(capsys, *args)
         assert code == 1
         _one_error(errors, f"{out}: holds masks of another run ({difference}",
                    "pass --overwrite to replace them, or choose another --out")
     assert {p.name: p.read_bytes() for p in out.glob("bin*.png")} == masks_of_a
 
-    # A manifest from before --precision existed stands for fp32: the same run, nothing to do.
-    # So does one from before --camera-motion for a model trained without compensation, and
-    # naming the model's own mode is the same run too.
+    # A manifest from before --precision existed stands for fp32: the same run, nothing to do;
+    # naming the default camera motion is the same run too.
     manifest = json.loads((out / "segment.json").read_text())
-    assert manifest["identity"]["camera_motion"] == "none"
-    del manifest["identity"]["precision"], manifest["identity"]["camera_motion"]
+    assert manifest["identity"]["camera_motion"] == "affine"
+    del manifest["identity"]["precision"]
     (out / "segment.json").write_text(json.dumps(manifest))
     code, stdout, _ = run(capsys, "segment", inputs / "a.mp4", "--out", out, *base)
     assert code == 0 and {p.name: p.read_bytes() for p in out.glob("bin*.png")} == masks_of_a
+    code, stdout, _ = run(capsys, "segment", inputs / "a.mp4", "--out", out,
+                          "--camera-motion", "affine", *base)
+    assert code == 0 and "already complete" in stdout
+    # One from before --camera-motion existed stands for none, the one mode there was for a
+    # model trained without compensation: today's default is another run and is refused, and
+    # --camera-motion none is that same run.
+    del manifest["identity"]["camera_motion"]
+    (out / "segment.json").write_text(json.dumps(manifest))
+    code, _, errors = run(capsys, "segment", inputs / "a.mp4", "--out", out, *base)
+    assert code == 1
+    _one_error(errors, f"{out}: holds masks of another run (camera_motion: 'none' there, "
+               "'affine' now", "pass --overwrite to replace them, or choose another --out")
     code, stdout, _ = run(capsys, "segment", inputs / "a.mp4", "--out", out,
                           "--camera-motion", "none", *base)
     assert code == 0 and "already complete" in stdout
