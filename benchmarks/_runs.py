@@ -157,26 +157,30 @@ def trained(run: Path, data: list[Path], split: Split, config: TrainConfig
 
 
 def score_run(best: Path, split: Split, scenes: dict[str, Path], *,
-              inputs: dict[str, Any] | None = None, flip_average: bool = True
-              ) -> tuple[dict[str, float], float, float]:
+              inputs: dict[str, Any] | None = None, flip_average: bool = True,
+              camera_mode: str | None = None) -> tuple[dict[str, float], float, float]:
     """F of a checkpoint on every test and validation scene through the streaming ``segment``
     path (its own threshold and flow backend), and the test and validation means.
 
     ``inputs`` changes input options of the checkpoint's model configuration at test time only
     (e.g. ``{"camera_motion": "affine"}`` for a model trained without it); ``flip_average``
-    is ``segment``'s option of that name (on by default, as in ``segment``).
+    is ``segment``'s option of that name (on by default, as in ``segment``); ``camera_mode``
+    its ``--camera-motion`` (None: the checkpoint's own, which recipe records compare).
     """
     paths = [scenes[name] for name in list(split.test) + list(split.validation)]
     f = {name: scores["F"] for name, scores in
-         scene_scores(best, paths, inputs=inputs, flip_average=flip_average).items()}
+         scene_scores(best, paths, inputs=inputs, flip_average=flip_average,
+                      camera_mode=camera_mode).items()}
     return (f, nan_mean(f[n] for n in split.test), nan_mean(f[n] for n in split.validation))
 
 
 def scene_scores(best: Path, paths: list[Path], *, inputs: dict[str, Any] | None = None,
-                 flip_average: bool = True) -> dict[str, dict[str, float]]:
+                 flip_average: bool = True, camera_mode: str | None = None
+                 ) -> dict[str, dict[str, float]]:
     """CDnet-2014 scores of a checkpoint on each scene folder (by scene name) through the
-    streaming ``segment`` path; ``inputs`` and ``flip_average`` as in :func:`score_run`."""
-    segmentation = load_segmentation_model(best, flip_average=flip_average)
+    streaming ``segment`` path; the options as in :func:`score_run`."""
+    segmentation = load_segmentation_model(best, flip_average=flip_average,
+                                           camera_motion=camera_mode)
     if inputs:
         config = dataclasses.replace(segmentation.config, **inputs)
         segmentation = dataclasses.replace(segmentation, config=config)

@@ -1,14 +1,15 @@
-"""Camera-motion compensation chosen at test time, for the bundled weights and other checkpoints.
+"""Camera-motion handling chosen at test time, for the bundled weights and other checkpoints.
 
-``segment`` and ``evaluate`` take ``--camera-motion affine``: the camera's own motion, fitted to
-each flow field (:mod:`crossnet.camera_motion`), is removed from the 3D-HOP before a model that
-was trained without it. This script scores each checkpoint through the streaming ``segment``
-path with each test-time setting:
+``segment`` and ``evaluate`` take ``--camera-motion`` (:data:`pipelines.segment.CAMERA_MODES`):
+the camera's own motion, fitted to each flow field (:mod:`crossnet.camera_motion`), can be
+removed from the 3D-HOP, and the running background moved along with the camera, before a model
+that was trained without either. This script scores each checkpoint through the streaming
+``segment`` path with each mode:
 
-- ``none``: the checkpoint's own inputs (the bundled weights': no compensation);
-- ``affine``: ``--camera-motion affine``;
-- ``affine+align``: that, and the running background moved with the camera (a model option,
-  :attr:`crossnet.hofam.HofamConfig.align_background`, not a command-line one);
+- ``none``: the flow and the background as they are (the bundled weights' training inputs);
+- ``affine``: the camera's motion removed from the 3D-HOP;
+- ``affine+background``: that, and the running background moved with the camera (the default
+  of the commands since 2026-11-25; records before then call it ``affine+align``);
 
 on the split's VALIDATION scenes (what chooses a default) and its TEST scenes (never used for a
 choice), per scene, with each scene's median camera speed (``_camera``) and MOG2 and KNN on the
@@ -51,11 +52,9 @@ from crossnet.split import load_split
 from crossnet.weights import bundled_weights
 from pipelines.evaluate import evaluate
 from pipelines.scenes import open_scene
+from pipelines.segment import CAMERA_MODES
 from pipelines.synth import SynthConfig, generate_scenes
 
-SETTINGS = {"none": None,
-            "affine": {"camera_motion": "affine"},
-            "affine+align": {"camera_motion": "affine", "align_background": True}}
 CLIP_SIZE = (320, 240)
 # The camera of each kind of synthetic clip: (kind, SynthConfig changes).
 CLIP_CAMERAS = (("still", {"num_frames": 30}),
@@ -92,11 +91,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         clips = make_clips(Path(work), args.clip_seeds)
         for name, path in checkpoints.items():
-            for setting, inputs in SETTINGS.items():
-                f, test_f, val_f = score_run(path, split, scenes, inputs=inputs)
+            for setting in CAMERA_MODES:
+                f, test_f, val_f = score_run(path, split, scenes, camera_mode=setting)
                 by_setting.setdefault(setting, []).append((test_f, val_f))
                 rows.append([f"{name}, {setting}", *(f[n] for n in names), val_f, test_f])
-                clip_f = {n: s["F"] for n, s in scene_scores(path, clips, inputs=inputs).items()}
+                clip_f = {n: s["F"] for n, s in
+                          scene_scores(path, clips, camera_mode=setting).items()}
                 clip_rows.append([f"{name}, {setting}", *clip_means(clip_f), val_f,
                                   *(clip_f[c.name] for c in clips)])
                 print(f"{name}, {setting}: validation F {val_f:.3f}, test F {test_f:.3f}, "
@@ -118,10 +118,9 @@ def main() -> None:
         f"Split `{split.name}`: CDnet-2014 F on each validation scene (what chooses a default) "
         f"and each test scene (never trained on, never used for a choice), through the "
         f"streaming `segment` path (each checkpoint's own threshold and flow backend, flip "
-        f"averaging on), with the camera-motion setting changed at test time only: `none` "
-        f"(the checkpoint's own inputs), `affine` (`--camera-motion affine`: the camera's "
-        f"motion removed from the 3D-HOP), `affine+align` (also the running background moved "
-        f"with the camera). First row: each scene's median camera speed "
+        f"averaging on), with each `--camera-motion` mode at test time: `none` (flow and "
+        f"background as they are), `affine` (the camera's motion removed from the 3D-HOP), "
+        f"`affine+background` (also the running background moved with the camera). First row: each scene's median camera speed "
         f"(`crossnet.camera_motion` on DIS-fast stride-1 flow, every third frame of the first "
         f"90; 0 where the fit does not explain the frames better than a still camera). "
         f"Checkpoints: "

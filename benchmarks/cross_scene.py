@@ -12,10 +12,10 @@ camera speed that :mod:`crossnet.camera_motion` finds, 0 where the fit does not 
 frames better than a still camera): the project is built for still cameras, and several test
 scenes follow their subject with the camera; means are given over the still-camera and the
 moving-camera scenes as well as over all of them (the targets stay on all of them). The model
-runs as ``crossnet evaluate`` runs it by default (``--camera-motion affine``: camera motion
-removed from the flow at test time, :data:`pipelines.segment.DEFAULT_CAMERA_MOTION`), and once
-more with ``--camera-motion none`` (the flow as it is), which differs only where the camera
-moves.
+runs as ``crossnet evaluate`` runs it by default (``--camera-motion affine+background``: camera
+motion removed from the flow and the running background moved with the camera at test time,
+:data:`pipelines.segment.DEFAULT_CAMERA_MOTION`), and once more with ``--camera-motion none``
+(flow and background as they are), which differs only where the camera moves.
 
 Usage (from the repository root)::
 
@@ -114,9 +114,10 @@ def main() -> None:
         "`crossnet.camera_motion` finds (DIS-fast stride-1 flow, every third frame of the "
         "first 90; 0 where the fit does not explain the frames better than a still camera). "
         f"`crossnet F`: as `crossnet evaluate` runs it, with `--camera-motion "
-        f"{DEFAULT_CAMERA_MOTION}` (the default: the camera's motion removed from the flow at "
-        "test time where the fit explains the frames); `crossnet F, camera none`: the same "
-        "model with `--camera-motion none` (the flow as it is)."),
+        f"{DEFAULT_CAMERA_MOTION}` (the default: where the camera fit explains the frames, the "
+        "camera's motion is removed from the flow and the running background moves with the "
+        "camera); `crossnet F, camera none`: the same model with `--camera-motion none` (flow "
+        "and background as they are)."),
         table,
         (f"crossnet beats MOG2 on {wins['mog2']}/{count} scenes and KNN on {wins['knn']}/{count}; "
         f"mean F {crossnet_f:.3f} vs MOG2 {mog2_f:.3f} ({crossnet_f / mog2_f:.2f}x) and KNN "

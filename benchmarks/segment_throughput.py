@@ -8,7 +8,7 @@ bundled weights (or ``--weights``), strides from the checkpoint:
 2. MOG2 and KNN end to end (decode + subtractor), what a user of the baselines gets;
 3. 3D-HOP alone (frames in memory) per flow backend, and the camera-motion fit and its check
    against the frames (:func:`crossnet.camera_motion.camera_flows`, every stride's field), which
-   ``segment`` runs by default (``--camera-motion affine``,
+   ``segment`` runs by default (``--camera-motion affine+background``,
    :data:`pipelines.segment.DEFAULT_CAMERA_MOTION`);
 4. HOFAM forward alone (3D-HOP stacks and frames in memory), fp32 at batch 1 and
    ``--batch-size``, and bf16 autocast at ``--batch-size``;
@@ -17,9 +17,8 @@ bundled weights (or ``--weights``), strides from the checkpoint:
    checkpoint's backend and ``segment``'s default on a CPU: every stage in one thread), the
    same with the 3D-HOP built in a background thread while HOFAM runs (``--overlap``, the
    default on a GPU), with bf16 autocast, without the camera-motion fit (``--camera-motion
-   none``), with the background moved along with the camera as well (a model option,
-   ``crossnet train --align-background``: the extra work such a model costs), and with each
-   other backend;
+   none``), with the fit removed from the flow only (``--camera-motion affine``: the background
+   is not moved), and with each other backend;
 6. ``segment`` to a folder (:func:`pipelines.segment_folder.segment_to_folder`, what the command runs:
    the above plus writing every mask as a PNG), the default backend;
 7. peak resident memory of this process (ru_maxrss) and the resident memory of the end-to-end
@@ -73,6 +72,7 @@ from pipelines.segment import (
     load_segmentation_model,
     overlap_by_default,
     segment_frames,
+    with_camera_mode,
 )
 from pipelines.segment_folder import segment_to_folder
 from pipelines.sources import VideoSource
@@ -207,10 +207,8 @@ def main() -> None:
     # (label, backend, overlap, precision): the default path first, then what each speed-up
     # adds or takes away, each against the same reference in this one run.
     default = segmentation.flow_backend
-    still = dataclasses.replace(segmentation, config=dataclasses.replace(
-        config, camera_motion="none"))
-    aligned = dataclasses.replace(segmentation, config=dataclasses.replace(
-        config, camera_motion="affine", align_background=config.use_background))
+    still = dataclasses.replace(segmentation, config=with_camera_mode(config, "none"))
+    flow_only = dataclasses.replace(segmentation, config=with_camera_mode(config, "affine"))
     default_overlap = overlap_by_default("cpu")
     modes = {True: "flow in a background thread (`--overlap`)",
              False: "one thread, stage after stage (`--no-overlap`)"}
@@ -222,8 +220,8 @@ def main() -> None:
                  default_overlap, "bf16", segmentation),
                 (f"segment end to end, {default}, no camera-motion fit (`--camera-motion none`)",
                  default, default_overlap, "fp32", still),
-                (f"segment end to end, {default}, camera motion affine + aligned background "
-                 + "(a model option)", default, default_overlap, "fp32", aligned),
+                (f"segment end to end, {default}, the flow's camera motion only "
+                 + "(`--camera-motion affine`)", default, default_overlap, "fp32", flow_only),
                 *((f"segment end to end, {name}", name, default_overlap, "fp32", segmentation)
                   for name in backends if name != default)]
     runs = {}

@@ -91,11 +91,13 @@ _FLIP_AVERAGE_OPTION = click.option(
     help="Average the model's answers on each frame and on its mirror image (higher F on "
          "validation and test scenes; a second model pass per frame).")
 _CAMERA_MOTION_OPTION = click.option(
-    "--camera-motion", default="affine", show_default=True, type=click.Choice(["none", "affine"]),
-    help="affine: fit the camera's own motion in the flow and remove it before the model, for "
-         "panning or shaking cameras; frames where the fit does not explain the motion better "
-         "than a still camera are left as they are, so still-camera video is unchanged. none: "
-         "the flow as it is (faster by the fit's few ms per frame).")
+    "--camera-motion", default="affine+background", show_default=True,
+    type=click.Choice(["none", "affine", "affine+background"]),
+    help="How to handle a moving camera. affine: fit the camera's own motion in the flow and "
+         "remove it before the model; affine+background: also move the running background "
+         "along with the camera; none: the flow and background as they are (a few ms per "
+         "frame faster). Frames where the fit does not explain the motion better than a still "
+         "camera, across the frame, are left as they are, so still-camera video is unchanged.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -27,7 +27,7 @@ import torch
 
 from crossnet.background import make_background, to_uint8
 from crossnet.blocks import fold_batchnorm
-from crossnet.camera_motion import camera_flows, check_camera_motion
+from crossnet.camera_motion import camera_flows
 from crossnet.checkpoint import load_checkpoint
 from crossnet.ensemble import MAX_MEMBERS, LogitMean, check_same_inputs
 from crossnet.flip_average import flip_averaged_logits
@@ -39,19 +39,40 @@ from pipelines.prefetch import prefetch
 from pipelines.sources import Frame, Source, resize_rgb
 
 PRECISIONS = ("fp32", "bf16")
-DEFAULT_CAMERA_MOTION = "affine"
-"""What ``crossnet segment`` and ``crossnet evaluate`` pass as ``camera_motion`` unless told
-otherwise: the camera's own motion is fitted and removed from the 3D-HOP at test time, whatever
-the checkpoint was trained with. Where the fit does not explain the frames better than a still
-camera it is dropped (:mod:`crossnet.camera_motion`), so a still camera's frames pass as they
-are. Chosen 2026-11-25 by a rule written before the run (``benchmarks/RESULTS.md``, "Camera-
-motion compensation at test time"): on the bundled weights it keeps validation F (0.772 against
-0.773) and synthetic still-camera clips (0.786, unchanged) and raises synthetic shaking- and
-panning-camera clips (0.628 -> 0.724, 0.263 -> 0.314); moving the running background with the
-camera as well (``align_background``) does better on panning clips (0.595) but costs validation
-F (0.748), so it is not part of the default. :func:`load_segmentation_model` itself keeps a
-checkpoint's own setting unless given one.
+CAMERA_MODES = ("none", "affine", "affine+background")
+"""Camera-motion handling chosen at test time (``segment``/``evaluate --camera-motion``):
+``none``, the flow and the running background as they are; ``affine``, the camera's own
+motion fitted and removed from the 3D-HOP (:mod:`crossnet.camera_motion`); ``affine+background``,
+that, and the running background moved along with the camera too
+(:attr:`crossnet.hofam.HofamConfig.align_background`; for a model without a background input
+the same as ``affine``). Where the fit does not explain the frames better than a still camera,
+over the whole frame and across it, it is dropped, so a still camera's frames pass as they are.
 """
+DEFAULT_CAMERA_MOTION = "affine+background"
+"""What ``crossnet segment`` and ``crossnet evaluate`` use unless told otherwise, whatever the
+checkpoint was trained with. Chosen 2026-11-25 by rules written before the runs
+(``benchmarks/RESULTS.md``, "Camera-motion compensation at test time", the two records of that
+day): the split's validation scenes all have still cameras, so synthetic clips with exact
+ground truth (``crossnet synth --jitter``/``--pan``) judged the moving-camera side. On the
+bundled weights, against ``none``: validation F 0.773 (0.773), still-camera clips 0.786
+(0.786), shaking-camera clips 0.771 (0.628), panning-camera clips 0.596 (0.263); ``affine``
+alone 0.724 and 0.317 there. :func:`load_segmentation_model` itself keeps a checkpoint's own
+setting unless given one.
+"""
+
+
+def with_camera_mode(config: HofamConfig, mode: str) -> HofamConfig:
+    """``config`` with the test-time camera-motion handling ``mode`` (:data:`CAMERA_MODES`).
+
+    Raises:
+        ValueError: an unknown mode, naming the known ones.
+    """
+    if mode not in CAMERA_MODES:
+        raise ValueError(f"unknown camera motion {mode!r}, expected one of "
+                         f"{', '.join(CAMERA_MODES)}")
+    return replace(config, camera_motion="none" if mode == "none" else "affine",
+                   align_background=mode == "affine+background" and config.use_background
+                   and config.background_estimator == "ema" and 1 in config.strides)
 
 
 @dataclass(frozen=True)
@@ -88,13 +109,12 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
     """Load a crossnet checkpoint for inference (``flip_average``: see
     :class:`SegmentationModel`).
 
-    ``camera_motion`` (one of :data:`crossnet.camera_motion.CAMERA_MOTIONS`) replaces the
-    checkpoint's own camera-motion compensation of the 3D-HOP at test time; None keeps the
-    checkpoint's. ``"affine"`` on a model trained without it is a choice for footage from a
-    moving camera: where the fitted camera motion does not explain the frames better than a
-    still camera, the fit is dropped and the 3D-HOP passes unchanged (see
-    :mod:`crossnet.camera_motion`; measured on the bundled weights in ``benchmarks/RESULTS.md``,
-    "Cross-scene benchmark").
+    ``camera_motion`` (one of :data:`CAMERA_MODES`) replaces the checkpoint's own camera-motion
+    handling at test time (:func:`with_camera_mode`); None keeps the checkpoint's. The commands
+    pass :data:`DEFAULT_CAMERA_MOTION` unless told otherwise: where the fitted camera motion does
+    not explain the frames better than a still camera, the fit is dropped and the 3D-HOP and
+    background pass unchanged (see :mod:`crossnet.camera_motion`; measured on the bundled
+    weights in ``benchmarks/RESULTS.md``, "Camera-motion compensation at test time").
 
     An ensemble checkpoint (``crossnet ensemble``, :mod:`crossnet.ensemble`) loads as the mean
     of its members' logits, with the ensemble's own threshold; ``config`` is its first
@@ -112,8 +132,8 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
             unknown ``camera_motion``.
         FileNotFoundError: no such file.
     """
-    if camera_motion is not None:
-        check_camera_motion(camera_motion)
+    if camera_motion is not None and camera_motion not in CAMERA_MODES:
+        with_camera_mode(HofamConfig(), camera_motion)  # raises, naming the modes
     checkpoint = load_checkpoint(weights)
     extra = checkpoint.get("extra_members", [])
     if not isinstance(extra, list) or not all(isinstance(m, dict) for m in extra):
@@ -141,7 +161,7 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
         raise ValueError(f"{weights}: threshold {threshold!r} in the checkpoint is not a "
                          "probability in (0, 1)")
     if camera_motion is not None:
-        config = replace(config, camera_motion=camera_motion)
+        config = with_camera_mode(config, camera_motion)
     return SegmentationModel(model=model, config=config, flow_backend=backend,
                              threshold=float(threshold), source=str(Path(weights)),
                              weights_sha256=file_sha256(weights), flip_average=flip_average)

@@ -140,14 +140,16 @@ def run_identity(source: Source, segmentation: SegmentationModel, *, backend: st
     return {**fingerprint, "weights_sha256": segmentation.weights_sha256, "flow_backend": backend,
             "size": None if size is None else list(size), "threshold": float(threshold),
             "precision": precision, "flip_average": segmentation.flip_average,
-            "camera_motion": segmentation.config.camera_motion}
+            "camera_motion": segmentation.config.camera_motion,
+            "align_background": segmentation.config.align_background}
 
 
 # What an identity entry missing from an older manifest stood for (the option came later).
-# Before `--camera-motion`, a run used its checkpoint's own mode, "none" for every shipped or
-# recorded checkpoint; a folder made by a checkpoint trained with "affine" is refused once
-# (other settings) and needs --overwrite.
-_ABSENT_MEANS = {"precision": "fp32", "flip_average": False, "camera_motion": "none"}
+# Before `--camera-motion`, a run used its checkpoint's own mode, "none" and no background
+# alignment for every shipped or recorded checkpoint; a folder made by a checkpoint trained
+# otherwise is refused once (other settings) and needs --overwrite.
+_ABSENT_MEANS = {"precision": "fp32", "flip_average": False, "camera_motion": "none",
+                 "align_background": False}
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:

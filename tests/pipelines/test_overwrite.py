@@ -132,7 +132,9 @@ def test_segment_out_video_and_overlay(inputs, tmp_path, capsys):
             (["segment", inputs / "a.mp4", "--out", out, "--no-flip-average", *base],
              "flip_average: True there, False now"),
             (["segment", inputs / "a.mp4", "--out", out, "--camera-motion", "none", *base],
-             "camera_motion: 'affine' there, 'none' now")):
+             "camera_motion: 'affine' there, 'none' now"),
+            (["segment", inputs / "a.mp4", "--out", out, "--camera-motion", "affine", *base],
+             "align_background: True there, False now")):
         code, _, errors = run(capsys, *args)
         assert code == 1
         _one_error(errors, f"{out}: holds masks of another run ({difference}",
@@ -143,17 +145,18 @@ def test_segment_out_video_and_overlay(inputs, tmp_path, capsys):
     # naming the default camera motion is the same run too.
     manifest = json.loads((out / "segment.json").read_text())
     assert manifest["identity"]["camera_motion"] == "affine"
+    assert manifest["identity"]["align_background"] is True
     del manifest["identity"]["precision"]
     (out / "segment.json").write_text(json.dumps(manifest))
     code, stdout, _ = run(capsys, "segment", inputs / "a.mp4", "--out", out, *base)
     assert code == 0 and {p.name: p.read_bytes() for p in out.glob("bin*.png")} == masks_of_a
     code, stdout, _ = run(capsys, "segment", inputs / "a.mp4", "--out", out,
-                          "--camera-motion", "affine", *base)
+                          "--camera-motion", "affine+background", *base)
     assert code == 0 and "already complete" in stdout
     # One from before --camera-motion existed stands for none, the one mode there was for a
     # model trained without compensation: today's default is another run and is refused, and
     # --camera-motion none is that same run.
-    del manifest["identity"]["camera_motion"]
+    del manifest["identity"]["camera_motion"], manifest["identity"]["align_background"]
     (out / "segment.json").write_text(json.dumps(manifest))
     code, _, errors = run(capsys, "segment", inputs / "a.mp4", "--out", out, *base)
     assert code == 1

@@ -368,21 +368,40 @@ def test_a_background_aligned_with_the_camera_is_what_training_made_even_after_r
 def test_the_commands_remove_camera_motion_by_default(panning, tmp_path):
     # segment and evaluate share the option; its default is the module's constant, and the
     # bundled weights (trained without compensation) then see a panning camera's frames
-    # compensated: the masks equal --camera-motion affine's and differ from none's. (Both
-    # flag most of this tiny clip: its running background does not move with the camera.)
+    # compensated, flow and background: the masks equal --camera-motion affine+background's
+    # and differ from none's and from affine's (the flow only).
     from pipelines import cli
     from pipelines.imageio import read_label_mask
-    from pipelines.segment import DEFAULT_CAMERA_MOTION
+    from pipelines.segment import CAMERA_MODES, DEFAULT_CAMERA_MOTION
 
     for command in (cli.segment, cli.evaluate):
         option = next(p for p in command.params if p.name == "camera_motion")
-        assert option.default == DEFAULT_CAMERA_MOTION == "affine"
+        assert option.default == DEFAULT_CAMERA_MOTION == "affine+background"
+        assert tuple(option.type.choices) == CAMERA_MODES
     masks = {}
-    for name, extra in (("default", []), ("affine", ["--camera-motion", "affine"]),
-                        ("none", ["--camera-motion", "none"])):
-        assert main(["segment", str(panning), "--out", str(tmp_path / name), "--no-progress",
-                     *extra]) == 0
-        masks[name] = np.stack([read_label_mask(tmp_path / name / f"bin{t:06d}.png")
-                                for t in range(1, 10)])
-    np.testing.assert_array_equal(masks["default"], masks["affine"])
-    assert (masks["none"] != masks["affine"]).mean() > 0.005
+    for name in ("default", *CAMERA_MODES):
+        extra = [] if name == "default" else ["--camera-motion", name]
+        out = tmp_path / name.replace("+", "_")
+        assert main(["segment", str(panning), "--out", str(out), "--no-progress", *extra]) == 0
+        masks[name] = np.stack([read_label_mask(out / f"bin{t:06d}.png") for t in range(1, 10)])
+    np.testing.assert_array_equal(masks["default"], masks["affine+background"])
+    for other in ("none", "affine"):
+        assert (masks[other] != masks["affine+background"]).mean() > 0.005, other
+
+
+def test_camera_modes_set_the_models_inputs():
+    from pipelines.segment import with_camera_mode
+
+    config = HofamConfig(strides=(1, 2))
+    assert config.use_background and config.camera_motion == "none"
+    assert with_camera_mode(config, "affine+background") == HofamConfig(
+        strides=(1, 2), camera_motion="affine", align_background=True)
+    assert with_camera_mode(config, "affine") == HofamConfig(strides=(1, 2),
+                                                             camera_motion="affine")
+    assert with_camera_mode(with_camera_mode(config, "affine+background"), "none") == config
+    # Without a background input there is nothing to move: the same as affine.
+    plain = HofamConfig(strides=(1, 2), use_background=False)
+    assert with_camera_mode(plain, "affine+background") == with_camera_mode(plain, "affine")
+    with pytest.raises(ValueError, match="unknown camera motion 'pan', expected one of none, "
+                                         "affine, affine\\+background"):
+        with_camera_mode(config, "pan")
