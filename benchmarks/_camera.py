@@ -18,21 +18,31 @@ from pipelines.scenes import Scene
 MOVING_CAMERA = 0.5
 
 
-def camera_speed(scene: Scene, frames: int = 90, every: int = 3) -> tuple[float, float]:
+def camera_speed(scene: Scene, frames: int = 90, every: int = 3) -> tuple[float, float, float]:
     """Median length of the camera flow (stride 1, DIS-fast) in pixels per frame, 0 where the
     fit was dropped, and the share of frames where it was kept, over every ``every``-th frame
-    of the first ``frames``."""
+    of the first ``frames``; then the share of those frames where the fit passes the check
+    that ``segment`` applies (:func:`crossnet.camera_motion.explains_frames` with its block
+    consensus).
+
+    The first two describe the scene and group scenes into still and moving cameras: they use
+    the whole-frame check alone (``consensus=0``), as every record did before the block check
+    came (2026-11-25), which keeps scenes where a drifting cloud or water fools the fit among
+    the moving ones rather than letting the grouping follow the method.
+    """
     dis = make_classical_backend("dis-fast")
-    previous, speeds = None, []
+    previous, speeds, passed = None, [], []
     for index, frame in enumerate(scene):
         if index > frames:
             break
         if previous is not None and index % every == 0:
             flow = torch.from_numpy(dis.compute_flow(frame.rgb, previous))  # t -> t - 1
-            camera = camera_flows(flow[None], (1,), frame.rgb.transpose(2, 0, 1),
-                                  previous.transpose(2, 0, 1)[None])
+            pair = (frame.rgb.transpose(2, 0, 1), previous.transpose(2, 0, 1)[None])
+            camera = camera_flows(flow[None], (1,), *pair, consensus=0.0)
             speeds.append(float(camera[0].norm(dim=0).median()))
+            passed.append(bool(camera_flows(flow[None], (1,), *pair).abs().amax() > 0))
         previous = frame.rgb
     if not speeds:
-        return float("nan"), float("nan")
-    return float(np.median(speeds)), float(np.mean(np.asarray(speeds) > 0))
+        return float("nan"), float("nan"), float("nan")
+    return (float(np.median(speeds)), float(np.mean(np.asarray(speeds) > 0)),
+            float(np.mean(passed)))

@@ -150,13 +150,17 @@ def check_camera_motion(mode: str) -> str:
     return mode
 
 
-def explains_frames(camera: Tensor, frame: Tensor, earlier: Tensor) -> Tensor:
+def explains_frames(camera: Tensor, frame: Tensor, earlier: Tensor, *,
+                    consensus: float = CONSENSUS) -> Tensor:
     """Whether each camera flow explains its frame pair better than a still camera.
 
     Args:
         camera: (N, 2, H, W) flow from frame t to frame t - k, pixels.
         frame: (N, 3, H, W) frame t, values in [0, 255] (any dtype).
         earlier: (N, 3, H, W) frame t - k.
+        consensus: the share of informative blocks that must improve too; 0 keeps the
+            whole-frame test alone (what this module did before 2026-11-25; the benchmarks'
+            scene descriptor of camera speed still uses it, so that scenes group as before).
 
     Returns:
         (N,) bool: the truncated mean grey difference between frame t and frame t - k warped
@@ -176,7 +180,7 @@ def explains_frames(camera: Tensor, frame: Tensor, earlier: Tensor) -> Tensor:
     # textured block that the warp spoils counts against the fit.
     informative = torch.maximum(still_blocks, moved_blocks) > INFORMATIVE
     improved = (moved_blocks < ACCEPT * still_blocks) & informative
-    agree = improved.sum(dim=1) >= CONSENSUS * informative.sum(dim=1)
+    agree = improved.sum(dim=1) >= consensus * informative.sum(dim=1)
     return whole & agree
 
 
@@ -203,7 +207,7 @@ def warp(image: Tensor, flow: Tensor) -> Tensor:
 
 
 def camera_flows(hop: ArrayLike, strides: Sequence[int], frame: ArrayLike,
-                 earlier: ArrayLike) -> Tensor:
+                 earlier: ArrayLike, *, consensus: float = CONSENSUS) -> Tensor:
     """The camera's own flow in each field of a 3D-HOP (zero where the camera is still).
 
     Each field is fitted (:func:`fit_camera_flow`) and the fit kept where it explains the
@@ -215,6 +219,7 @@ def camera_flows(hop: ArrayLike, strides: Sequence[int], frame: ArrayLike,
         strides: the S frame strides.
         frame: (3, H, W) or (B, 3, H, W) frame t, RGB in [0, 255].
         earlier: (S, 3, H, W) or (B, S, 3, H, W): frame max(t - k_s, 0) for each stride.
+        consensus: as :func:`explains_frames` takes it.
 
     Returns:
         A float tensor of the shape of ``hop``.
@@ -239,7 +244,8 @@ def camera_flows(hop: ArrayLike, strides: Sequence[int], frame: ArrayLike,
                          f"{tuple(frame.shape)} and {tuple(earlier.shape)}")
     camera = fit_camera_flow(flow, strides).reshape(-1, 2, height, width)
     current = frame[:, None].expand(-1, fields, -1, -1, -1).reshape(-1, 3, height, width)
-    kept = explains_frames(camera, current, earlier.reshape(-1, 3, height, width))
+    kept = explains_frames(camera, current, earlier.reshape(-1, 3, height, width),
+                           consensus=consensus)
     camera = (camera * kept[:, None, None, None]).reshape(flow.shape)
     return camera if batched else camera[0]
 
