@@ -35,7 +35,7 @@ lint: install
 # and preprocess skip or resume them) and the score files are rewritten (--overwrite).
 demo: install
 	$(BIN)/crossnet synth $(DEMO_DIR)/synth --scenes 1 --frames 150 --size 320x240 --seed 0 --no-progress
-	$(BIN)/crossnet segment $(DEMO_DIR)/synth/scene_000/scene_000.mp4 --out $(DEMO_DIR)/masks --overlay $(DEMO_DIR)/overlay.mp4
+	$(BIN)/crossnet segment $(DEMO_DIR)/synth/scene_000/scene_000.mp4 --out $(DEMO_DIR)/masks --overlay $(DEMO_DIR)/overlay.mp4 --overwrite
 	$(BIN)/crossnet evaluate $(DEMO_DIR)/synth/scene_000 --method crossnet --method mog2 --method knn --json $(DEMO_DIR)/synth_eval.json --overwrite --no-progress
 	$(BIN)/crossnet preprocess $(DEMO_DIR)/synth --out $(DEMO_DIR)/cache --strides 1,4,8 --preview --no-progress
 	@if [ -d $(SHARED_DATA)/UCSD_BGS ]; then \
