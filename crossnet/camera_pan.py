@@ -3,8 +3,9 @@
 Most real training scenes are filmed by still cameras (by the camera fit of
 :mod:`crossnet.camera_motion`, 11 of the 14 of ``cross_scene_v1``; UCSD landing, bottle and surf
 move), but several unseen scenes follow their subject (the UCSD clips cyclists, hockey and
-surfers pan 6-12 pixels per frame). There the running background is a smear of the scene that went past, every pixel differs from
-it, and the model trained on still cameras flags the whole frame. :class:`crossnet.composite.
+surfers pan 6-12 pixels per frame). There the running background is a smear of the scene that
+went past, every pixel differs from it, and the model trained on still cameras flags the whole
+frame. :class:`crossnet.composite.
 CompositeDataset` can therefore film a share of its composites with a camera moving at a
 constant velocity ``c`` (pixels per frame, in the scene):
 

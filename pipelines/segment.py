@@ -61,8 +61,8 @@ setting unless given one.
 """
 
 
-def with_camera_mode(config: HofamConfig, mode: str) -> HofamConfig:
-    """``config`` with the test-time camera-motion handling ``mode`` (:data:`CAMERA_MODES`).
+def check_camera_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`CAMERA_MODES`.
 
     Raises:
         ValueError: an unknown mode, naming the known ones.
@@ -70,9 +70,24 @@ def with_camera_mode(config: HofamConfig, mode: str) -> HofamConfig:
     if mode not in CAMERA_MODES:
         raise ValueError(f"unknown camera motion {mode!r}, expected one of "
                          f"{', '.join(CAMERA_MODES)}")
+    return mode
+
+
+def with_camera_mode(config: HofamConfig, mode: str) -> HofamConfig:
+    """``config`` with the test-time camera-motion handling ``mode`` (:data:`CAMERA_MODES`).
+
+    The background is moved only where the configuration can (a background input from the EMA
+    estimator and a stride-1 field, what :class:`crossnet.hofam.HofamConfig` requires of
+    ``align_background``); otherwise ``affine+background`` is ``affine``.
+
+    Raises:
+        ValueError: an unknown mode, naming the known ones.
+    """
+    check_camera_mode(mode)
+    movable = (config.use_background and config.background_estimator == "ema"
+               and 1 in config.strides)
     return replace(config, camera_motion="none" if mode == "none" else "affine",
-                   align_background=mode == "affine+background" and config.use_background
-                   and config.background_estimator == "ema" and 1 in config.strides)
+                   align_background=mode == "affine+background" and movable)
 
 
 @dataclass(frozen=True)
@@ -132,8 +147,8 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
             unknown ``camera_motion``.
         FileNotFoundError: no such file.
     """
-    if camera_motion is not None and camera_motion not in CAMERA_MODES:
-        with_camera_mode(HofamConfig(), camera_motion)  # raises, naming the modes
+    if camera_motion is not None:
+        check_camera_mode(camera_motion)
     checkpoint = load_checkpoint(weights)
     extra = checkpoint.get("extra_members", [])
     if not isinstance(extra, list) or not all(isinstance(m, dict) for m in extra):
