@@ -57,12 +57,14 @@ from pipelines.scenes import open_scene
 from pipelines.train import TrainConfig
 
 # Input options of each variant (HofamConfig fields), and its run folders' suffix. The
-# suffixes differ from those of session-6 runs ("_camera-affine"), trained before the fit was
-# checked against the frames, so those are never reused.
+# suffixes differ from those of earlier runs, trained before the fit was checked against the
+# frames ("_camera-affine", session 6) or before the check asked for agreement across the
+# frame's blocks ("_camera-checked", "_camera-align", before 2026-11-25), so those are never
+# reused.
 VARIANTS = {"none": ({}, ""),
-            "affine": ({"camera_motion": "affine"}, "_camera-checked"),
+            "affine": ({"camera_motion": "affine"}, "_camera-blocks"),
             "affine+align": ({"camera_motion": "affine", "align_background": True},
-                             "_camera-align")}
+                             "_camera-blocks-align")}
 
 
 def main() -> None:
@@ -97,8 +99,7 @@ def main() -> None:
             rows.append(row)
             if variant == "none":
                 label = "none, affine+align at test"
-                f, test_f, val_f = score_run(best, split, scenes,
-                                             inputs=VARIANTS["affine+align"][0])
+                f, test_f, val_f = score_run(best, split, scenes, camera_mode="affine+background")
                 by_variant.setdefault(label, []).append((test_f, val_f))
                 rows.append(run_row(f"{label}, seed {seed}", split, f, test_f, val_f, nan))
     rows.extend(baselines)

@@ -78,6 +78,12 @@ VARIANTS = {
     "dynamic-filter-off+composites-0.5": (
         {"model": HofamConfig(dynamic_filter=False), "composite_fraction": 0.5},
         "_dynfilter-off_comp0.5", "the bundled recipe with half of the samples composites"),
+    "dynamic-filter-off+camera-align": (
+        {"model": HofamConfig(dynamic_filter=False, camera_motion="affine",
+                              align_background=True)},
+        "_dynfilter-off_camera-blocks-align",
+        "the bundled recipe trained with segment's default inputs (camera motion removed, "
+        + "background moved with the camera)"),
     "dynamic-filter-off+composites-0.1": (
         {"model": HofamConfig(dynamic_filter=False), "composite_fraction": 0.1},
         "_dynfilter-off_comp0.1", "the bundled recipe with 10 % of the samples composites"),
