@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from crossnet.camera_motion import camera_flows
+from crossnet.camera_motion import explains_frames, fit_camera_flow
 from flow.classical import make_classical_backend
 from pipelines.scenes import Scene
 
@@ -37,10 +37,13 @@ def camera_speed(scene: Scene, frames: int = 90, every: int = 3) -> tuple[float,
             break
         if previous is not None and index % every == 0:
             flow = torch.from_numpy(dis.compute_flow(frame.rgb, previous))  # t -> t - 1
-            pair = (frame.rgb.transpose(2, 0, 1), previous.transpose(2, 0, 1)[None])
-            camera = camera_flows(flow[None], (1,), *pair, consensus=0.0)
-            speeds.append(float(camera[0].norm(dim=0).median()))
-            passed.append(bool(camera_flows(flow[None], (1,), *pair).abs().amax() > 0))
+            # One fit, judged by both checks.
+            fit = fit_camera_flow(flow[None], (1,))  # (1, 2, H, W)
+            now = torch.from_numpy(frame.rgb.transpose(2, 0, 1))[None]
+            before = torch.from_numpy(previous.transpose(2, 0, 1))[None]
+            whole = bool(explains_frames(fit, now, before, consensus=0.0))
+            speeds.append(float(fit[0].norm(dim=0).median()) if whole else 0.0)
+            passed.append(bool(explains_frames(fit, now, before)))
         previous = frame.rgb
     if not speeds:
         return float("nan"), float("nan"), float("nan")
