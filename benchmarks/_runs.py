@@ -18,10 +18,11 @@ from _split import fit_caches, split_scenes
 
 from crossnet.split import Split, load_split
 from flow.backends import make_hop_backend
+from flow.classical import CLASSICAL_BACKEND_NAMES
 from pipelines.cli import main as cli
 from pipelines.evaluate import ModelMethod, evaluate
 from pipelines.segment import load_segmentation_model
-from pipelines.train import TrainConfig, train, with_new_defaults
+from pipelines.train import TrainConfig, cache_flow, find_caches, train, with_new_defaults
 
 STRIDES = (1, 4, 8)
 
@@ -33,6 +34,10 @@ SYNTH_SIZE = "128x96"
 
 SYNTH_SCENES = 6
 """The model card's number of synthetic training scenes (``crossnet synth --scenes``)."""
+
+FLOW = "dis-fast"
+"""The model card's flow backend (``crossnet preprocess --flow``), of the training caches and
+so of the model."""
 
 SYNTH_SEED = 7
 """The model card's synthetic training scenes' seed (``crossnet synth --seed``). Scene 0 of a
@@ -66,6 +71,9 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, *, shared_with: str) -
     parser.add_argument("--synth-size", default=SYNTH_SIZE,
                         help=f"size of the synthetic training scenes, WIDTHxHEIGHT (default "
                              f"{SYNTH_SIZE}, the model card's)")
+    parser.add_argument("--flow", default=FLOW, choices=CLASSICAL_BACKEND_NAMES,
+                        help=f"flow backend of the training caches and of the model (default "
+                             f"{FLOW}, the model card's)")
     parser.add_argument("--synth-scenes", type=int, default=SYNTH_SCENES,
                         help=f"number of synthetic training scenes (default {SYNTH_SCENES}, the "
                              "model card's; scenes 0-5 are the same scenes whatever the number)")
@@ -78,7 +86,7 @@ def recipe_words(args: argparse.Namespace) -> str:
     default; a variant that changes it says so in its own words)."""
     return (f"{args.epochs} epochs x {args.samples_per_epoch} samples, batch {args.batch_size}, "
             f"composites 30 %, the split's training scenes plus {args.synth_scenes} synthetic "
-            f"scenes at {args.synth_size}")
+            f"scenes at {args.synth_size}, 3D-HOP from {args.flow}")
 
 
 def run_folder(args: argparse.Namespace, work: Path, crop: str, seed: int,
@@ -86,8 +94,9 @@ def run_folder(args: argparse.Namespace, work: Path, crop: str, seed: int,
     """The folder of one training run under ``work/crop_runs``: named by crop, seed and the
     variant's ``suffix``, then by whatever of :func:`add_recipe_arguments`' options differs
     from the recipe (``_eN`` for N epochs other than :data:`EPOCHS`, ``_synthWxH`` for
-    synthetic scenes of another size, ``_nsynthN`` for another number of them), so that no run
-    ever lands in the folder of a run made with other settings."""
+    synthetic scenes of another size, ``_nsynthN`` for another number of them, ``_flowNAME``
+    for another flow backend), so that no run ever lands in the folder of a run made with
+    other settings."""
     name = f"crop{crop}_seed{seed}{suffix}"
     if args.epochs != EPOCHS:
         name += f"_e{args.epochs}"
@@ -95,6 +104,8 @@ def run_folder(args: argparse.Namespace, work: Path, crop: str, seed: int,
         name += f"_synth{args.synth_size}"
     if args.synth_scenes != SYNTH_SCENES:
         name += f"_nsynth{args.synth_scenes}"
+    if args.flow != FLOW:
+        name += f"_flow{args.flow}"
     return work / "crop_runs" / name
 
 
@@ -106,29 +117,33 @@ def recipe_data(args: argparse.Namespace) -> tuple[Split, dict[str, Path], Path,
     split = load_split(args.split)
     scenes = split_scenes(root, split)
     work = Path(args.work)
-    return split, scenes, work, [fit_caches(STRIDES, split, scenes, work),
-                                 synthetic_caches(work, args.synth_size,
-                                                  args.synth_scenes)]
+    return split, scenes, work, [fit_caches(STRIDES, split, scenes, work, args.flow),
+                                 synthetic_caches(work, args.synth_size, args.synth_scenes,
+                                                  args.flow)]
 
 
-def synthetic_caches(work: Path, size: str = SYNTH_SIZE, count: int = SYNTH_SCENES) -> Path:
+def synthetic_caches(work: Path, size: str = SYNTH_SIZE, count: int = SYNTH_SCENES,
+                     flow: str = FLOW) -> Path:
     """The model card's synthetic scenes (50 frames, seed :data:`SYNTH_SEED`; 6 scenes of
-    128x96 unless ``count`` and ``size`` say otherwise), cached once under
-    ``work/caches_synth`` (``caches_synth_WxH`` at other sizes, ``..._nN`` for N scenes other
-    than 6)."""
+    128x96 unless ``count`` and ``size`` say otherwise) under ``work/synth`` and their
+    caches under ``work/caches_synth``, made once (``..._WxH`` at other sizes, ``..._nN`` for
+    N scenes other than 6; the caches' folder ``..._<flow>`` for a flow backend other than
+    :data:`FLOW`)."""
     if count < 1:
         raise SystemExit(f"--synth-scenes must be at least 1, got {count}")
     tag = ("" if size == SYNTH_SIZE else f"_{size}") + ("" if count == SYNTH_SCENES
                                                         else f"_n{count}")
-    scenes, caches = work / f"synth{tag}", work / f"caches_synth{tag}"
-    if not caches.exists():
+    scenes = work / f"synth{tag}"
+    caches = work / (f"caches_synth{tag}" + ("" if flow == FLOW else f"_{flow}"))
+    if not scenes.exists():
         parse_size(size)  # a malformed size fails here, before anything is written
         if cli(["synth", str(scenes), "--scenes", str(count), "--frames", "50", "--size", size,
                 "--seed", str(SYNTH_SEED), "--no-progress"]) != 0:
             raise SystemExit("crossnet synth failed")
-        if cli(["preprocess", str(scenes), "--out", str(caches), "--strides", "1,4,8",
-                "--flow", "dis-fast", "--no-progress"]) != 0:
-            raise SystemExit("crossnet preprocess failed")
+    if not caches.exists() and cli(["preprocess", str(scenes), "--out", str(caches),
+                                    "--strides", "1,4,8", "--flow", flow,
+                                    "--no-progress"]) != 0:
+        raise SystemExit("crossnet preprocess failed")
     return caches
 
 
@@ -137,12 +152,15 @@ def trained(run: Path, data: list[Path], split: Split, config: TrainConfig
     """Train ``run`` unless it finished before; its best checkpoint and training seconds.
 
     A finished run is reused only if it was trained with exactly ``config`` (settings added
-    since the run take their defaults, as when its checkpoint is loaded or resumed).
+    since the run take their defaults, as when its checkpoint is loaded or resumed; the
+    composites' flow, when ``config`` leaves it to training, is the one of ``data``'s caches).
     """
     done = run / "done"
     recorded = run / "config.json"
     if recorded.exists():
         previous = with_new_defaults(json.loads(recorded.read_text())["train_config"])
+        if config.composite_flow is None:
+            config = dataclasses.replace(config, composite_flow=cache_flow(find_caches(data)))
         wanted = json.loads(json.dumps(config.to_dict()))  # tuples as JSON lists
         differing = sorted(k for k, v in wanted.items() if previous.get(k) != v)
         if differing:

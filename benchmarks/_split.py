@@ -31,13 +31,15 @@ def split_scenes(root: Path, split: Split,
 
 
 def fit_caches(strides: Sequence[int], split: Split, scenes: dict[str, Path],
-               work: Path) -> Path:
-    """DIS-fast caches of the split's training and validation scenes for one stride set,
-    under ``work/caches_<strides>``: made once, reused (and refused, with the preprocess
-    error, when a source changed since)."""
-    out = work / ("caches_" + "-".join(map(str, strides)))
+               work: Path, flow: str = "dis-fast") -> Path:
+    """Caches of the split's training and validation scenes for one stride set and flow
+    backend, under ``work/caches_<strides>`` (``..._<flow>`` for a backend other than
+    dis-fast): made once, reused (and refused, with the preprocess error, when a source
+    changed since)."""
+    out = work / ("caches_" + "-".join(map(str, strides))
+                  + ("" if flow == "dis-fast" else f"_{flow}"))
     fit_paths = sorted({scenes[name] for name in split.train + split.validation})
-    summary = preprocess(fit_paths, out, backend=make_hop_backend("dis-fast"), strides=strides,
+    summary = preprocess(fit_paths, out, backend=make_hop_backend(flow), strides=strides,
                          progress=False)
     if summary.failed:
         raise SystemExit(f"preprocess failed: {summary.failed}")

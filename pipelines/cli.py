@@ -435,6 +435,9 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
     Trains on the split's training scenes (plus composites), reports validation F per epoch on
     its validation scenes, never touches its test scenes. Works under
     `torchrun --nproc_per_node=N crossnet train ...`.
+
+    The model learns the flow of the caches: all must come from one `preprocess --flow`, which
+    also recomputes the composites' 3D-HOP and is what `segment` feeds the trained model.
     """
     from crossnet.augment import AugmentConfig
     from crossnet.hofam import HofamConfig

@@ -45,7 +45,7 @@ from crossnet.losses import LossConfig, SegmentationLoss
 from crossnet.metrics import VideoScorer, mean_scores
 from crossnet.split import Split, load_split
 from crossnet.weight_average import WeightAverage
-from flow.backends import resolve_device
+from flow.backends import CLASSICAL_BACKEND_NAMES, resolve_device
 from flow.cache import CacheReader, is_complete
 from pipelines.errors import InputError, TrainingDiverged
 from pipelines.memory import check_fits, hofam_bytes
@@ -79,7 +79,10 @@ class TrainConfig:
             crops or on whole frames"). A frame much smaller than the window is mostly
             padding: make synthetic scenes at the size the model will segment.
         composite_fraction: share of samples that are composites.
-        composite_flow: flow backend that recomputes the 3D-HOP of composites.
+        composite_flow: flow backend that recomputes the 3D-HOP of composites. None (the
+            default): the training caches' own, which :func:`train` records here; another
+            backend is refused, since the model would learn from two kinds of flow and
+            ``segment`` feeds it only one.
         camera_pan: share of composites filmed by a panning camera
             (:mod:`crossnet.camera_pan`: the real training scenes all have still cameras).
             Half, by default: at 128x128 crops it raised validation F from 0.695 to 0.741
@@ -112,7 +115,7 @@ class TrainConfig:
     samples_per_epoch: int = 2000
     crop_size: tuple[int, int] = (240, 320)
     composite_fraction: float = 0.3
-    composite_flow: str = "dis-fast"
+    composite_flow: str | None = None
     camera_pan: float = 0.5
     grad_clip: float = 1.0
     weight_average: float = 0.0
@@ -206,6 +209,21 @@ def cache_strides(caches: Sequence[Path]) -> tuple[int, ...]:
         elif own != strides:
             raise InputError(f"{path}: strides {own} differ from {strides} of {caches[0]}")
     return strides
+
+
+def cache_flow(caches: Sequence[Path]) -> str:
+    """The flow backend that made all caches (InputError naming the first that differs: a
+    model trained on two kinds of flow would be fed only one by ``segment``)."""
+    backend = None
+    for path in caches:
+        with CacheReader(path) as reader:
+            own = reader.info.backend
+        if backend is None:
+            backend = own
+        elif own != backend:
+            raise InputError(f"{path}: made with {own} flow, not {backend} as {caches[0]}; "
+                             "preprocess every scene with one --flow")
+    return backend
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -340,10 +358,17 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
         raise InputError(f"no training scene of split {split.name!r} among the "
                          f"{len(caches)} caches under {', '.join(map(str, data_dirs))}")
     strides = cache_strides(train_caches + validation_caches)
-    with CacheReader(train_caches[0]) as reader:
-        flow_backend = reader.info.backend  # what segment must use to feed this model
+    flow_backend = cache_flow(train_caches + validation_caches)  # what segment must feed
+    if config.composite_flow not in (None, flow_backend):
+        raise InputError(f"composites would be made with {config.composite_flow} flow, but "
+                         f"the caches hold {flow_backend} flow")
     model_config = dataclasses.replace(config.model, strides=strides)
-    config = dataclasses.replace(config, model=model_config)
+    if (config.composite_fraction > 0 and len(train_caches) > 1
+            and flow_backend not in CLASSICAL_BACKEND_NAMES):
+        raise InputError(f"composites recompute their 3D-HOP with the caches' flow, and "
+                         f"{flow_backend} caches cannot be matched (its weights are not "
+                         "known here); pass --composite-fraction 0")
+    config = dataclasses.replace(config, model=model_config, composite_flow=flow_backend)
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and not dist.is_initialized():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,55 @@ def test_a_run_writes_checkpoints_and_a_log(caches, tmp_path):
                                                               "scene_002"]
     with pytest.raises(InputError, match="pass --resume"):
         train([caches], SPLIT, tmp_path / "run", _config(), device="cpu", progress=False)
+
+
+def test_composites_are_made_with_the_caches_flow(caches, tmp_path, monkeypatch):
+    """The composites' 3D-HOP comes from the backend that made the caches (dis-ultrafast
+    here), never another one: segment feeds the model one kind of flow."""
+    import flow.backends
+
+    made_with = []
+    real_make = flow.backends.make_hop_backend
+
+    def recording_make(name, **options):
+        made_with.append(name)
+        return real_make(name, **options)
+
+    monkeypatch.setattr(flow.backends, "make_hop_backend", recording_make)
+    train([caches], SPLIT, tmp_path / "run", _config(epochs=1), device="cpu", progress=False)
+    assert made_with == ["dis-ultrafast"]
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]
+    assert recorded["composite_flow"] == "dis-ultrafast"
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["flow_backend"] == "dis-ultrafast"
+    with pytest.raises(InputError, match="composites would be made with dis-fast flow, but the "
+                                         "caches hold dis-ultrafast flow"):
+        train([caches], SPLIT, tmp_path / "other", _config(composite_flow="dis-fast"),
+              device="cpu", progress=False)
+
+
+def test_composites_of_raft_caches_are_refused(caches, tmp_path, monkeypatch):
+    """RAFT caches name their weights only by sha256, so composites cannot be made with the
+    same network: refused before anything is written, unless composites are off."""
+    monkeypatch.setattr(train_module, "cache_flow", lambda paths: "raft-small")
+    with pytest.raises(InputError, match="raft-small caches cannot be matched.*"
+                                         "--composite-fraction 0"):
+        train([caches], SPLIT, tmp_path / "run", _config(), device="cpu", progress=False)
+    assert not (tmp_path / "run" / "config.json").exists()
+    train([caches], SPLIT, tmp_path / "run", _config(epochs=1, composite_fraction=0.0),
+          device="cpu", progress=False)
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["flow_backend"] == "raft-small"
+
+
+def test_caches_of_two_flow_backends_are_refused(caches, tmp_path):
+    mixed = tmp_path / "mixed"
+    shutil.copytree(caches, mixed)
+    (mixed / "scene_001.h5").unlink()
+    preprocess([caches.parent / "scenes" / "scene_001"], mixed,
+               backend=make_hop_backend("dis-fast"), strides=(1, 2), progress=False)
+    with pytest.raises(InputError, match=r"scene_001\.h5: made with dis-fast flow, not "
+                                         "dis-ultrafast"):
+        train([mixed], SPLIT, tmp_path / "run", _config(), device="cpu", progress=False)
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
 @pytest.mark.parametrize("weight_average", [0.0, 0.9])
