@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -54,16 +55,22 @@ class MethodReport:
 
     method: str
     scenes: list[SceneResult] = field(default_factory=list)
+    settings: dict[str, Any] | None = None
+    """For ``crossnet``, what made its masks (weights file and sha256, flow backend, size,
+    threshold, flip averaging, camera motion): :meth:`ModelMethod.settings`."""
 
     def mean(self) -> dict[str, float]:
         """The mean of every score over the scenes (NaN-aware, see :func:`mean_scores`)."""
         return mean_scores({**result.scores, "fps": result.fps} for result in self.scenes)
 
     def to_dict(self) -> dict:
-        return {
+        document = {
             "scenes": {r.scene: {**r.scores, "fps": r.fps} for r in self.scenes},
             "mean": self.mean(),
         }
+        if self.settings is not None:
+            document["settings"] = self.settings
+        return document
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,12 @@ class ModelMethod:
     backend: object  # a flow.hop.HopBackend
     size: tuple[int, int] | None = None
     device: str = "cpu"
+
+    def settings(self) -> dict[str, Any]:
+        """The weights file and everything else that decides the masks (the model's
+        :meth:`pipelines.segment.SegmentationModel.settings`)."""
+        return {"weights": self.segmentation.source,
+                **self.segmentation.settings(backend=self.backend.name, size=self.size)}
 
 
 def make_method(name: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -183,7 +196,8 @@ def evaluate(paths: Iterable[str | os.PathLike], methods: Sequence[str], *,
         else:
             make_method(method)
     scenes = find_scenes(paths, failed=failed)
-    reports = [MethodReport(method) for method in methods]
+    reports = [MethodReport(method, settings=model.settings() if method == "crossnet" else None)
+               for method in methods]
     for scene in tqdm(scenes, desc="scenes", unit="scene", disable=not progress or len(scenes) < 2):
         numbers = [f.number for f in scene.files if f.ground_truth is not None]
         chosen = set(picture_frame_numbers(numbers, scene.temporal_roi, pictures_per_scene))
@@ -260,8 +274,9 @@ def write_json(reports: Sequence[MethodReport], path: str | os.PathLike, *,
     """Write the results as JSON, atomically.
 
     One method: ``{"method": name, "scenes": {scene: {"Re", "Pr", "F", "PWC", "Sp", "FPR", "FNR",
-    "Dice", "frames", "fps"}}, "mean": {...}}``. Several methods:
-    ``{"methods": {name: {"scenes": ..., "mean": ...}}}``. Undefined scores (NaN) are written as
+    "Dice", "frames", "fps"}}, "mean": {...}}``, and for ``crossnet`` also ``"settings"``
+    (:meth:`ModelMethod.settings`: weights, sha256, flow, size, threshold, flip averaging,
+    camera motion). Several methods: ``{"methods": {name: {"scenes": ..., "mean": ...}}}``. Undefined scores (NaN) are written as
     ``null`` so the file is strict JSON. Scenes that failed, if any, are listed under
     ``"failed": {path: reason}``.
     """

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -116,6 +117,20 @@ class SegmentationModel:
     source: str
     weights_sha256: str = ""
     flip_average: bool = True
+
+    def settings(self, *, backend: str, size: tuple[int, int] | None,
+                 threshold: float | None = None, precision: str = "fp32") -> dict[str, Any]:
+        """What decides this model's masks besides the frames: its weights (sha256), the flow
+        ``backend`` that feeds it, the processing ``size`` (None: each input's own), the
+        ``threshold`` (None: its own), the ``precision``, flip averaging and the camera-motion
+        handling. A mask folder's manifest records them (``crossnet segment``) and so does
+        ``crossnet evaluate --json`` next to the scores they made."""
+        return {"weights_sha256": self.weights_sha256, "flow_backend": backend,
+                "size": None if size is None else list(size),
+                "threshold": float(self.threshold if threshold is None else threshold),
+                "precision": precision, "flip_average": self.flip_average,
+                "camera_motion": self.config.camera_motion,
+                "align_background": self.config.align_background}
 
 
 def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.device = "cpu",

@@ -137,11 +137,8 @@ def run_identity(source: Source, segmentation: SegmentationModel, *, backend: st
         fingerprint = {"files": len(stats), "bytes": sum(stat.st_size for stat in stats),
                        "mtime": max((stat.st_mtime for stat in stats), default=0.0)}
         fingerprint = {"source": str(path), **fingerprint}
-    return {**fingerprint, "weights_sha256": segmentation.weights_sha256, "flow_backend": backend,
-            "size": None if size is None else list(size), "threshold": float(threshold),
-            "precision": precision, "flip_average": segmentation.flip_average,
-            "camera_motion": segmentation.config.camera_motion,
-            "align_background": segmentation.config.align_background}
+    return {**fingerprint, **segmentation.settings(backend=backend, size=size,
+                                                   threshold=threshold, precision=precision)}
 
 
 # What an identity entry missing from an older manifest stood for (the option came later).

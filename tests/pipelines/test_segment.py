@@ -8,7 +8,7 @@ import torch
 
 from crossnet.checkpoint import save_checkpoint
 from crossnet.hofam import HofamConfig, build_hofam
-from flow.backends import make_hop_backend
+from flow.backends import file_sha256, make_hop_backend
 from pipelines.cli import main
 from pipelines.scenes import open_scene
 from pipelines.segment import load_segmentation_model, segment_frames
@@ -77,6 +77,12 @@ def test_evaluate_scores_the_model_next_to_the_baselines(scene, tmp_path):
     everything = report["crossnet"]["scenes"][scene.name]
     assert everything["Re"] == 1.0 and everything["FNR"] == 0.0  # all-foreground model
     assert report["mog2"]["scenes"][scene.name]["frames"] == everything["frames"] == 9
+    # The scores say what made them; the baselines have no settings to record.
+    assert report["crossnet"]["settings"] == {
+        "weights": str(weights), "weights_sha256": file_sha256(weights),
+        "flow_backend": "dis-ultrafast", "size": None, "threshold": 0.5, "precision": "fp32",
+        "flip_average": True, "camera_motion": "affine", "align_background": True}
+    assert "settings" not in report["mog2"]
     assert main(["evaluate", str(scene), "--method", "crossnet", "--no-progress"]) == 0  # bundled
 
 
@@ -88,7 +94,9 @@ def test_evaluate_camera_motion_leaves_a_still_cameras_scores_alone(scene, tmp_p
         out = tmp_path / f"{mode}.json"
         assert main(["evaluate", str(scene), "--method", "crossnet", "--camera-motion", mode,
                      "--json", str(out), "--no-progress"]) == 0
-        scores[mode] = json.loads(out.read_text())["scenes"][scene.name]
+        document = json.loads(out.read_text())
+        assert document["settings"]["camera_motion"] == mode
+        scores[mode] = document["scenes"][scene.name]
         del scores[mode]["fps"]
     assert scores["none"]["frames"] == 9 and scores["none"]["F"] > 0
     assert scores["affine"] == scores["none"]
