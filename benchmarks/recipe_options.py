@@ -87,6 +87,11 @@ VARIANTS = {
     "dynamic-filter-off+composites-0.1": (
         {"model": HofamConfig(dynamic_filter=False), "composite_fraction": 0.1},
         "_dynfilter-off_comp0.1", "the bundled recipe with 10 % of the samples composites"),
+    "dynamic-filter-off+deeper": (
+        {"model": HofamConfig(dynamic_filter=False, blocks_per_stage=(0, 1, 3, 3))},
+        "_dynfilter-off_blocks0133",
+        "the bundled recipe with 3 residual blocks instead of 1 at 1/8 and 1/16 resolution "
+        + "(more context for the same per-frame time)"),
 }
 
 
