@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from _report import REPO_ROOT, data_root, nan_mean
-from _split import fit_caches, split_scenes
+from _split import FLOW, fit_caches, split_scenes
 
 from crossnet.split import Split, load_split
 from flow.backends import make_hop_backend
@@ -34,10 +34,6 @@ SYNTH_SIZE = "128x96"
 
 SYNTH_SCENES = 6
 """The model card's number of synthetic training scenes (``crossnet synth --scenes``)."""
-
-FLOW = "dis-fast"
-"""The model card's flow backend (``crossnet preprocess --flow``), of the training caches and
-so of the model."""
 
 SYNTH_SEED = 7
 """The model card's synthetic training scenes' seed (``crossnet synth --seed``). Scene 0 of a
@@ -135,15 +131,15 @@ def synthetic_caches(work: Path, size: str = SYNTH_SIZE, count: int = SYNTH_SCEN
                                                         else f"_n{count}")
     scenes = work / f"synth{tag}"
     caches = work / (f"caches_synth{tag}" + ("" if flow == FLOW else f"_{flow}"))
-    if not scenes.exists():
+    if not caches.exists():
         parse_size(size)  # a malformed size fails here, before anything is written
+        # synth keeps the finished scenes of an earlier (perhaps interrupted) run.
         if cli(["synth", str(scenes), "--scenes", str(count), "--frames", "50", "--size", size,
                 "--seed", str(SYNTH_SEED), "--no-progress"]) != 0:
             raise SystemExit("crossnet synth failed")
-    if not caches.exists() and cli(["preprocess", str(scenes), "--out", str(caches),
-                                    "--strides", "1,4,8", "--flow", flow,
-                                    "--no-progress"]) != 0:
-        raise SystemExit("crossnet preprocess failed")
+        if cli(["preprocess", str(scenes), "--out", str(caches), "--strides", "1,4,8",
+                "--flow", flow, "--no-progress"]) != 0:
+            raise SystemExit("crossnet preprocess failed")
     return caches
 
 

@@ -13,6 +13,10 @@ from flow.backends import make_hop_backend
 from pipelines.preprocess import preprocess
 from pipelines.scenes import find_scenes
 
+FLOW = "dis-fast"
+"""The model card's flow backend (``crossnet preprocess --flow``), of the training caches and
+so of the model."""
+
 
 def split_scenes(root: Path, split: Split,
                  parts: Sequence[str] = ("train", "validation", "test")) -> dict[str, Path]:
@@ -31,13 +35,13 @@ def split_scenes(root: Path, split: Split,
 
 
 def fit_caches(strides: Sequence[int], split: Split, scenes: dict[str, Path],
-               work: Path, flow: str = "dis-fast") -> Path:
+               work: Path, flow: str = FLOW) -> Path:
     """Caches of the split's training and validation scenes for one stride set and flow
     backend, under ``work/caches_<strides>`` (``..._<flow>`` for a backend other than
-    dis-fast): made once, reused (and refused, with the preprocess error, when a source
+    :data:`FLOW`): made once, reused (and refused, with the preprocess error, when a source
     changed since)."""
     out = work / ("caches_" + "-".join(map(str, strides))
-                  + ("" if flow == "dis-fast" else f"_{flow}"))
+                  + ("" if flow == FLOW else f"_{flow}"))
     fit_paths = sorted({scenes[name] for name in split.train + split.validation})
     summary = preprocess(fit_paths, out, backend=make_hop_backend(flow), strides=strides,
                          progress=False)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from _report import DEFAULT_VIDEO, add_record_argument, environment, markdown_table, report
 from _runs import (
+    FLOW,
     RECORDED_BASE,
     SYNTH_SCENES,
     add_recipe_arguments,
@@ -104,6 +105,7 @@ def main() -> None:
     for k in args.sizes:
         seeds = args.seeds[:k]
         count = "" if args.synth_scenes == SYNTH_SCENES else f"_nsynth{args.synth_scenes}"
+        count += "" if args.flow == FLOW else f"_flow{args.flow}"
         name = (f"crop{args.crop}{suffix}_synth{args.synth_size}{count}_seeds"
                 + "-".join(map(str, seeds)) + ".pt")
         checkpoints[f"ensemble of seeds {', '.join(map(str, seeds))}"] = make_ensemble(

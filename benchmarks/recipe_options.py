@@ -19,6 +19,10 @@ Trains HOFAM with the recipe of ``crossnet/weights/MODEL_CARD.md`` once per vari
   composites instead of 30 % (``crossnet train --composite-fraction 0.5``): more of real
   objects moving over other real scenes' backgrounds;
 - ``dynamic-filter-off+composites-0.1``: the same with 10 % composites;
+- ``dynamic-filter-off+camera-align``: the bundled recipe trained with the inputs ``segment``
+  gives it by default (camera motion removed, background moved with the camera);
+- ``dynamic-filter-off+deeper``: the bundled recipe with 3 residual blocks instead of 1 at 1/8
+  and 1/16 resolution (``HofamConfig.blocks_per_stage`` (0, 1, 3, 3));
 
 and scores every run on the split's TEST scenes (never trained on, never used for a choice)
 and its VALIDATION scenes (what chooses), through the streaming ``segment`` path, with MOG2
@@ -91,7 +95,7 @@ VARIANTS = {
         {"model": HofamConfig(dynamic_filter=False, blocks_per_stage=(0, 1, 3, 3))},
         "_dynfilter-off_blocks0133",
         "the bundled recipe with 3 residual blocks instead of 1 at 1/8 and 1/16 resolution "
-        + "(more context for the same per-frame time)"),
+        + "(more context for little extra per-frame time)"),
 }
 
 

@@ -9,7 +9,7 @@ run. The crop sizes compared by default: 128x128 (the recipe of the weights ship
 320x240, a whole frame at the usual CDnet size (smaller frames are padded; the padding is left
 out of the loss and the metrics).
 
-Caches (training and validation scenes, DIS-fast, strides 1,4,8) and finished runs are kept
+Caches (training and validation scenes, DIS-fast unless ``--flow``, strides 1,4,8) and finished runs are kept
 under ``--work`` and reused on a rerun, like ``ablation.py``.
 
 Usage (from the repository root; about 50 minutes on a 2-core CPU)::
@@ -74,7 +74,7 @@ def main() -> None:
         f"Split `{split.name}`: CDnet-2014 F on each of its {len(split.test)} test scenes "
         f"(never trained on, never used for a choice) and mean F over its validation scenes "
         f"({', '.join(split.validation)}; they choose checkpoints, thresholds and defaults), "
-        f"through the streaming `segment` path (DIS-fast 3D-HOP online, each run's own "
+        f"through the streaming `segment` path ({args.flow} 3D-HOP online, each run's own "
         f"threshold and best-validation checkpoint). Every run: the model card's recipe, "
         f"{recipe_words(args)}, AdamW one-cycle lr 2e-3, on this CPU; only the "
         f"crop and the seed differ. MOG2/KNN: OpenCV defaults, same test frames, same run.\n\n"

@@ -57,7 +57,8 @@ class MethodReport:
     scenes: list[SceneResult] = field(default_factory=list)
     settings: dict[str, Any] | None = None
     """For ``crossnet``, what made its masks (weights file and sha256, flow backend, size,
-    threshold, flip averaging, camera motion): :meth:`ModelMethod.settings`."""
+    threshold, precision, flip averaging, camera motion, background alignment):
+    :meth:`ModelMethod.settings`."""
 
     def mean(self) -> dict[str, float]:
         """The mean of every score over the scenes (NaN-aware, see :func:`mean_scores`)."""
@@ -275,9 +276,10 @@ def write_json(reports: Sequence[MethodReport], path: str | os.PathLike, *,
 
     One method: ``{"method": name, "scenes": {scene: {"Re", "Pr", "F", "PWC", "Sp", "FPR", "FNR",
     "Dice", "frames", "fps"}}, "mean": {...}}``, and for ``crossnet`` also ``"settings"``
-    (:meth:`ModelMethod.settings`: weights, sha256, flow, size, threshold, flip averaging,
-    camera motion). Several methods: ``{"methods": {name: {"scenes": ..., "mean": ...}}}``. Undefined scores (NaN) are written as
-    ``null`` so the file is strict JSON. Scenes that failed, if any, are listed under
+    (:meth:`ModelMethod.settings`: weights, sha256, flow, size, threshold, precision, flip
+    averaging, camera motion, background alignment). Several methods: ``{"methods": {name:
+    {"scenes": ..., "mean": ..., ["settings": ...]}}}``. Undefined scores (NaN) are written
+    as ``null`` so the file is strict JSON. Scenes that failed, if any, are listed under
     ``"failed": {path: reason}``.
     """
     if len(reports) == 1:

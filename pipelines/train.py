@@ -213,7 +213,10 @@ def cache_strides(caches: Sequence[Path]) -> tuple[int, ...]:
 
 def cache_flow(caches: Sequence[Path]) -> str:
     """The flow backend that made all caches (InputError naming the first that differs: a
-    model trained on two kinds of flow would be fed only one by ``segment``)."""
+    model trained on two kinds of flow would be fed only one by ``segment``; ValueError for
+    no caches)."""
+    if not caches:
+        raise ValueError("no caches to read a flow backend from")
     backend = None
     for path in caches:
         with CacheReader(path) as reader:
@@ -224,6 +227,23 @@ def cache_flow(caches: Sequence[Path]) -> str:
             raise InputError(f"{path}: made with {own} flow, not {backend} as {caches[0]}; "
                              "preprocess every scene with one --flow")
     return backend
+
+
+def _check_composite_flow(path: Path, recorded: dict[str, Any], flow_backend: str,
+                          makes_composites: bool) -> None:
+    """Make a resumed run's recorded composite flow comparable with today's resolved one.
+
+    Code before composites followed the caches recorded ``"dis-fast"`` whatever the caches
+    held. Where the run makes no composites the entry never mattered and takes the caches'
+    backend; where it made composites with another flow than its caches', it cannot go on
+    as it started (InputError naming ``path``).
+    """
+    if not makes_composites:
+        recorded["composite_flow"] = flow_backend
+    elif recorded.get("composite_flow") not in (None, flow_backend):
+        raise InputError(f"{path}: its composites were made with {recorded['composite_flow']} "
+                         f"flow but its caches hold {flow_backend} flow (older code); start "
+                         "over with --overwrite")
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -340,8 +360,10 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
         progress: show progress bars.
 
     Raises:
-        InputError: no training caches, a run folder in the way, nothing to resume, a
-            checkpoint that cannot be resumed, or a request that would not fit in memory.
+        InputError: no training caches, caches of two flow backends, composites that cannot
+            be made with the caches' flow (``config.composite_flow`` another backend, or RAFT
+            caches), a run folder in the way, nothing to resume, a checkpoint that cannot be
+            resumed, or a request that would not fit in memory.
         TrainingDiverged: the loss or the gradients became NaN or infinite (``last.pt`` and
             ``best.pt`` keep the last good epoch).
     """
@@ -359,15 +381,15 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
                          f"{len(caches)} caches under {', '.join(map(str, data_dirs))}")
     strides = cache_strides(train_caches + validation_caches)
     flow_backend = cache_flow(train_caches + validation_caches)  # what segment must feed
-    if config.composite_flow not in (None, flow_backend):
+    makes_composites = config.composite_fraction > 0 and len(train_caches) > 1
+    if makes_composites and config.composite_flow not in (None, flow_backend):
         raise InputError(f"composites would be made with {config.composite_flow} flow, but "
                          f"the caches hold {flow_backend} flow")
-    model_config = dataclasses.replace(config.model, strides=strides)
-    if (config.composite_fraction > 0 and len(train_caches) > 1
-            and flow_backend not in CLASSICAL_BACKEND_NAMES):
+    if makes_composites and flow_backend not in CLASSICAL_BACKEND_NAMES:
         raise InputError(f"composites recompute their 3D-HOP with the caches' flow, and "
                          f"{flow_backend} caches cannot be matched (its weights are not "
                          "known here); pass --composite-fraction 0")
+    model_config = dataclasses.replace(config.model, strides=strides)
     config = dataclasses.replace(config, model=model_config, composite_flow=flow_backend)
 
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -420,6 +442,8 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
         checkpoint = load_checkpoint(last_path, map_location=run_device)
         if isinstance(checkpoint.get("train_config"), dict):
             checkpoint["train_config"] = with_new_defaults(checkpoint["train_config"])
+            _check_composite_flow(last_path, checkpoint["train_config"], flow_backend,
+                                  makes_composites)
         check_resumable(last_path, checkpoint,
                         keys=("train_config", "optimizer", "scheduler", "epoch", "best_f"),
                         train_config=config.to_dict(), ignore=_RESUME_IGNORES)

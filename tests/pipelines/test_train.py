@@ -1,5 +1,6 @@
 """`crossnet train`: a real (tiny) run, resume == uninterrupted, NaN stops cleanly, DDP with gloo."""
 
+import functools
 import json
 import os
 import shutil
@@ -97,6 +98,29 @@ def test_composites_are_made_with_the_caches_flow(caches, tmp_path, monkeypatch)
                                          "caches hold dis-ultrafast flow"):
         train([caches], SPLIT, tmp_path / "other", _config(composite_flow="dis-fast"),
               device="cpu", progress=False)
+
+
+def test_runs_of_older_code_resume_where_their_composites_flow_did_not_matter(caches, tmp_path):
+    """Older code recorded dis-fast as the composites' flow whatever the caches held (here
+    dis-ultrafast). A run without composites resumes; one whose composites mixed two kinds of
+    flow is refused with one line naming it, since it cannot go on as it started."""
+    for fraction in (0.0, 0.25):
+        run = tmp_path / f"run{fraction}"
+        train([caches], SPLIT, run, _config(epochs=1, composite_fraction=fraction),
+              device="cpu", progress=False)
+        checkpoint = load_checkpoint(run / "last.pt")
+        checkpoint["train_config"]["composite_flow"] = "dis-fast"
+        torch.save(checkpoint, run / "last.pt")
+        resume = functools.partial(train, [caches], SPLIT, run,
+                                   _config(epochs=1, composite_fraction=fraction),
+                                   device="cpu", resume=True, progress=False)
+        if fraction == 0.0:
+            resume()  # nothing left to train, but the settings were accepted
+        else:
+            with pytest.raises(InputError, match=r"last\.pt: its composites were made with "
+                                                 "dis-fast flow but its caches hold "
+                                                 "dis-ultrafast flow"):
+                resume()
 
 
 def test_composites_of_raft_caches_are_refused(caches, tmp_path, monkeypatch):
