@@ -20,6 +20,7 @@ from crossnet.split import Split, load_split
 from flow.backends import make_hop_backend
 from flow.classical import CLASSICAL_BACKEND_NAMES
 from pipelines.cli import main as cli
+from pipelines.errors import InputError
 from pipelines.evaluate import ModelMethod, evaluate
 from pipelines.segment import load_segmentation_model
 from pipelines.train import TrainConfig, cache_flow, find_caches, train, with_new_defaults
@@ -156,7 +157,11 @@ def trained(run: Path, data: list[Path], split: Split, config: TrainConfig
     if recorded.exists():
         previous = with_new_defaults(json.loads(recorded.read_text())["train_config"])
         if config.composite_flow is None:
-            config = dataclasses.replace(config, composite_flow=cache_flow(find_caches(data)))
+            try:
+                flow = cache_flow(find_caches(data))
+            except (InputError, ValueError) as error:
+                raise SystemExit(f"{run}: {error}") from None
+            config = dataclasses.replace(config, composite_flow=flow)
         wanted = json.loads(json.dumps(config.to_dict()))  # tuples as JSON lists
         differing = sorted(k for k, v in wanted.items() if previous.get(k) != v)
         if differing:
