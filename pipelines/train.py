@@ -24,7 +24,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,35 +198,36 @@ def find_caches(data_dirs: Iterable[str | os.PathLike]) -> list[Path]:
     return caches
 
 
+def _shared(caches: Sequence[Path], read: Callable[[Any], Any],
+            differs: Callable[[Path, Any, Any], str]) -> Any:
+    """``read(info)`` of the first cache, once every other cache reads the same (else
+    InputError with ``differs(path, own, first)``); ValueError for no caches."""
+    if not caches:
+        raise ValueError("no caches to read from")
+    first = None
+    for index, path in enumerate(caches):
+        with CacheReader(path) as reader:
+            own = read(reader.info)
+        if index == 0:
+            first = own
+        elif own != first:
+            raise InputError(differs(path, own, first))
+    return first
+
+
 def cache_strides(caches: Sequence[Path]) -> tuple[int, ...]:
     """The strides shared by all caches (InputError naming the first that differs)."""
-    strides = None
-    for path in caches:
-        with CacheReader(path) as reader:
-            own = tuple(reader.info.strides)
-        if strides is None:
-            strides = own
-        elif own != strides:
-            raise InputError(f"{path}: strides {own} differ from {strides} of {caches[0]}")
-    return strides
+    return _shared(caches, lambda info: tuple(info.strides), lambda path, own, first: (
+        f"{path}: strides {own} differ from {first} of {caches[0]}"))
 
 
 def cache_flow(caches: Sequence[Path]) -> str:
     """The flow backend that made all caches (InputError naming the first that differs: a
     model trained on two kinds of flow would be fed only one by ``segment``; ValueError for
     no caches)."""
-    if not caches:
-        raise ValueError("no caches to read a flow backend from")
-    backend = None
-    for path in caches:
-        with CacheReader(path) as reader:
-            own = reader.info.backend
-        if backend is None:
-            backend = own
-        elif own != backend:
-            raise InputError(f"{path}: made with {own} flow, not {backend} as {caches[0]}; "
-                             "preprocess every scene with one --flow")
-    return backend
+    return _shared(caches, lambda info: info.backend, lambda path, own, first: (
+        f"{path}: made with {own} flow, not {first} as {caches[0]}; preprocess every scene "
+        "with one --flow"))
 
 
 def _check_composite_flow(path: Path, recorded: dict[str, Any], flow_backend: str,
