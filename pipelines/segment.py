@@ -247,7 +247,8 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
                    batch_frames: int = 4, device: str | torch.device = "cpu",
                    background_rate: float = 0.05, start: int = 0,
                    cache_dir: str | os.PathLike | None = None, overlap: bool | None = None,
-                   precision: str = "fp32") -> Iterator[tuple[Frame, np.ndarray | None]]:
+                   precision: str = "fp32", probabilities: bool = False
+                   ) -> Iterator[tuple[Frame, np.ndarray | None]]:
     """Yield ``(frame, mask)`` for every frame of ``source``, in order.
 
     With ``start`` (resuming), the first ``start`` frames are read and yielded with ``None``
@@ -280,10 +281,13 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
             CPUs with AVX512-BF16 or AMX and for GPUs; on the AVX512-BF16 CPU of
             ``benchmarks/RESULTS.md`` about 1.09x, not steadily; masks agree with fp32 on all
             but a few pixels at object edges, see ``tests/pipelines/test_segment_speedups.py``).
+        probabilities: yield each frame's foreground probability instead of its mask
+            (``threshold`` is then unused; the mask is ``probability > threshold``).
 
     Yields:
-        The source's frame and its mask, (H, W) uint8, 255 foreground and 0 background;
-        ``None`` for the frames before ``start``.
+        The source's frame and its mask, (H, W) uint8, 255 foreground and 0 background (with
+        ``probabilities``: (H, W) float32 in [0, 1]); ``None`` for the frames before
+        ``start``.
     """
     threshold = segmentation.threshold if threshold is None else threshold
     if not 0.0 < threshold < 1.0:
@@ -361,7 +365,8 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
             hops = prefetch(hops, depth=segment_lookahead_frames(source.frame_size, batch_frames),
                             name="segment-flow")
         run = functools.partial(_run_model, pending=pending, model=segmentation.model,
-                                device=device, logit_threshold=logit_threshold,
+                                device=device,
+                                logit_threshold=None if probabilities else logit_threshold,
                                 bf16=precision == "bf16",
                                 flip_average=segmentation.flip_average)
         longest = max(config.strides)
@@ -411,7 +416,8 @@ def _camera_step(backend, small: np.ndarray, previous: np.ndarray) -> torch.Tens
 
 def _run_model(batch, *, pending, model, device, logit_threshold, bf16, flip_average
                ) -> list[tuple[Frame, np.ndarray]]:
-    """HOFAM on one batch: ``(frame, mask)`` per entry, masks at the frames' own size.
+    """HOFAM on one batch: ``(frame, mask)`` per entry, masks at the frames' own size
+    (``logit_threshold`` None: ``(frame, probability)``, float32).
 
     Returns a list rather than yielding, so that the autocast context never stays open while
     the caller runs its own code between masks.
@@ -436,6 +442,10 @@ def _run_model(batch, *, pending, model, device, logit_threshold, bf16, flip_ave
         if logit.shape != (height, width):
             # Interpolate the logits, then threshold: smoother edges than resizing a binary mask.
             logit = cv2.resize(logit, (width, height), interpolation=cv2.INTER_LINEAR)
+        if logit_threshold is None:
+            # The logistic function, written with tanh so that no exp overflows.
+            masks.append((frame, (0.5 + 0.5 * np.tanh(0.5 * logit)).astype(np.float32)))
+            continue
         # uint8 from the start: an int64 intermediate would be 8 bytes per pixel of a frame
         # that may be 4K.
         masks.append((frame, np.where(logit > logit_threshold, np.uint8(255), np.uint8(0))))
