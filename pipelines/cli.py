@@ -298,6 +298,61 @@ def preprocess(inputs: tuple[str, ...], out_dir: str, strides: tuple[int, ...], 
         raise click.exceptions.Exit(EXIT_ERROR)
 
 
+@cli.command(name="pseudo-label")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the scene folders, pseudo_<name>/ each (CDnet layout).")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="The labelling model's checkpoint; default: the bundled weights.")
+@click.option("--flow", "flow_name", default=None, type=click.Choice(FLOW_CHOICES),
+              help="Flow backend (default: the one the model was trained with).")
+@click.option("--max-frames", default=300, show_default=True, type=click.IntRange(min=2),
+              help="Label the first this many frames of each input (held in memory).")
+@click.option("--confidence", default=0.7, show_default=True,
+              type=FiniteFloatRange(0.5, 1, min_open=True, max_open=True),
+              help="Label a pixel foreground at p >= this, background at p <= 1 - this; "
+                   "between, 170 (unknown: not trained on).")
+@click.option("--device", default="auto", show_default=True, callback=_device_option,
+              help="auto, cpu or cuda[:N].")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def pseudo_label(inputs: tuple[str, ...], out_dir: str, weights: str | None,
+                 flow_name: str | None, max_frames: int, confidence: float, device: str,
+                 no_progress: bool) -> None:
+    """Label unlabeled videos or frame folders with a trained model, for training.
+
+    Each INPUT becomes OUT/pseudo_<name>/, a CDnet-layout scene whose ground truth is the
+    model's confident pixels (forward and reversed runs averaged; the rest 170, not trained
+    on); `crossnet preprocess` caches it and `crossnet train` trains on it when the split
+    names it. Finished scenes are skipped; a failed input is reported and the others still
+    finish (exit status 1 if any failed).
+    """
+    from flow.backends import make_hop_backend, resolve_device
+    from pipelines.errors import InputError
+    from pipelines.pseudo_label import pseudo_label as label
+    from pipelines.segment import load_segmentation_model
+    from pipelines.sources import open_source
+
+    run_device = resolve_device(device)
+    segmentation = load_segmentation_model(weights or _bundled_weights(), device=run_device)
+    backend_name = flow_name or segmentation.flow_backend
+    backend = make_hop_backend(backend_name, device=str(run_device))
+    failed = 0
+    for spec in inputs:
+        try:
+            folder, written = label(open_source(spec), out_dir, segmentation, backend=backend,
+                                    backend_name=backend_name, max_frames=max_frames,
+                                    confidence=confidence, device=str(run_device),
+                                    progress=not no_progress)
+        except (InputError, OSError) as error:
+            click.echo(f"crossnet: error: {error}", err=True)
+            failed += 1
+            continue
+        click.echo(f"wrote {folder}" if written else f"skipped {folder} (already complete)")
+    if failed:
+        click.echo(f"{len(inputs) - failed} labelled, {failed} failed")
+        raise click.exceptions.Exit(EXIT_ERROR)
+
+
 @cli.command(name="flow")
 @click.argument("image1", type=click.Path())
 @click.argument("image2", type=click.Path())

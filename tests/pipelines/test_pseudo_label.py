@@ -1,0 +1,141 @@
+"""Pseudo-labelled scenes: confident labels from a model, both directions, atomic, resumable."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from crossnet.weights import bundled_weights
+from flow.backends import make_hop_backend
+from pipelines import pseudo_label as pseudo_label_module
+from pipelines.cli import main
+from pipelines.errors import InputError
+from pipelines.pseudo_label import MANIFEST, UNKNOWN, labels_from_probability, pseudo_label
+from pipelines.scenes import open_scene
+from pipelines.segment import load_segmentation_model, segment_frames
+from pipelines.sources import open_source
+from pipelines.synth import SynthConfig, generate_scenes
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """A synthetic scene with ground truth; its mp4 is the 'unlabeled video'."""
+    root = tmp_path_factory.mktemp("pseudo")
+    config = SynthConfig(size=(160, 120), num_frames=24)
+    return generate_scenes(root, num_scenes=1, config=config, seed=3, progress=False)[0]
+
+
+@pytest.fixture(scope="module")
+def model():
+    segmentation = load_segmentation_model(bundled_weights())
+    return segmentation, make_hop_backend(segmentation.flow_backend)
+
+
+def _label(scene, out, model, **options):
+    segmentation, backend = model
+    return pseudo_label(open_source(scene / f"{scene.name}.mp4"), out, segmentation,
+                        backend=backend, backend_name=segmentation.flow_backend, **options)
+
+
+def frames_source(video, frames):
+    """``frames`` of ``video`` as a source held in memory, in the given order."""
+    return pseudo_label_module._Frames(video.name, video.path, video.fps, video.frame_size,
+                                       video.native_size, tuple(frames))
+
+
+def test_labels_are_confident_pixels_only():
+    probability = np.array([0.0, 0.3, 0.31, 0.5, 0.69, 0.7, 1.0], np.float32)
+    assert labels_from_probability(probability, 0.7).tolist() == [0, 0, UNKNOWN, UNKNOWN,
+                                                                   UNKNOWN, 255, 255]
+    assert labels_from_probability(probability, 0.99).tolist() == [0, UNKNOWN, UNKNOWN, UNKNOWN,
+                                                                    UNKNOWN, UNKNOWN, 255]
+
+
+def test_probabilities_threshold_to_the_masks(scene, model):
+    segmentation, backend = model
+    source = open_scene(scene)
+    masks = [mask for _, mask in segment_frames(source, segmentation, backend=backend)]
+    probabilities = [p for _, p in segment_frames(source, segmentation, backend=backend,
+                                                  probabilities=True)]
+    assert len(probabilities) == len(masks) == 24
+    for mask, probability in zip(masks, probabilities):
+        assert probability.dtype == np.float32 and probability.shape == mask.shape
+        assert 0.0 <= probability.min() and probability.max() <= 1.0
+        # Equal but for pixels within float rounding of the threshold.
+        near = np.abs(probability - segmentation.threshold) < 1e-5
+        assert ((probability > segmentation.threshold) == (mask == 255))[~near].all()
+
+
+def test_a_scene_of_both_directions_averaged(scene, tmp_path, model):
+    folder, written = _label(scene, tmp_path, model, max_frames=20)
+    assert written and folder == tmp_path / f"pseudo_{scene.name}"
+    labelled = open_scene(folder)  # a CDnet-layout scene, as preprocess and train read it
+    assert labelled.layout == "cdnet" and labelled.frame_numbers == tuple(range(1, 21))
+    segmentation, backend = model
+    video = open_source(scene / f"{scene.name}.mp4")
+    frames = list(video)[:20]
+    forward = [p for _, p in segment_frames(frames_source(video, frames), segmentation,
+                                            backend=backend, probabilities=True)]
+    backward = [p for _, p in segment_frames(frames_source(video, frames[::-1]), segmentation,
+                                             backend=backend, probabilities=True)][::-1]
+    for frame, ahead, behind in zip(labelled, forward, backward):
+        assert np.array_equal(frame.rgb, frames[frame.number - 1].rgb)  # lossless frames
+        average = (ahead.astype(np.float16).astype(np.float32)
+                   + behind.astype(np.float16).astype(np.float32)) / 2
+        assert np.array_equal(frame.mask, labels_from_probability(average, 0.7))
+    # The confident labels agree with the synthetic scene's exact masks.
+    truth = {frame.number: frame.mask for frame in open_scene(scene)}
+    agree = total = 0
+    for frame in labelled:
+        confident = frame.mask != UNKNOWN
+        agree += ((frame.mask == 255) == (truth[frame.number] == 255))[confident].sum()
+        total += confident.sum()
+    assert total > 0.9 * 20 * 160 * 120 and agree / total > 0.97
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["frames"] == 20 and manifest["model"]["weights_sha256"]
+
+
+def test_a_finished_scene_is_skipped_and_other_settings_are_refused(scene, tmp_path, model):
+    folder, written = _label(scene, tmp_path, model, max_frames=6)
+    assert written
+    before = (folder / "groundtruth" / "gt000001.png").stat().st_mtime_ns
+    assert _label(scene, tmp_path, model, max_frames=6) == (folder, False)
+    assert (folder / "groundtruth" / "gt000001.png").stat().st_mtime_ns == before
+    with pytest.raises(InputError, match=f"{folder}: a scene folder made .* other settings"):
+        _label(scene, tmp_path, model, max_frames=6, confidence=0.9)
+
+
+def test_an_interrupted_scene_leaves_nothing_behind(scene, tmp_path, model, monkeypatch):
+    calls = []
+    write = pseudo_label_module._write_png
+
+    def failing(path, image):
+        calls.append(path)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        write(path, image)
+
+    monkeypatch.setattr(pseudo_label_module, "_write_png", failing)
+    with pytest.raises(KeyboardInterrupt):
+        _label(scene, tmp_path, model, max_frames=6)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(pseudo_label_module, "_write_png", write)
+    folder, written = _label(scene, tmp_path, model, max_frames=6)
+    assert written and len(list((folder / "groundtruth").iterdir())) == 6
+
+
+def test_the_command_reports_a_bad_input_and_labels_the_others(scene, tmp_path, capsys):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video")
+    out = tmp_path / "labelled"
+    code = main(["pseudo-label", str(bad), str(scene / f"{scene.name}.mp4"), "--out", str(out),
+                 "--max-frames", "6", "--no-progress"])
+    assert code == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if "error" in line]
+    assert len(errors) == 1 and str(bad) in errors[0]
+    assert "1 labelled, 1 failed" in captured.out
+    labels = cv2.imread(str(out / f"pseudo_{scene.name}" / "groundtruth" / "gt000006.png"),
+                        cv2.IMREAD_UNCHANGED)
+    assert labels.shape == (120, 160) and set(np.unique(labels)) <= {0, UNKNOWN, 255}
