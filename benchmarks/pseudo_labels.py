@@ -65,14 +65,15 @@ def pseudo_scenes(split: Split) -> list[str]:
     return [name for name in split.train if name.startswith(PREFIX)]
 
 
-def labelled_caches(videos: list[Path], work: Path, teacher: Path, flow: str) -> Path:
+def labelled_caches(videos: list[Path], work: Path, teacher: Path, tag: str, flow: str
+                    ) -> Path:
     """The pseudo-labelled scenes of ``videos`` by ``teacher`` and their caches under ``work``
-    (folders named by the teacher's sha256), made once and reused."""
-    tag = file_sha256(teacher)[:8]
+    (folders named by ``tag``, the start of the teacher's sha256), made once and reused. The
+    teacher runs with ``--camera-motion none``, as the recorded runs were labelled."""
     scenes, caches = work / f"pseudo_{tag}", work / f"caches_pseudo_{tag}_{flow}"
     if cli(["pseudo-label", *map(str, videos), "--out", str(scenes), "--weights", str(teacher),
             "--max-frames", str(MAX_FRAMES), "--confidence", str(CONFIDENCE),
-            "--no-progress"]) != 0:
+            "--camera-motion", "none", "--no-progress"]) != 0:
         raise SystemExit("crossnet pseudo-label failed")
     labelled = [scenes / f"{PREFIX}{video.stem}" for video in videos]
     if cli(["preprocess", *map(str, labelled), "--out", str(caches), "--strides",
@@ -98,7 +99,7 @@ def main() -> None:
     pseudo = pseudo_scenes(split)
     if not pseudo:
         raise SystemExit(f"{args.split}: names no {PREFIX}* training scene")
-    videos = {path.stem: path for path in (root / "videos").iterdir()}
+    videos = {path.stem: path for path in sorted((root / "videos").iterdir())}
     missing = [name for name in pseudo if name[len(PREFIX):] not in videos]
     if missing:
         raise SystemExit(f"no video under {root / 'videos'} for {', '.join(missing)}")
@@ -106,16 +107,16 @@ def main() -> None:
     scenes = split_scenes(root, real)
     work = Path(args.work)
     teacher = Path(args.teacher) if args.teacher else bundled_weights()
+    tag = file_sha256(teacher)[:8]
     data = [fit_caches(STRIDES, real, scenes, work, args.flow),
             synthetic_caches(work, args.synth_size, args.synth_scenes, args.flow),
             labelled_caches([videos[name[len(PREFIX):]] for name in pseudo], work, teacher,
-                            args.flow)]
+                            tag, args.flow)]
 
     width, height = (int(part) for part in CROP.split("x"))
     recipe = TrainConfig(epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
                          batch_size=args.batch_size, crop_size=(height, width),
                          model=HofamConfig(dynamic_filter=False), **RECORDED_BASE)
-    tag = file_sha256(teacher)[:8]
     rows, by_group = [], {}
     f, test_f, val_f = score_run(teacher, split, scenes)
     by_group.setdefault("teacher", []).append((test_f, val_f))

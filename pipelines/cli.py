@@ -314,42 +314,68 @@ def preprocess(inputs: tuple[str, ...], out_dir: str, strides: tuple[int, ...], 
                    "between, 170 (unknown: not trained on).")
 @click.option("--device", default="auto", show_default=True, callback=_device_option,
               help="auto, cpu or cuda[:N].")
+@_FLIP_AVERAGE_OPTION
+@_CAMERA_MOTION_OPTION
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def pseudo_label(inputs: tuple[str, ...], out_dir: str, weights: str | None,
                  flow_name: str | None, max_frames: int, confidence: float, device: str,
-                 no_progress: bool) -> None:
+                 flip_average: bool, camera_motion: str, no_progress: bool) -> None:
     """Label unlabeled videos or frame folders with a trained model, for training.
 
-    Each INPUT becomes OUT/pseudo_<name>/, a CDnet-layout scene whose ground truth is the
-    model's confident pixels (forward and reversed runs averaged; the rest 170, not trained
-    on); `crossnet preprocess` caches it and `crossnet train` trains on it when the split
-    names it. Finished scenes are skipped; a failed input is reported and the others still
-    finish (exit status 1 if any failed).
+    Each INPUT (a video, frame folder or scene folder; not a live stream) becomes
+    OUT/pseudo_<name>/, a CDnet-layout scene whose ground truth is the model's confident pixels
+    (forward and reversed runs averaged; the rest 170, not trained on); `crossnet preprocess`
+    caches it and `crossnet train` trains on it when the split names it. The model runs as
+    `segment` runs it (same --flip-average and --camera-motion). Finished scenes are skipped;
+    a failed input is reported and the others still finish (exit status 1 if any failed).
     """
     from flow.backends import make_hop_backend, resolve_device
-    from pipelines.errors import InputError
+    from pipelines.errors import failure_line
+    from pipelines.outputs import prepare_output_folder
     from pipelines.pseudo_label import pseudo_label as label
+    from pipelines.pseudo_label import scene_name
     from pipelines.segment import load_segmentation_model
     from pipelines.sources import open_source
 
-    run_device = resolve_device(device)
-    segmentation = load_segmentation_model(weights or _bundled_weights(), device=run_device)
-    backend_name = flow_name or segmentation.flow_backend
-    backend = make_hop_backend(backend_name, device=str(run_device))
-    failed = 0
+    prepare_output_folder(out_dir)  # before any work: a wrong --out must not cost a model run
+    failed: list[str] = []
+    sources, names = [], {}
     for spec in inputs:
         try:
-            folder, written = label(open_source(spec), out_dir, segmentation, backend=backend,
-                                    backend_name=backend_name, max_frames=max_frames,
-                                    confidence=confidence, device=str(run_device),
-                                    progress=not no_progress)
+            source = open_source(spec)
         except (InputError, OSError) as error:
-            click.echo(f"crossnet: error: {error}", err=True)
-            failed += 1
+            failed.append(failure_line(error, spec))
             continue
-        click.echo(f"wrote {folder}" if written else f"skipped {folder} (already complete)")
+        name = scene_name(source)
+        if name in names:  # two inputs of one name would overwrite each other's scene
+            failed.append(f"{spec}: its scene would be {name}, as {names[name]}'s; rename "
+                          "one of them")
+            continue
+        names[name] = spec
+        sources.append(source)
+    run_device = resolve_device(device)
+    segmentation = load_segmentation_model(weights or _bundled_weights(), device=run_device,
+                                           flip_average=flip_average,
+                                           camera_motion=camera_motion)
+    backend_name = flow_name or segmentation.flow_backend
+    backend = make_hop_backend(backend_name, device=str(run_device))
+    written = skipped = 0
+    for source in sources:
+        try:
+            folder, new = label(source, out_dir, segmentation, backend=backend,
+                                backend_name=backend_name, max_frames=max_frames,
+                                confidence=confidence, device=str(run_device),
+                                progress=not no_progress)
+        except Exception as error:  # noqa: BLE001 - one input fails, the others go on
+            failed.append(failure_line(error, source.path))
+            continue
+        written += new
+        skipped += not new
+        click.echo(f"wrote {folder}" if new else f"skipped {folder} (already complete)")
+    for reason in failed:
+        click.echo(f"crossnet: error: {reason}", err=True)
+    click.echo(f"{written} written, {skipped} skipped, {len(failed)} failed")
     if failed:
-        click.echo(f"{len(inputs) - failed} labelled, {failed} failed")
         raise click.exceptions.Exit(EXIT_ERROR)
 
 

@@ -44,3 +44,14 @@ def one_line(error: BaseException) -> str:
     if "Original Traceback" in str(error):
         return lines[-1]
     return lines[0]
+
+
+def failure_line(error: Exception, path: object,
+                 expected: tuple[type[BaseException], ...] = (InputError, ValueError, OSError)
+                 ) -> str:
+    """One line for an input of a batch that failed, naming it (``path``) once; an error not
+    of the ``expected`` kinds keeps its type, marked as an internal error."""
+    text = one_line(error)
+    if not isinstance(error, expected):
+        text = f"internal error: {type(error).__name__}: {text}"
+    return text if str(path) in text else f"{path}: {text}"

@@ -33,7 +33,7 @@ from flow.cache import (
 )
 from flow.colour import flow_to_colour
 from flow.hop import build_hops, check_strides
-from pipelines.errors import InputError, one_line
+from pipelines.errors import InputError, failure_line, one_line
 from pipelines.imageio import write_png_atomic
 from pipelines.memory import check_fits, flow_bytes, format_size
 from pipelines.outputs import prepare_output_folder
@@ -298,9 +298,5 @@ def preprocess(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, 
 
 def _failure_line(error: Exception, path: str) -> str:
     """One line for a failed input that names it; unexpected errors keep their type."""
-    expected = isinstance(error, (InputError, ValueError, OSError, CacheBusyError))
     logger.debug("preprocess failed for %s", path, exc_info=error)  # shown with --debug
-    text = one_line(error)
-    if not expected:
-        text = f"internal error: {type(error).__name__}: {text}"
-    return text if str(path) in text else f"{path}: {text}"
+    return failure_line(error, path, (InputError, ValueError, OSError, CacheBusyError))

@@ -20,8 +20,9 @@ runs are wrong at opposite ends and their average is better than either (a causa
 cannot do this; offline labelling can).
 
 A scene folder is written under a temporary name and renamed when complete, so an interrupted
-run leaves no half scene; a rerun skips a finished scene made with the same settings and refuses
-one made with others.
+run leaves no half scene (a rerun removes what a killed one left); a rerun skips a finished scene
+made from the same files with the same settings and refuses one made otherwise, naming what
+differs. Live streams are refused: their frames cannot be checked on a rerun.
 """
 
 from __future__ import annotations
@@ -35,24 +36,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
+from crossnet.metrics import UNKNOWN
 from pipelines.errors import InputError
-from pipelines.outputs import temporary_name, write_text_atomic
+from pipelines.imageio import write_png_atomic
+from pipelines.memory import check_fits, format_size, segment_bytes
+from pipelines.outputs import (
+    is_temporary_name,
+    prepare_output_folder,
+    temporary_name,
+    write_text_atomic,
+)
 from pipelines.segment import SegmentationModel, segment_frames
-from pipelines.sources import MIN_FRAMES, Frame, Source
+from pipelines.sources import MIN_FRAMES, Frame, Source, StreamSource, source_identity
 
 MANIFEST = "pseudo_label.json"
 PREFIX = "pseudo_"
-UNKNOWN = 170
-"""CDnet's label for pixels that are neither scored nor trained on."""
 
 
 @dataclass(frozen=True)
 class _Frames:
-    """Frames held in memory, as a :class:`pipelines.sources.Source` (``reverse``: last first)."""
+    """Frames held in memory, as a :class:`pipelines.sources.Source` (:meth:`reversed`: the
+    same frames, last first)."""
 
     name: str
     path: str
@@ -73,9 +80,14 @@ class _Frames:
                        self.frames[::-1])
 
 
+def scene_name(source: Source) -> str:
+    """The name of the scene folder made from ``source``: ``pseudo_<source name>``."""
+    return f"{PREFIX}{source.name}"
+
+
 def labels_from_probability(probability: np.ndarray, confidence: float) -> np.ndarray:
     """CDnet labels from a foreground probability: 255 at ``p >= confidence``, 0 at
-    ``p <= 1 - confidence``, :data:`UNKNOWN` between."""
+    ``p <= 1 - confidence``, :data:`crossnet.metrics.UNKNOWN` (170) between."""
     labels = np.full(probability.shape, UNKNOWN, np.uint8)
     labels[probability >= confidence] = 255
     labels[probability <= 1.0 - confidence] = 0
@@ -88,7 +100,7 @@ def pseudo_label(source: Source, out: str | os.PathLike, segmentation: Segmentat
     """Write the pseudo-labelled scene of ``source`` under ``out`` (see the module's text).
 
     Args:
-        source: an unlabeled video or frame folder (any frame source).
+        source: an unlabeled video or frame folder (any frame source but a live stream).
         out: the folder that holds the scene folders.
         segmentation: the labelling model (:func:`pipelines.segment.load_segmentation_model`).
         backend: its 3D-HOP flow backend; ``backend_name`` its name, for the manifest.
@@ -96,34 +108,58 @@ def pseudo_label(source: Source, out: str | os.PathLike, segmentation: Segmentat
         confidence: a pixel is labelled where the averaged probability is at least this
             (foreground) or at most 1 minus this (background), in (0.5, 1).
         device: where the model runs.
-        progress: show a progress bar over the frames of both passes.
+        progress: show a progress bar over the frames of both passes. The model's camera
+            handling and flip averaging are ``segmentation``'s own (recorded).
 
     Returns:
         The scene folder, and whether it was written now (False: it was complete already).
 
     Raises:
-        InputError: fewer than two frames, an unreadable input, or a finished scene folder of
-            the same name made with other settings.
+        InputError: a live stream, fewer than two frames, an unreadable input, more memory
+            than there is, or a finished scene folder of the same name made from other files
+            or with other settings.
         ValueError: ``confidence`` or ``max_frames`` out of range.
+        OSError: ``out`` or a file in it could not be written.
     """
     if not 0.5 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0.5, 1), got {confidence}")
     if max_frames < MIN_FRAMES:
         raise ValueError(f"max_frames must be at least {MIN_FRAMES}, got {max_frames}")
-    out = Path(out)
-    final = out / f"{PREFIX}{source.name}"
+    if isinstance(source, StreamSource):
+        raise InputError(f"{source.path}: a live stream cannot be pseudo-labelled (a rerun could "
+                         "not tell whether its frames are the same); record it to a file first")
+    out = prepare_output_folder(out)
+    final = out / scene_name(source)
+    _remove_leftovers(out, final.name)
+    size_bytes, mtime = source_identity(source)
     settings = {
         "source": str(Path(source.path).resolve()),
+        "source_bytes": size_bytes,
+        "source_mtime": mtime,
         "max_frames": max_frames,
         "confidence": confidence,
         "directions": ["forward", "reverse"],
         "model": segmentation.settings(backend=backend_name, size=None),
     }
     if final.exists():
-        if _recorded(final) == settings:
+        recorded = _recorded(final)
+        if recorded == settings:
             return final, False
-        raise InputError(f"{final}: a scene folder made from another source or with other "
-                         f"settings (see its {MANIFEST}); delete it or choose another --out")
+        differing = (sorted(k for k in settings.keys() | recorded.keys()
+                            if settings.get(k) != recorded.get(k))
+                     if recorded is not None else [f"no readable {MANIFEST}"])
+        raise InputError(f"{final}: exists, made from other files or with other settings "
+                         f"({', '.join(differing)}); delete it or choose another --out")
+    count = min(max_frames, source.num_frames or max_frames)
+    width, height = source.frame_size
+    # Frames (uint8 RGB) and both passes' probabilities (float16) for every frame, and the
+    # model's own working memory.
+    check_fits(count * width * height * (3 + 2 * 2)
+               + segment_bytes(segmentation.config, source.frame_size, batch_frames=4,
+                               backend=backend_name, native_size=source.native_size),
+               what=f"pseudo-labelling {count} frames of {source.path} at "
+                    f"{format_size(source.frame_size)}",
+               hint="choose a smaller --max-frames", device=device)
     frames = tuple(itertools.islice(source, max_frames))
     if len(frames) < MIN_FRAMES:
         raise InputError(f"{source.path}: {len(frames)} frame(s); pseudo-labels need at least "
@@ -135,17 +171,15 @@ def pseudo_label(source: Source, out: str | os.PathLike, segmentation: Segmentat
     with bar:
         forward = _probabilities(clip, segmentation, backend, device, bar)
         backward = _probabilities(clip.reversed(), segmentation, backend, device, bar)[::-1]
-    out.mkdir(parents=True, exist_ok=True)
     partial = temporary_name(final)
     try:
         (partial / "input").mkdir(parents=True)
         (partial / "groundtruth").mkdir()
         for frame, ahead, behind in zip(frames, forward, backward):
             probability = (ahead.astype(np.float32) + behind.astype(np.float32)) / 2.0
-            _write_png(partial / "input" / f"in{frame.number:06d}.png",
-                       cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
-            _write_png(partial / "groundtruth" / f"gt{frame.number:06d}.png",
-                       labels_from_probability(probability, confidence))
+            write_png_atomic(partial / "input" / f"in{frame.number:06d}.png", frame.rgb)
+            write_png_atomic(partial / "groundtruth" / f"gt{frame.number:06d}.png",
+                             labels_from_probability(probability, confidence))
         write_text_atomic(partial / MANIFEST, json.dumps(
             {**settings, "frames": len(frames)}, indent=2) + "\n")
         os.replace(partial, final)
@@ -179,6 +213,20 @@ def _recorded(folder: Path) -> dict[str, Any] | None:
     return recorded
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"{path}: OpenCV could not write the image")
+def _remove_leftovers(out: Path, name: str) -> None:
+    """Remove the temporary folders of ``name`` that a killed run left in ``out``."""
+    for entry in out.iterdir():
+        if entry.is_dir() and is_temporary_name(entry.name, name) and not _running(entry.name):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _running(temporary: str) -> bool:
+    """Whether the process that names a temporary folder (``.<name>.<pid>.<hex>.tmp``) runs."""
+    try:
+        pid = int(temporary.rsplit(".", 3)[1])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return pid != os.getpid()  # one of this process is from a call that has ended

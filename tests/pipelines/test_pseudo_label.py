@@ -102,13 +102,13 @@ def test_a_finished_scene_is_skipped_and_other_settings_are_refused(scene, tmp_p
     before = (folder / "groundtruth" / "gt000001.png").stat().st_mtime_ns
     assert _label(scene, tmp_path, model, max_frames=6) == (folder, False)
     assert (folder / "groundtruth" / "gt000001.png").stat().st_mtime_ns == before
-    with pytest.raises(InputError, match=f"{folder}: a scene folder made .* other settings"):
+    with pytest.raises(InputError, match=f"{folder}: exists, .* other settings \\(confidence\\)"):
         _label(scene, tmp_path, model, max_frames=6, confidence=0.9)
 
 
 def test_an_interrupted_scene_leaves_nothing_behind(scene, tmp_path, model, monkeypatch):
     calls = []
-    write = pseudo_label_module._write_png
+    write = pseudo_label_module.write_png_atomic
 
     def failing(path, image):
         calls.append(path)
@@ -116,13 +116,35 @@ def test_an_interrupted_scene_leaves_nothing_behind(scene, tmp_path, model, monk
             raise KeyboardInterrupt
         write(path, image)
 
-    monkeypatch.setattr(pseudo_label_module, "_write_png", failing)
+    monkeypatch.setattr(pseudo_label_module, "write_png_atomic", failing)
     with pytest.raises(KeyboardInterrupt):
         _label(scene, tmp_path, model, max_frames=6)
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(pseudo_label_module, "_write_png", write)
+    monkeypatch.setattr(pseudo_label_module, "write_png_atomic", write)
+    # What a killed run (no cleanup) leaves is removed by the next; a live run's is kept.
+    killed = tmp_path / f".pseudo_{scene.name}.999999999.0123456789ab.tmp"
+    live = tmp_path / f".pseudo_{scene.name}.1.0123456789ab.tmp"  # pid 1 always runs
+    for leftover in (killed, live):
+        (leftover / "input").mkdir(parents=True)
     folder, written = _label(scene, tmp_path, model, max_frames=6)
     assert written and len(list((folder / "groundtruth").iterdir())) == 6
+    assert not killed.exists() and live.exists()
+
+
+def test_a_changed_source_is_refused(scene, tmp_path, model):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes((scene / f"{scene.name}.mp4").read_bytes())
+    segmentation, backend = model
+
+    def run():
+        return pseudo_label(open_source(video), tmp_path / "out", segmentation, backend=backend,
+                            backend_name=segmentation.flow_backend, max_frames=4)
+
+    assert run()[1]
+    with video.open("ab") as file:
+        file.write(b"\0" * 16)  # a video replaced at the same path
+    with pytest.raises(InputError, match=r"pseudo_clip: exists, .*\(source_bytes, source_mtime\)"):
+        run()
 
 
 def test_the_command_reports_a_bad_input_and_labels_the_others(scene, tmp_path, capsys):
@@ -135,7 +157,33 @@ def test_the_command_reports_a_bad_input_and_labels_the_others(scene, tmp_path, 
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if "error" in line]
     assert len(errors) == 1 and str(bad) in errors[0]
-    assert "1 labelled, 1 failed" in captured.out
+    assert "1 written, 0 skipped, 1 failed" in captured.out
     labels = cv2.imread(str(out / f"pseudo_{scene.name}" / "groundtruth" / "gt000006.png"),
                         cv2.IMREAD_UNCHANGED)
     assert labels.shape == (120, 160) and set(np.unique(labels)) <= {0, UNKNOWN, 255}
+
+
+def test_inputs_of_one_name_are_refused_before_any_work(scene, tmp_path, capsys):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        folder.mkdir()
+        (folder / "clip.mp4").write_bytes((scene / f"{scene.name}.mp4").read_bytes())
+    out = tmp_path / "labelled"
+    code = main(["pseudo-label", str(first / "clip.mp4"), str(second / "clip.mp4"), "--out",
+                 str(out), "--max-frames", "4", "--no-progress"])
+    assert code == 1
+    error = capsys.readouterr().err
+    assert f"{second / 'clip.mp4'}: its scene would be pseudo_clip, as {first / 'clip.mp4'}'s" in error
+    assert (out / "pseudo_clip" / "groundtruth" / "gt000004.png").is_file()
+
+
+def test_an_output_under_a_file_fails_before_the_model_runs(scene, tmp_path, capsys,
+                                                           monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    out = tmp_path / "file" / "labelled"
+    monkeypatch.setattr("pipelines.segment.load_segmentation_model",
+                        lambda *args, **kwargs: pytest.fail("the model was loaded"))
+    assert main(["pseudo-label", str(scene / f"{scene.name}.mp4"), "--out", str(out),
+                 "--no-progress"]) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and str(tmp_path / "file") in errors[0]
