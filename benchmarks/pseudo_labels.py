@@ -137,7 +137,7 @@ def main() -> None:
         f"through the streaming `segment` path (each run's own threshold and best-validation "
         f"checkpoint). Teacher: `{teacher}` (sha256 `{tag}...`), labelling "
         f"{', '.join(pseudo)} (`crossnet pseudo-label --max-frames {MAX_FRAMES} --confidence "
-        f"{CONFIDENCE}`). Every run: the model card's recipe (crop {CROP}, no dynamic "
+        f"{CONFIDENCE} --camera-motion none`). Every run: the model card's recipe (crop {CROP}, no dynamic "
         f"filters, {args.epochs} epochs x {args.samples_per_epoch} samples, batch "
         f"{args.batch_size}, composites 30 %, {args.synth_scenes} synthetic scenes at "
         f"{args.synth_size}, 3D-HOP from {args.flow}) on the split's real training scenes plus "

@@ -85,7 +85,7 @@ def _strides_option(ctx, param, value):
 
 
 FLOW_CHOICES = ("dis-ultrafast", "dis-fast", "dis-medium", "farneback", "raft-small", "raft-large")
-# segment and evaluate: the same inference, the same option.
+# segment, evaluate and pseudo-label: the same inference, the same option.
 _FLIP_AVERAGE_OPTION = click.option(
     "--flip-average/--no-flip-average", default=True, show_default=True,
     help="Average the model's answers on each frame and on its mirror image (higher F on "
@@ -327,7 +327,8 @@ def pseudo_label(inputs: tuple[str, ...], out_dir: str, weights: str | None,
     (forward and reversed runs averaged; the rest 170, not trained on); `crossnet preprocess`
     caches it and `crossnet train` trains on it when the split names it. The model runs as
     `segment` runs it (same --flip-average and --camera-motion). Finished scenes are skipped;
-    a failed input is reported and the others still finish (exit status 1 if any failed).
+    a failed input is reported and the others still finish (exit status 1 if any failed), and
+    of two inputs with one name the second fails.
     """
     from flow.backends import make_hop_backend, resolve_device
     from pipelines.errors import failure_line
@@ -335,15 +336,19 @@ def pseudo_label(inputs: tuple[str, ...], out_dir: str, weights: str | None,
     from pipelines.pseudo_label import pseudo_label as label
     from pipelines.pseudo_label import scene_name
     from pipelines.segment import load_segmentation_model
-    from pipelines.sources import open_source
+    from pipelines.sources import is_stream_spec, open_source
 
     prepare_output_folder(out_dir)  # before any work: a wrong --out must not cost a model run
     failed: list[str] = []
     sources, names = [], {}
     for spec in inputs:
+        if is_stream_spec(spec):  # refused before it is opened (a camera, a connection)
+            failed.append(f"{spec}: a live stream cannot be pseudo-labelled (a rerun could not "
+                          "tell whether its frames are the same); record it to a file first")
+            continue
         try:
             source = open_source(spec)
-        except (InputError, OSError) as error:
+        except Exception as error:  # noqa: BLE001 - one input fails, the others go on
             failed.append(failure_line(error, spec))
             continue
         name = scene_name(source)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 
 class InputError(Exception):
     """Bad user input: a missing path, an unreadable file, an unknown layout.
@@ -50,7 +52,9 @@ def failure_line(error: Exception, path: object,
                  expected: tuple[type[BaseException], ...] = (InputError, ValueError, OSError)
                  ) -> str:
     """One line for an input of a batch that failed, naming it (``path``) once; an error not
-    of the ``expected`` kinds keeps its type, marked as an internal error."""
+    of the ``expected`` kinds keeps its type, marked as an internal error. The traceback is
+    logged at debug level (shown with ``crossnet --debug``)."""
+    logging.getLogger(__name__).debug("failed: %s", path, exc_info=error)
     text = one_line(error)
     if not isinstance(error, expected):
         text = f"internal error: {type(error).__name__}: {text}"

@@ -298,5 +298,4 @@ def preprocess(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, 
 
 def _failure_line(error: Exception, path: str) -> str:
     """One line for a failed input that names it; unexpected errors keep their type."""
-    logger.debug("preprocess failed for %s", path, exc_info=error)  # shown with --debug
     return failure_line(error, path, (InputError, ValueError, OSError, CacheBusyError))

@@ -30,6 +30,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,12 +44,7 @@ from crossnet.metrics import UNKNOWN
 from pipelines.errors import InputError
 from pipelines.imageio import write_png_atomic
 from pipelines.memory import check_fits, format_size, segment_bytes
-from pipelines.outputs import (
-    is_temporary_name,
-    prepare_output_folder,
-    temporary_name,
-    write_text_atomic,
-)
+from pipelines.outputs import prepare_output_folder, temporary_name, write_text_atomic
 from pipelines.segment import SegmentationModel, segment_frames
 from pipelines.sources import MIN_FRAMES, Frame, Source, StreamSource, source_identity
 
@@ -145,21 +141,20 @@ def pseudo_label(source: Source, out: str | os.PathLike, segmentation: Segmentat
         recorded = _recorded(final)
         if recorded == settings:
             return final, False
-        differing = (sorted(k for k in settings.keys() | recorded.keys()
-                            if settings.get(k) != recorded.get(k))
-                     if recorded is not None else [f"no readable {MANIFEST}"])
+        differing = (_differing(settings, recorded) if recorded is not None
+                     else [f"no readable {MANIFEST}"])
         raise InputError(f"{final}: exists, made from other files or with other settings "
                          f"({', '.join(differing)}); delete it or choose another --out")
     count = min(max_frames, source.num_frames or max_frames)
     width, height = source.frame_size
-    # Frames (uint8 RGB) and both passes' probabilities (float16) for every frame, and the
-    # model's own working memory.
-    check_fits(count * width * height * (3 + 2 * 2)
-               + segment_bytes(segmentation.config, source.frame_size, batch_frames=4,
-                               backend=backend_name, native_size=source.native_size),
-               what=f"pseudo-labelling {count} frames of {source.path} at "
-                    f"{format_size(source.frame_size)}",
-               hint="choose a smaller --max-frames", device=device)
+    what = f"pseudo-labelling {count} frames of {source.path} at {format_size(source.frame_size)}"
+    # In host memory: every frame (uint8 RGB, and a scene's uint8 labels) and both passes'
+    # probabilities (float16); where the model runs: its own working memory.
+    check_fits(count * width * height * (3 + 1 + 2 * 2), what=what,
+               hint="choose a smaller --max-frames")
+    check_fits(segment_bytes(segmentation.config, source.frame_size, batch_frames=4,
+                             backend=backend_name, native_size=source.native_size),
+               what=what, hint="choose a smaller --max-frames", device=device)
     frames = tuple(itertools.islice(source, max_frames))
     if len(frames) < MIN_FRAMES:
         raise InputError(f"{source.path}: {len(frames)} frame(s); pseudo-labels need at least "
@@ -213,20 +208,40 @@ def _recorded(folder: Path) -> dict[str, Any] | None:
     return recorded
 
 
+def _differing(settings: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
+    """The settings that differ, as ``key`` or ``model.key``; a key the record lacks is
+    "key not recorded" (a folder of an older version)."""
+    differing = []
+    for key in sorted(settings.keys() | recorded.keys()):
+        if key not in recorded:
+            differing.append(f"{key} not recorded")
+        elif isinstance(settings.get(key), dict) and isinstance(recorded[key], dict):
+            differing.extend(f"{key}.{inner}" for inner in _differing(settings[key],
+                                                                      recorded[key]))
+        elif settings.get(key) != recorded[key]:
+            differing.append(key)
+    return differing
+
+
 def _remove_leftovers(out: Path, name: str) -> None:
-    """Remove the temporary folders of ``name`` that a killed run left in ``out``."""
+    """Remove the temporary folders of ``name`` that a killed run left in ``out``
+    (``.<name>.<pid>.<12 hex>.tmp``, :func:`pipelines.outputs.temporary_name`) whose process no
+    longer runs."""
+    pattern = re.compile(rf"\.{re.escape(name)}\.(\d+)\.[0-9a-f]{{12}}\.tmp")
     for entry in out.iterdir():
-        if entry.is_dir() and is_temporary_name(entry.name, name) and not _running(entry.name):
+        match = pattern.fullmatch(entry.name)
+        if match and entry.is_dir() and not _running(int(match.group(1))):
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _running(temporary: str) -> bool:
-    """Whether the process that names a temporary folder (``.<name>.<pid>.<hex>.tmp``) runs."""
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs (this process's own pid: no, its calls have ended)."""
+    if pid == os.getpid():
+        return False
     try:
-        pid = int(temporary.rsplit(".", 3)[1])
         os.kill(pid, 0)
-    except (ValueError, IndexError, ProcessLookupError):
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:  # another user's process
         return True
-    return pid != os.getpid()  # one of this process is from a call that has ended
+    return True

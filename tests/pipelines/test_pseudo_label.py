@@ -1,6 +1,9 @@
 """Pseudo-labelled scenes: confident labels from a model, both directions, atomic, resumable."""
 
 import json
+import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -122,11 +125,16 @@ def test_an_interrupted_scene_leaves_nothing_behind(scene, tmp_path, model, monk
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setattr(pseudo_label_module, "write_png_atomic", write)
     # What a killed run (no cleanup) leaves is removed by the next; a live run's is kept.
-    killed = tmp_path / f".pseudo_{scene.name}.999999999.0123456789ab.tmp"
-    live = tmp_path / f".pseudo_{scene.name}.1.0123456789ab.tmp"  # pid 1 always runs
-    for leftover in (killed, live):
-        (leftover / "input").mkdir(parents=True)
-    folder, written = _label(scene, tmp_path, model, max_frames=6)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        killed = tmp_path / f".pseudo_{scene.name}.999999999.0123456789ab.tmp"
+        live = tmp_path / f".pseudo_{scene.name}.{sleeper.pid}.0123456789ab.tmp"
+        for leftover in (killed, live):
+            (leftover / "input").mkdir(parents=True)
+        folder, written = _label(scene, tmp_path, model, max_frames=6)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
     assert written and len(list((folder / "groundtruth").iterdir())) == 6
     assert not killed.exists() and live.exists()
 
@@ -143,6 +151,7 @@ def test_a_changed_source_is_refused(scene, tmp_path, model):
     assert run()[1]
     with video.open("ab") as file:
         file.write(b"\0" * 16)  # a video replaced at the same path
+    os.utime(video, (1e9, 1e9))  # whatever the file system's mtime resolution
     with pytest.raises(InputError, match=r"pseudo_clip: exists, .*\(source_bytes, source_mtime\)"):
         run()
 
@@ -173,7 +182,8 @@ def test_inputs_of_one_name_are_refused_before_any_work(scene, tmp_path, capsys)
                  str(out), "--max-frames", "4", "--no-progress"])
     assert code == 1
     error = capsys.readouterr().err
-    assert f"{second / 'clip.mp4'}: its scene would be pseudo_clip, as {first / 'clip.mp4'}'s" in error
+    assert (f"{second / 'clip.mp4'}: its scene would be pseudo_clip, as "
+            f"{first / 'clip.mp4'}'s") in error
     assert (out / "pseudo_clip" / "groundtruth" / "gt000004.png").is_file()
 
 
@@ -187,3 +197,39 @@ def test_an_output_under_a_file_fails_before_the_model_runs(scene, tmp_path, cap
                  "--no-progress"]) == 1
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 1 and str(tmp_path / "file") in errors[0]
+
+
+def test_a_failure_of_any_kind_fails_its_input_alone(scene, tmp_path, capsys, monkeypatch):
+    first, second = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    for video in (first, second):
+        video.write_bytes((scene / f"{scene.name}.mp4").read_bytes())
+    segment = pseudo_label_module.segment_frames
+
+    def failing(clip, *args, **kwargs):
+        if clip.name == "a":
+            raise RuntimeError("model broke\nsecond line")
+        return segment(clip, *args, **kwargs)
+
+    monkeypatch.setattr(pseudo_label_module, "segment_frames", failing)
+    out = tmp_path / "labelled"
+    code = main(["pseudo-label", str(first), "rtsp://camera.invalid/live", str(second), "--out",
+                 str(out), "--max-frames", "4", "--no-progress"])
+    assert code == 1
+    captured = capsys.readouterr()
+    errors = captured.err.strip().splitlines()
+    # Inputs that cannot be opened are reported first (found before the model loads).
+    assert errors == [("crossnet: error: rtsp://camera.invalid/live: a live stream cannot be "
+                       "pseudo-labelled (a rerun could not tell whether its frames are the "
+                       "same); record it to a file first"),
+                      f"crossnet: error: {first}: internal error: RuntimeError: model broke"]
+    assert "1 written, 0 skipped, 2 failed" in captured.out
+    assert (out / "pseudo_b" / "groundtruth" / "gt000004.png").is_file()
+    assert not (out / "pseudo_a").exists()
+
+
+def test_more_frames_than_memory_are_refused_before_decoding(scene, tmp_path, model,
+                                                             monkeypatch):
+    monkeypatch.setattr("pipelines.memory.available_bytes", lambda device="cpu": 10**6)
+    with pytest.raises(InputError, match=r"pseudo-labelling 24 frames of .*needs about"):
+        _label(scene, tmp_path, model)
+    assert list(tmp_path.iterdir()) == []
