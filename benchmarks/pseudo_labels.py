@@ -38,6 +38,8 @@ from _runs import (
     STRIDES,
     add_recipe_arguments,
     baseline_rows,
+    parse_size,
+    recipe_words,
     run_folder,
     run_row,
     score_run,
@@ -113,7 +115,7 @@ def main() -> None:
             labelled_caches([videos[name[len(PREFIX):]] for name in pseudo], work, teacher,
                             tag, args.flow)]
 
-    width, height = (int(part) for part in CROP.split("x"))
+    width, height = parse_size(CROP)
     recipe = TrainConfig(epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
                          batch_size=args.batch_size, crop_size=(height, width),
                          model=HofamConfig(dynamic_filter=False), **RECORDED_BASE)
@@ -137,11 +139,9 @@ def main() -> None:
         f"through the streaming `segment` path (each run's own threshold and best-validation "
         f"checkpoint). Teacher: `{teacher}` (sha256 `{tag}...`), labelling "
         f"{', '.join(pseudo)} (`crossnet pseudo-label --max-frames {MAX_FRAMES} --confidence "
-        f"{CONFIDENCE} --camera-motion none`). Every run: the model card's recipe (crop {CROP}, no dynamic "
-        f"filters, {args.epochs} epochs x {args.samples_per_epoch} samples, batch "
-        f"{args.batch_size}, composites 30 %, {args.synth_scenes} synthetic scenes at "
-        f"{args.synth_size}, 3D-HOP from {args.flow}) on the split's real training scenes plus "
-        f"the pseudo-labelled ones, on this CPU; only the seed differs. MOG2/KNN: OpenCV "
+        f"{CONFIDENCE} --camera-motion none`). Every run: the model card's recipe at crop "
+        f"{CROP}, no dynamic filters, {recipe_words(args)} (the training scenes include the "
+        f"pseudo-labelled ones), on this CPU; only the seed differs. MOG2/KNN: OpenCV "
         f"defaults, same test frames, same run.\n\n"
         f"{markdown_table(header, rows)}\n\nMeans: {seed_means(by_group)}. "
         f"Whole run: {time.perf_counter() - started:.0f} s."

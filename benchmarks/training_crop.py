@@ -9,8 +9,8 @@ run. The crop sizes compared by default: 128x128 (the recipe of the weights ship
 320x240, a whole frame at the usual CDnet size (smaller frames are padded; the padding is left
 out of the loss and the metrics).
 
-Caches (training and validation scenes, DIS-fast unless ``--flow``, strides 1,4,8) and finished runs are kept
-under ``--work`` and reused on a rerun, like ``ablation.py``.
+Caches (training and validation scenes, DIS-fast unless ``--flow``, strides 1,4,8) and finished
+runs are kept under ``--work`` and reused on a rerun, like ``ablation.py``.
 
 Usage (from the repository root; about 50 minutes on a 2-core CPU)::
 

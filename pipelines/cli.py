@@ -333,8 +333,8 @@ def pseudo_label(inputs: tuple[str, ...], out_dir: str, weights: str | None,
     from flow.backends import make_hop_backend, resolve_device
     from pipelines.errors import failure_line
     from pipelines.outputs import prepare_output_folder
+    from pipelines.pseudo_label import STREAM_REFUSED, scene_name
     from pipelines.pseudo_label import pseudo_label as label
-    from pipelines.pseudo_label import scene_name
     from pipelines.segment import load_segmentation_model
     from pipelines.sources import is_stream_spec, open_source
 
@@ -343,8 +343,7 @@ def pseudo_label(inputs: tuple[str, ...], out_dir: str, weights: str | None,
     sources, names = [], {}
     for spec in inputs:
         if is_stream_spec(spec):  # refused before it is opened (a camera, a connection)
-            failed.append(f"{spec}: a live stream cannot be pseudo-labelled (a rerun could not "
-                          "tell whether its frames are the same); record it to a file first")
+            failed.append(f"{spec}: {STREAM_REFUSED}")
             continue
         try:
             source = open_source(spec)

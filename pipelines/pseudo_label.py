@@ -50,6 +50,8 @@ from pipelines.sources import MIN_FRAMES, Frame, Source, StreamSource, source_id
 
 MANIFEST = "pseudo_label.json"
 PREFIX = "pseudo_"
+STREAM_REFUSED = ("a live stream cannot be pseudo-labelled (a rerun could not tell whether its "
+                  "frames are the same); record it to a file first")
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,7 @@ def pseudo_label(source: Source, out: str | os.PathLike, segmentation: Segmentat
     if max_frames < MIN_FRAMES:
         raise ValueError(f"max_frames must be at least {MIN_FRAMES}, got {max_frames}")
     if isinstance(source, StreamSource):
-        raise InputError(f"{source.path}: a live stream cannot be pseudo-labelled (a rerun could "
-                         "not tell whether its frames are the same); record it to a file first")
+        raise InputError(f"{source.path}: {STREAM_REFUSED}")
     out = prepare_output_folder(out)
     final = out / scene_name(source)
     _remove_leftovers(out, final.name)
