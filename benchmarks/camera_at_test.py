@@ -18,11 +18,17 @@ same test scenes in the same run.
 The validation scenes are all filmed by still cameras, so they show only what compensation
 costs where its fit triggers wrongly, never what it is for. Synthetic clips with exact ground
 truth fill that gap: ``crossnet synth`` clips (320x240; seeds ``--clip-seeds``, default 6, 8, 9,
-10, never the training scenes' 7) filmed by a still camera (30 frames), a shaking one
+10 and 11-22, never the training scenes' 7) filmed by a still camera (30 frames), a shaking one
 (``--jitter 2``, 30 frames) and a panning one (``--pan 4``: a sweep back and forth peaking at
 4 px/frame, 60 frames); each setting is scored on every clip, with MOG2 and KNN beside it.
 
-Usage (from the repository root; about a minute per checkpoint and setting on a 2-core CPU)::
+A last table compares each checkpoint with the bundled weights clip by clip (same camera mode):
+the mean of the per-clip differences of each camera kind, their standard deviation and the
+standard error of the mean. Records before 2026-11-25 12:00 used the 4 clips 6, 8, 9, 10 alone;
+on 12 more, a per-clip difference varied by about 0.10, so a 4-clip mean moves by about 0.05
+between two equally good checkpoints: judge differences against the standard error.
+
+Usage (from the repository root; about two minutes per checkpoint and setting on a 2-core CPU)::
 
     python benchmarks/camera_at_test.py
     python benchmarks/camera_at_test.py --weights runs/x/best.pt
@@ -31,6 +37,8 @@ Usage (from the repository root; about a minute per checkpoint and setting on a 
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -56,6 +64,8 @@ from pipelines.segment import CAMERA_MODES
 from pipelines.synth import SynthConfig, generate_scenes
 
 CLIP_SIZE = (320, 240)
+CLIP_SEEDS = [6, 8, 9, 10, *range(11, 23)]
+REFERENCE = "bundled weights"
 # The camera of each kind of synthetic clip: (kind, SynthConfig changes).
 CLIP_CAMERAS = (("still", {"num_frames": 30}),
                 ("shaking", {"num_frames": 30, "camera_jitter": 2.0}),
@@ -67,7 +77,7 @@ def main() -> None:
     parser.add_argument("--data", help="real scenes (default <repo>/../shared/data)")
     parser.add_argument("--split", default=str(REPO_ROOT / "splits" / "cross_scene_v1.json"))
     parser.add_argument("--weights", nargs="*", default=[], help="more checkpoints to score")
-    parser.add_argument("--clip-seeds", nargs="+", type=int, default=[6, 8, 9, 10],
+    parser.add_argument("--clip-seeds", nargs="+", type=int, default=CLIP_SEEDS,
                         help=f"crossnet synth seeds of the synthetic clips (not {SYNTH_SEED}, "
                              "the training scenes' seed)")
     add_record_argument(parser)
@@ -79,7 +89,7 @@ def main() -> None:
     started = time.perf_counter()
     split = load_split(args.split)
     scenes = split_scenes(data_root(args.data), split)
-    checkpoints = {"bundled weights": bundled_weights(),
+    checkpoints = {REFERENCE: bundled_weights(),
                    **{Path(path).parent.name: Path(path) for path in args.weights}}
     names = [*split.validation, *split.test]
     nan = float("nan")
@@ -88,6 +98,7 @@ def main() -> None:
              nan, nan]]
     by_setting: dict[str, list[tuple[float, float]]] = {}
     clip_rows = []
+    clip_scores: dict[tuple[str, str], dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as work:
         clips = make_clips(Path(work), args.clip_seeds)
         for name, path in checkpoints.items():
@@ -97,6 +108,7 @@ def main() -> None:
                 rows.append([f"{name}, {setting}", *(f[n] for n in names), val_f, test_f])
                 clip_f = {n: s["F"] for n, s in
                           scene_scores(path, clips, camera_mode=setting).items()}
+                clip_scores[name, setting] = clip_f
                 clip_rows.append([f"{name}, {setting}", *clip_means(clip_f), val_f,
                                   *(clip_f[c.name] for c in clips)])
                 print(f"{name}, {setting}: validation F {val_f:.3f}, test F {test_f:.3f}, "
@@ -134,6 +146,7 @@ def main() -> None:
         f"CDnet-2014 F per clip, the same settings, MOG2/KNN on the same frames; validation F "
         f"repeated from above.\n\n"
         f"{markdown_table(clip_header, clip_rows)}\n\n"
+        f"{difference_table(clip_scores)}"
         f"Whole run: {time.perf_counter() - started:.0f} s."
     )
     report("Camera-motion compensation at test time", body, record=not args.no_record, env=env)
@@ -149,6 +162,40 @@ def make_clips(folder: Path, seeds: list[int]) -> list[Path]:
                                    config=SynthConfig(size=CLIP_SIZE, **changes))[0]
             clips.append(Path(made).rename(folder / f"{kind}_seed{seed}"))
     return clips
+
+
+def paired_difference(f: dict[str, float], reference: dict[str, float], kind: str
+                      ) -> tuple[float, float, float]:
+    """Over the clips of one camera kind: the mean of ``f - reference`` clip by clip, the
+    standard deviation of those differences and the standard error of their mean (NaN where
+    there are too few clips)."""
+    differences = [value - reference[name] for name, value in f.items()
+                   if name.startswith(f"{kind}_") and name in reference]
+    if len(differences) < 2:
+        mean = differences[0] if differences else math.nan
+        return mean, math.nan, math.nan
+    spread = statistics.stdev(differences)
+    return statistics.fmean(differences), spread, spread / math.sqrt(len(differences))
+
+
+def difference_table(clip_scores: dict[tuple[str, str], dict[str, float]]) -> str:
+    """The markdown paragraph comparing every other checkpoint with :data:`REFERENCE`, clip by
+    clip in the same camera mode; empty when only the reference was scored."""
+    rows = []
+    for (name, setting), f in clip_scores.items():
+        if name == REFERENCE:
+            continue
+        rows.append([f"{name}, {setting}",
+                     *(value for kind, _ in CLIP_CAMERAS
+                       for value in paired_difference(f, clip_scores[REFERENCE, setting], kind))])
+    if not rows:
+        return ""
+    header = ["checkpoint, camera at test",
+              *(f"{kind} {what}" for kind, _ in CLIP_CAMERAS
+                for what in ("mean diff", "sd", "se"))]
+    return (f"Each checkpoint minus the {REFERENCE} on the same clip and camera mode: mean "
+            f"difference per camera kind, standard deviation of the per-clip differences, "
+            f"standard error of the mean.\n\n{markdown_table(header, rows)}\n\n")
 
 
 def clip_means(f: dict[str, float]) -> list[float]:
