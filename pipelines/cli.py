@@ -85,6 +85,8 @@ def _strides_option(ctx, param, value):
 
 
 FLOW_CHOICES = ("dis-ultrafast", "dis-fast", "dis-medium", "farneback", "raft-small", "raft-large")
+FLOW_HELP = ("Flow backend. raft-small without --weights loads the bundled network, trained on a "
+             "CPU and less accurate than dis-medium (flow/weights/MODEL_CARD.md).")
 # segment, evaluate and pseudo-label: the same inference, the same option.
 _FLIP_AVERAGE_OPTION = click.option(
     "--flip-average/--no-flip-average", default=True, show_default=True,
@@ -252,7 +254,7 @@ def synth(out: str, num_scenes: int, num_frames: int, size: tuple[int, int], see
 @click.option("--strides", default="1,4,8", show_default=True, callback=_strides_option,
               help="3D-HOP strides k: flow from frame t to frame t-k for each.")
 @click.option("--flow", "flow_name", default="dis-fast", show_default=True,
-              type=click.Choice(FLOW_CHOICES), help="Flow backend.")
+              type=click.Choice(FLOW_CHOICES), help=FLOW_HELP)
 @click.option("--weights", type=click.Path(dir_okay=False),
               help="RAFT checkpoint (torchvision or princeton-vl layout, or a train-flow "
                    "weights.pt) for raft-* backends; default: the bundled weights.")
@@ -387,7 +389,7 @@ def pseudo_label(inputs: tuple[str, ...], out_dir: str, weights: str | None,
 @click.argument("image1", type=click.Path())
 @click.argument("image2", type=click.Path())
 @click.option("--backend", "backend_name", default="dis-medium", show_default=True,
-              type=click.Choice(FLOW_CHOICES), help="Flow backend.")
+              type=click.Choice(FLOW_CHOICES), help=FLOW_HELP)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Output .flo file (Middlebury format).")
 @click.option("--png", "png_path", type=click.Path(dir_okay=False),
