@@ -173,13 +173,14 @@ def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], weights: str | N
     model = None
     if "crossnet" in methods:
         from flow.backends import make_hop_backend, resolve_device
-        from pipelines.segment import load_segmentation_model
+        from pipelines.segment import check_flow_weights, load_segmentation_model
 
         run_device = resolve_device(device)
         segmentation = load_segmentation_model(weights or _bundled_weights(), device=run_device,
                                                flip_average=flip_average,
                                                camera_motion=camera_motion)
         backend = make_hop_backend(flow_name or segmentation.flow_backend, device=str(run_device))
+        check_flow_weights(segmentation, backend)
         model = ModelMethod(segmentation=segmentation, backend=backend, size=size,
                             device=str(run_device))
     failed: list[tuple[str, str]] = []
@@ -337,7 +338,7 @@ def pseudo_label(inputs: tuple[str, ...], out_dir: str, weights: str | None,
     from pipelines.outputs import prepare_output_folder
     from pipelines.pseudo_label import STREAM_REFUSED, scene_name
     from pipelines.pseudo_label import pseudo_label as label
-    from pipelines.segment import load_segmentation_model
+    from pipelines.segment import check_flow_weights, load_segmentation_model
     from pipelines.sources import is_stream_spec, open_source
 
     prepare_output_folder(out_dir)  # before any work: a wrong --out must not cost a model run
@@ -365,6 +366,7 @@ def pseudo_label(inputs: tuple[str, ...], out_dir: str, weights: str | None,
                                            camera_motion=camera_motion)
     backend_name = flow_name or segmentation.flow_backend
     backend = make_hop_backend(backend_name, device=str(run_device))
+    check_flow_weights(segmentation, backend)
     written = skipped = 0
     for source in sources:
         try:
@@ -701,13 +703,14 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
     from pathlib import Path
 
     from flow.backends import make_hop_backend, resolve_device
-    from pipelines.segment import load_segmentation_model
+    from pipelines.segment import check_flow_weights, load_segmentation_model
     from pipelines.segment_folder import segment_to_folder
 
     run_device = resolve_device(device)
     segmentation = load_segmentation_model(weights or _bundled_weights(), device=run_device,
                                            flip_average=flip_average, camera_motion=camera_motion)
     backend = make_hop_backend(flow_name or segmentation.flow_backend, device=str(run_device))
+    check_flow_weights(segmentation, backend)
     sources = _segment_sources(source)
     several = len(sources) > 1
     if several:

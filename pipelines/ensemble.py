@@ -56,6 +56,12 @@ def make_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike, 
         named = ", ".join(f"{Path(p).name}: {b}" for p, b in zip(members, backends))
         raise InputError(f"{out}: the members were trained with different flow backends "
                          f"({named})")
+    flow_weights = [document.get("flow_weights_sha256", "") for document in documents]
+    if len(set(flow_weights)) > 1:
+        named = ", ".join(f"{Path(p).name}: {w[:12] or 'none recorded'}"
+                          for p, w in zip(members, flow_weights))
+        raise InputError(f"{out}: the members were trained on flow from different network "
+                         f"weights ({named})")
     splits = [document.get("split") for document in documents]
     if any(split != splits[0] for split in splits):
         raise InputError(f"{out}: the members were trained on different splits (a scene one "
@@ -69,6 +75,6 @@ def make_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike, 
         raise InputError(f"{out}: {error}") from error
     entries.update(code_version=crossnet.__version__,
                    members_sha256=[file_sha256(path) for path in members],
-                   members_threshold=thresholds,
+                   members_threshold=thresholds, flow_weights_sha256=flow_weights[0],
                    **({"split": splits[0]} if splits[0] is not None else {}))
     return save_checkpoint(out, entries)

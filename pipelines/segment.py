@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -35,11 +36,13 @@ from crossnet.flip_average import flip_averaged_logits
 from crossnet.hofam import HOFAM, HofamConfig, build_hofam
 from flow.backends import BACKEND_NAMES, file_sha256
 from flow.hop import build_hops, earlier_frame
+from pipelines.errors import InputError
 from pipelines.memory import segment_lookahead_frames
 from pipelines.prefetch import prefetch
 from pipelines.sources import Frame, Source, resize_rgb
 
 PRECISIONS = ("fp32", "bf16")
+_SHA256_OR_NONE = re.compile(r"(?:[0-9a-f]{64})?")
 CAMERA_MODES = ("none", "affine", "affine+background")
 """Camera-motion handling chosen at test time (``segment``/``evaluate --camera-motion``):
 ``none``, the flow and the running background as they are; ``affine``, the camera's own
@@ -101,6 +104,9 @@ class SegmentationModel:
             (:class:`crossnet.ensemble.LogitMean`).
         config: its configuration (strides, background input...).
         flow_backend: the flow backend it was trained with (from its checkpoint).
+        flow_weights_sha256: sha256 of the weights of that backend's network ("" for
+            classical flow and for checkpoints from before 2026-11-25, which did not record
+            it); :func:`check_flow_weights` holds a backend to it.
         threshold: the foreground-probability threshold picked on validation scenes in
             training (0.5 for checkpoints without one).
         source: where the weights came from.
@@ -117,6 +123,7 @@ class SegmentationModel:
     source: str
     weights_sha256: str = ""
     flip_average: bool = True
+    flow_weights_sha256: str = ""
 
     def settings(self, *, backend: str, size: tuple[int, int] | None,
                  threshold: float | None = None, precision: str = "fp32") -> dict[str, Any]:
@@ -185,6 +192,10 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
     backend = checkpoint.get("flow_backend", "dis-fast")
     if backend not in BACKEND_NAMES:
         raise ValueError(f"{weights}: unknown flow backend {backend!r} in the checkpoint")
+    flow_weights = checkpoint.get("flow_weights_sha256", "")
+    if not isinstance(flow_weights, str) or not _SHA256_OR_NONE.fullmatch(flow_weights):
+        raise ValueError(f"{weights}: flow_weights_sha256 {flow_weights!r} in the checkpoint "
+                         "is not a sha256")
     threshold = checkpoint.get("threshold", 0.5)
     if (not isinstance(threshold, (int, float)) or isinstance(threshold, bool)
             or not 0.0 < threshold < 1.0):
@@ -194,7 +205,27 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
         config = with_camera_mode(config, camera_motion)
     return SegmentationModel(model=model, config=config, flow_backend=backend,
                              threshold=float(threshold), source=str(Path(weights)),
-                             weights_sha256=file_sha256(weights), flip_average=flip_average)
+                             weights_sha256=file_sha256(weights), flip_average=flip_average,
+                             flow_weights_sha256=flow_weights)
+
+
+def check_flow_weights(segmentation: SegmentationModel, backend) -> None:
+    """Refuse ``backend`` when it is the model's own flow backend computed by other network
+    weights than the ones that made the model's training flow (``--flow raft-small`` loads the
+    bundled network, which need not be the one the caches were made with). A model that
+    recorded no weights (classical flow, older checkpoints) and another backend chosen on
+    purpose (``--flow``) pass.
+
+    Raises:
+        InputError: naming the checkpoint and both weights.
+    """
+    wanted = segmentation.flow_weights_sha256
+    own = getattr(backend, "weights_sha256", "")
+    if wanted and getattr(backend, "name", None) == segmentation.flow_backend and own != wanted:
+        raise InputError(f"{segmentation.source}: trained on {segmentation.flow_backend} flow "
+                         f"from network weights {wanted[:12]}, but this {backend.name} backend "
+                         f"runs weights {own[:12] or 'none'}; its masks would be made from "
+                         "flow it never saw")
 
 
 def _build_member(weights, entries: dict, prefix: str) -> tuple[HOFAM, HofamConfig]:
@@ -296,6 +327,7 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
         raise ValueError(f"start must be >= 0, got {start}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    check_flow_weights(segmentation, backend)
     config = segmentation.config
     device = torch.device(device)
     logit_threshold = float(np.log(threshold / (1 - threshold)))

@@ -230,6 +230,16 @@ def cache_flow(caches: Sequence[Path]) -> str:
         "with one --flow"))
 
 
+def cache_flow_weights(caches: Sequence[Path]) -> str:
+    """The sha256 of the flow weights that made all caches ("" for classical flow; InputError
+    naming the first cache made with other weights: ``segment`` can feed the model the flow of
+    one network only, and checks it against this record)."""
+    return _shared(caches, lambda info: info.weights_sha256, lambda path, own, first: (
+        f"{path}: its flow comes from other network weights (sha256 {own[:12] or 'none'}) "
+        f"than {caches[0]}'s ({first[:12] or 'none'}); preprocess every scene with one "
+        "--weights"))
+
+
 def _check_composite_flow(path: Path, recorded: dict[str, Any], flow_backend: str,
                           makes_composites: bool) -> None:
     """Make a resumed run's recorded composite flow comparable with today's resolved one.
@@ -382,6 +392,7 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
                          f"{len(caches)} caches under {', '.join(map(str, data_dirs))}")
     strides = cache_strides(train_caches + validation_caches)
     flow_backend = cache_flow(train_caches + validation_caches)  # what segment must feed
+    flow_weights = cache_flow_weights(train_caches + validation_caches)  # and from which weights
     makes_composites = config.composite_fraction > 0 and len(train_caches) > 1
     if makes_composites and config.composite_flow not in (None, flow_backend):
         raise InputError(f"composites would be made with {config.composite_flow} flow, but "
@@ -539,6 +550,7 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
             checkpoint = {"model": saved.state_dict(), "model_config": model_config.to_dict(),
                           "train_config": config.to_dict(), "split": split.to_dict(),
                           "code_version": crossnet.__version__, "flow_backend": flow_backend,
+                          "flow_weights_sha256": flow_weights,
                           "epoch": epoch + 1, "threshold": threshold,
                           "best_f": best_f, "history": history,
                           "optimizer": optimizer.state_dict(),
