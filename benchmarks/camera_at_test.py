@@ -24,9 +24,10 @@ truth fill that gap: ``crossnet synth`` clips (320x240; seeds ``--clip-seeds``, 
 
 A last table compares each checkpoint with the bundled weights clip by clip (same camera mode):
 the mean of the per-clip differences of each camera kind, their standard deviation and the
-standard error of the mean. Records before 2026-11-25 12:00 used the 4 clips 6, 8, 9, 10 alone;
-on 12 more, a per-clip difference varied by about 0.10, so a 4-clip mean moves by about 0.05
-between two equally good checkpoints: judge differences against the standard error.
+standard error of the mean. Records before 2026-11-25 12:00 used the 4 clips 6, 8, 9, 10 alone
+(the one of 12:04 used the 12 clips 11-22; the 16 are the default from 13:17): there a per-clip
+difference varied by about 0.10, so a 4-clip mean moves by about 0.05 between two equally good
+checkpoints: judge differences against the standard error.
 
 Usage (from the repository root; about two minutes per checkpoint and setting on a 2-core CPU)::
 
@@ -165,17 +166,20 @@ def make_clips(folder: Path, seeds: list[int]) -> list[Path]:
 
 
 def paired_difference(f: dict[str, float], reference: dict[str, float], kind: str
-                      ) -> tuple[float, float, float]:
-    """Over the clips of one camera kind: the mean of ``f - reference`` clip by clip, the
-    standard deviation of those differences and the standard error of their mean (NaN where
-    there are too few clips)."""
+                      ) -> tuple[float, float, float, int]:
+    """Over the clips of one camera kind where both F are defined (CDnet F is NaN on a clip
+    where a method marks nothing and nothing is foreground): the mean of ``f - reference``
+    clip by clip, the standard deviation of those differences, the standard error of their
+    mean (NaN where there are too few clips) and the number of clips."""
     differences = [value - reference[name] for name, value in f.items()
-                   if name.startswith(f"{kind}_") and name in reference]
+                   if name.startswith(f"{kind}_") and name in reference
+                   and math.isfinite(value) and math.isfinite(reference[name])]
     if len(differences) < 2:
         mean = differences[0] if differences else math.nan
-        return mean, math.nan, math.nan
+        return mean, math.nan, math.nan, len(differences)
     spread = statistics.stdev(differences)
-    return statistics.fmean(differences), spread, spread / math.sqrt(len(differences))
+    return (statistics.fmean(differences), spread, spread / math.sqrt(len(differences)),
+            len(differences))
 
 
 def difference_table(clip_scores: dict[tuple[str, str], dict[str, float]]) -> str:
@@ -192,10 +196,11 @@ def difference_table(clip_scores: dict[tuple[str, str], dict[str, float]]) -> st
         return ""
     header = ["checkpoint, camera at test",
               *(f"{kind} {what}" for kind, _ in CLIP_CAMERAS
-                for what in ("mean diff", "sd", "se"))]
+                for what in ("mean diff", "sd", "se", "clips"))]
     return (f"Each checkpoint minus the {REFERENCE} on the same clip and camera mode: mean "
             f"difference per camera kind, standard deviation of the per-clip differences, "
-            f"standard error of the mean.\n\n{markdown_table(header, rows)}\n\n")
+            f"standard error of the mean, and the number of clips where both F are "
+            f"defined.\n\n{markdown_table(header, rows)}\n\n")
 
 
 def clip_means(f: dict[str, float]) -> list[float]:

@@ -88,6 +88,11 @@ FLOW_CHOICES = ("dis-ultrafast", "dis-fast", "dis-medium", "farneback", "raft-sm
 FLOW_HELP = ("Flow backend. raft-small without --weights loads the bundled network, trained on a "
              "CPU and less accurate than dis-medium (flow/weights/MODEL_CARD.md).")
 # segment, evaluate and pseudo-label: the same inference, the same option.
+_FLOW_WEIGHTS_OPTION = click.option(
+    "--flow-weights", type=click.Path(dir_okay=False),
+    help="RAFT checkpoint for a model trained on RAFT flow: the network its training caches "
+         "were made with (default: the bundled raft-small weights; checked against the "
+         "model's record).")
 _FLIP_AVERAGE_OPTION = click.option(
     "--flip-average/--no-flip-average", default=True, show_default=True,
     help="Average the model's answers on each frame and on its mirror image (higher F on "
@@ -136,6 +141,7 @@ def set_threads(count: int) -> None:
               help="Segmentation checkpoint for --method crossnet (default: the bundled one).")
 @click.option("--flow", "flow_name", default=None, type=click.Choice(FLOW_CHOICES),
               help="Flow backend for crossnet (default: the one the model was trained with).")
+@_FLOW_WEIGHTS_OPTION
 @click.option("--size", default=None, callback=_size_option,
               help="crossnet processing size WIDTHxHEIGHT (default: each scene's own size).")
 @click.option("--device", default="auto", show_default=True, callback=_device_option,
@@ -152,7 +158,8 @@ def set_threads(count: int) -> None:
               help="Replace an existing --json file or --report.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], weights: str | None,
-             flow_name: str | None, size: tuple[int, int] | None, device: str,
+             flow_name: str | None, flow_weights: str | None, size: tuple[int, int] | None,
+             device: str,
              flip_average: bool, camera_motion: str | None, json_path: str | None,
              report_dir: str | None, pictures: int, overwrite: bool, no_progress: bool) -> None:
     """Score methods on benchmark SCENES (CDnet-2014 rules) and print a per-scene table.
@@ -172,15 +179,14 @@ def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], weights: str | N
         check_report_folder(report_dir, overwrite=overwrite)
     model = None
     if "crossnet" in methods:
-        from flow.backends import make_hop_backend, resolve_device
-        from pipelines.segment import check_flow_weights, load_segmentation_model
+        from flow.backends import resolve_device
+        from pipelines.segment import load_segmentation_model
 
         run_device = resolve_device(device)
         segmentation = load_segmentation_model(weights or _bundled_weights(), device=run_device,
                                                flip_average=flip_average,
                                                camera_motion=camera_motion)
-        backend = make_hop_backend(flow_name or segmentation.flow_backend, device=str(run_device))
-        check_flow_weights(segmentation, backend)
+        backend = _model_flow_backend(segmentation, flow_name, flow_weights, run_device)
         model = ModelMethod(segmentation=segmentation, backend=backend, size=size,
                             device=str(run_device))
     failed: list[tuple[str, str]] = []
@@ -309,6 +315,7 @@ def preprocess(inputs: tuple[str, ...], out_dir: str, strides: tuple[int, ...], 
               help="The labelling model's checkpoint; default: the bundled weights.")
 @click.option("--flow", "flow_name", default=None, type=click.Choice(FLOW_CHOICES),
               help="Flow backend (default: the one the model was trained with).")
+@_FLOW_WEIGHTS_OPTION
 @click.option("--max-frames", default=300, show_default=True, type=click.IntRange(min=2),
               help="Label the first this many frames of each input (held in memory).")
 @click.option("--confidence", default=0.7, show_default=True,
@@ -321,7 +328,8 @@ def preprocess(inputs: tuple[str, ...], out_dir: str, strides: tuple[int, ...], 
 @_CAMERA_MOTION_OPTION
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def pseudo_label(inputs: tuple[str, ...], out_dir: str, weights: str | None,
-                 flow_name: str | None, max_frames: int, confidence: float, device: str,
+                 flow_name: str | None, flow_weights: str | None, max_frames: int,
+                 confidence: float, device: str,
                  flip_average: bool, camera_motion: str, no_progress: bool) -> None:
     """Label unlabeled videos or frame folders with a trained model, for training.
 
@@ -333,12 +341,12 @@ def pseudo_label(inputs: tuple[str, ...], out_dir: str, weights: str | None,
     a failed input is reported and the others still finish (exit status 1 if any failed), and
     of two inputs with one name the second fails.
     """
-    from flow.backends import make_hop_backend, resolve_device
+    from flow.backends import resolve_device
     from pipelines.errors import failure_line
     from pipelines.outputs import prepare_output_folder
     from pipelines.pseudo_label import STREAM_REFUSED, scene_name
     from pipelines.pseudo_label import pseudo_label as label
-    from pipelines.segment import check_flow_weights, load_segmentation_model
+    from pipelines.segment import load_segmentation_model
     from pipelines.sources import is_stream_spec, open_source
 
     prepare_output_folder(out_dir)  # before any work: a wrong --out must not cost a model run
@@ -365,8 +373,7 @@ def pseudo_label(inputs: tuple[str, ...], out_dir: str, weights: str | None,
                                            flip_average=flip_average,
                                            camera_motion=camera_motion)
     backend_name = flow_name or segmentation.flow_backend
-    backend = make_hop_backend(backend_name, device=str(run_device))
-    check_flow_weights(segmentation, backend)
+    backend = _model_flow_backend(segmentation, flow_name, flow_weights, run_device)
     written = skipped = 0
     for source in sources:
         try:
@@ -659,6 +666,7 @@ def ensemble(members: tuple[str, ...], out_path: str, threshold: float | None,
                    "bundled weights (see crossnet/weights/MODEL_CARD.md).")
 @click.option("--flow", "flow_name", default=None, type=click.Choice(FLOW_CHOICES),
               help="Flow backend (default: the one the model was trained with).")
+@_FLOW_WEIGHTS_OPTION
 @click.option("--size", default=None, callback=_size_option,
               help="Processing size WIDTHxHEIGHT; masks are written at the input's size.")
 @click.option("--threshold", default=None,
@@ -693,7 +701,8 @@ def ensemble(members: tuple[str, ...], out_path: str, threshold: float | None,
                    "another source or other settings are refused.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
-            size: tuple[int, int] | None, threshold: float | None, batch_size: int, device: str,
+            flow_weights: str | None, size: tuple[int, int] | None, threshold: float | None,
+            batch_size: int, device: str,
             precision: str, overlap: bool | None, flip_average: bool, camera_motion: str | None,
             video_path: str | None, overlay_path: str | None, cache_dir: str | None,
             overwrite: bool, no_progress: bool) -> None:
@@ -702,15 +711,14 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
     """
     from pathlib import Path
 
-    from flow.backends import make_hop_backend, resolve_device
-    from pipelines.segment import check_flow_weights, load_segmentation_model
+    from flow.backends import resolve_device
+    from pipelines.segment import load_segmentation_model
     from pipelines.segment_folder import segment_to_folder
 
     run_device = resolve_device(device)
     segmentation = load_segmentation_model(weights or _bundled_weights(), device=run_device,
                                            flip_average=flip_average, camera_motion=camera_motion)
-    backend = make_hop_backend(flow_name or segmentation.flow_backend, device=str(run_device))
-    check_flow_weights(segmentation, backend)
+    backend = _model_flow_backend(segmentation, flow_name, flow_weights, run_device)
     sources = _segment_sources(source)
     several = len(sources) > 1
     if several:
@@ -762,6 +770,24 @@ def _echo_segment_summary(summary) -> None:
     for path in (summary.video, summary.overlay):
         if path is not None:
             click.echo(f"wrote {path}")
+
+
+def _model_flow_backend(segmentation, flow_name: str | None, flow_weights: str | None,
+                        device):
+    """The flow backend that feeds a segmentation model: ``--flow`` or the model's own, run by
+    ``--flow-weights`` or the bundled network, checked against the model's record
+    (:func:`pipelines.segment.check_flow_weights`)."""
+    from flow.backends import make_hop_backend
+    from flow.classical import CLASSICAL_BACKEND_NAMES
+    from pipelines.segment import check_flow_weights
+
+    name = flow_name or segmentation.flow_backend
+    if flow_weights is not None and name in CLASSICAL_BACKEND_NAMES:
+        raise InputError(f"--flow-weights applies to the RAFT backends, not to {name} (the "
+                         f"flow of {segmentation.source})")
+    backend = make_hop_backend(name, weights=flow_weights, device=str(device))
+    check_flow_weights(segmentation, backend)
+    return backend
 
 
 def _bundled_weights():

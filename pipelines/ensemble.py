@@ -14,6 +14,7 @@ from crossnet.ensemble import ensemble_checkpoint
 from flow.backends import file_sha256
 from pipelines.errors import InputError
 from pipelines.outputs import check_output_file
+from pipelines.segment import is_sha256_or_empty
 
 
 def make_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike, *,
@@ -34,9 +35,10 @@ def make_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike, 
 
     Raises:
         InputError: ``out`` exists (without ``overwrite``); fewer than two members, a member
-            that is itself an ensemble, members trained with different flow backends, on
-            different splits or reading different inputs; a member that is not a readable
-            segmentation checkpoint. Each message names the file.
+            that is itself an ensemble, members trained with different flow backends or on
+            flow from different RAFT networks, on different splits or reading different
+            inputs; a member that is not a readable segmentation checkpoint or records a
+            malformed flow-network sha256. Each message names the file.
     """
     out = check_output_file(out, overwrite=overwrite)
     if len(members) < 2:
@@ -52,11 +54,18 @@ def make_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike, 
             raise InputError(f"{path}: is an ensemble already; name its members instead")
         documents.append(document)
     backends = [document.get("flow_backend", "dis-fast") for document in documents]
+    for path, backend in zip(members, backends):
+        if not isinstance(backend, str):
+            raise InputError(f"{path}: flow_backend {backend!r} in the checkpoint is not a name")
     if len(set(backends)) > 1:
         named = ", ".join(f"{Path(p).name}: {b}" for p, b in zip(members, backends))
         raise InputError(f"{out}: the members were trained with different flow backends "
                          f"({named})")
     flow_weights = [document.get("flow_weights_sha256", "") for document in documents]
+    for path, value in zip(members, flow_weights):
+        if not is_sha256_or_empty(value):
+            raise InputError(f"{path}: flow_weights_sha256 {value!r} in the checkpoint is not "
+                             "a sha256")
     if len(set(flow_weights)) > 1:
         named = ", ".join(f"{Path(p).name}: {w[:12] or 'none recorded'}"
                           for p, w in zip(members, flow_weights))

@@ -193,7 +193,7 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
     if backend not in BACKEND_NAMES:
         raise ValueError(f"{weights}: unknown flow backend {backend!r} in the checkpoint")
     flow_weights = checkpoint.get("flow_weights_sha256", "")
-    if not isinstance(flow_weights, str) or not _SHA256_OR_NONE.fullmatch(flow_weights):
+    if not is_sha256_or_empty(flow_weights):
         raise ValueError(f"{weights}: flow_weights_sha256 {flow_weights!r} in the checkpoint "
                          "is not a sha256")
     threshold = checkpoint.get("threshold", 0.5)
@@ -209,23 +209,45 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
                              flow_weights_sha256=flow_weights)
 
 
+def is_sha256_or_empty(value: object) -> bool:
+    """Whether ``value`` is a sha256 in lowercase hex, or "" (no network weights recorded)."""
+    return isinstance(value, str) and _SHA256_OR_NONE.fullmatch(value) is not None
+
+
 def check_flow_weights(segmentation: SegmentationModel, backend) -> None:
-    """Refuse ``backend`` when it is the model's own flow backend computed by other network
-    weights than the ones that made the model's training flow (``--flow raft-small`` loads the
-    bundled network, which need not be the one the caches were made with). A model that
-    recorded no weights (classical flow, older checkpoints) and another backend chosen on
-    purpose (``--flow``) pass.
+    """Refuse ``backend`` when it is the model's own flow backend run by other network weights
+    than the ones that made the model's training flow (``--flow raft-small`` without
+    ``--flow-weights`` loads the bundled network, which need not be the one the caches were
+    made with). A model trained on RAFT flow before checkpoints recorded the network
+    (2026-11-25) cannot have been trained on the bundled network's flow, which came later, so
+    that pairing is refused too; with weights named on purpose it passes, as does another
+    backend chosen on purpose (``--flow``) and any classical flow.
 
     Raises:
         InputError: naming the checkpoint and both weights.
     """
+    name = segmentation.flow_backend
+    if getattr(backend, "name", None) != name:
+        return
     wanted = segmentation.flow_weights_sha256
     own = getattr(backend, "weights_sha256", "")
-    if wanted and getattr(backend, "name", None) == segmentation.flow_backend and own != wanted:
-        raise InputError(f"{segmentation.source}: trained on {segmentation.flow_backend} flow "
-                         f"from network weights {wanted[:12]}, but this {backend.name} backend "
-                         f"runs weights {own[:12] or 'none'}; its masks would be made from "
-                         "flow it never saw")
+    how = (f"pass --flow-weights with the {name} network its training caches were made with "
+           "(their weights_sha256)")
+    if wanted and own != wanted:
+        raise InputError(f"{segmentation.source}: trained on {name} flow from network weights "
+                         f"{wanted[:12]}, but this {name} backend runs weights "
+                         f"{own[:12] or 'none'}; {how}")
+    if not wanted and own and own == _bundled_flow_sha256(name):
+        raise InputError(f"{segmentation.source}: trained on {name} flow before checkpoints "
+                         f"recorded the network, so not on the bundled {name} weights; {how}")
+
+
+def _bundled_flow_sha256(name: str) -> str:
+    """sha256 of the bundled weights of a RAFT backend, "" where none are bundled."""
+    from flow.weights import bundled_weights_path
+
+    path = bundled_weights_path(name)
+    return file_sha256(path) if path.is_file() else ""
 
 
 def _build_member(weights, entries: dict, prefix: str) -> tuple[HOFAM, HofamConfig]:

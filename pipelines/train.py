@@ -371,10 +371,11 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
         progress: show progress bars.
 
     Raises:
-        InputError: no training caches, caches of two flow backends, composites that cannot
-            be made with the caches' flow (``config.composite_flow`` another backend, or RAFT
-            caches), a run folder in the way, nothing to resume, a checkpoint that cannot be
-            resumed, or a request that would not fit in memory.
+        InputError: no training caches, caches of two flow backends or of two RAFT networks,
+            composites that cannot be made with the caches' flow (``config.composite_flow``
+            another backend, or RAFT caches), a run folder in the way, nothing to resume, a
+            checkpoint that cannot be resumed (or was trained on another network's flow), or a
+            request that would not fit in memory.
         TrainingDiverged: the loss or the gradients became NaN or infinite (``last.pt`` and
             ``best.pt`` keep the last good epoch).
     """
@@ -456,6 +457,12 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
             checkpoint["train_config"] = with_new_defaults(checkpoint["train_config"])
             _check_composite_flow(last_path, checkpoint["train_config"], flow_backend,
                                   makes_composites)
+        recorded_weights = checkpoint.get("flow_weights_sha256", "")
+        if recorded_weights and recorded_weights != flow_weights:
+            raise InputError(f"{last_path}: trained so far on flow from network weights "
+                             f"{recorded_weights[:12]}, but the caches now hold flow from "
+                             f"{flow_weights[:12] or 'classical flow'}; start over with "
+                             "--overwrite")
         check_resumable(last_path, checkpoint,
                         keys=("train_config", "optimizer", "scheduler", "epoch", "best_f"),
                         train_config=config.to_dict(), ignore=_RESUME_IGNORES)

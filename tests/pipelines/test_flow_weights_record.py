@@ -4,11 +4,13 @@ user's own, which `--flow raft-small` would load silently otherwise)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+import flow.weights
 from crossnet.checkpoint import load_checkpoint
 from crossnet.hofam import HofamConfig
 from crossnet.split import Split
@@ -95,15 +97,71 @@ def test_segmentation_refuses_another_networks_flow(runs):
     check_flow_weights(segmentation, make_hop_backend("dis-fast"))
 
 
-def test_segment_cli_says_so_in_one_line(runs, tmp_path, capsys):
-    """`crossnet segment --flow raft-small` loads the bundled network (or none), never A."""
-    code = cli(["segment", str(runs["root"] / "scenes" / "scene_000"), "--out",
-                str(tmp_path / "masks"), "--weights", str(runs["best"]), "--no-progress"])
-    assert code != 0
+@pytest.mark.parametrize("command", ["segment", "evaluate", "pseudo-label"])
+def test_the_commands_refuse_the_bundled_network_in_one_line(runs, tmp_path, capsys,
+                                                             monkeypatch, command):
+    """Without --flow-weights, `--flow raft-small` means the bundled network (here B)."""
+    monkeypatch.setattr(flow.weights, "bundled_weights_path", lambda name: runs["b"])
+    scene = str(runs["root"] / "scenes" / "scene_000")
+    out = tmp_path / "out"
+    args = {"segment": ["segment", scene, "--out", str(out)],
+            "evaluate": ["evaluate", scene, "--method", "crossnet"],
+            "pseudo-label": ["pseudo-label", scene, "--out", str(out)]}[command]
+    assert cli([*args, "--weights", str(runs["best"]), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "best.pt" in err[0]
-    assert ("network weights" in err[0] or "no trained weights are bundled" in err[0]), err[0]
-    assert not (tmp_path / "masks").exists() or not any((tmp_path / "masks").iterdir())
+    assert len(err) == 1, err
+    assert (f"best.pt: trained on raft-small flow from network weights "
+            f"{file_sha256(runs['a'])[:12]}, but this raft-small backend runs weights "
+            f"{file_sha256(runs['b'])[:12]}; pass --flow-weights") in err[0]
+    assert not out.exists() or not any(out.rglob("*.png"))
+
+
+def test_flow_weights_name_the_network(runs, tmp_path, capsys):
+    scene = str(runs["root"] / "scenes" / "scene_000")
+    assert cli(["segment", scene, "--out", str(tmp_path / "masks"), "--weights",
+                str(runs["best"]), "--flow-weights", str(runs["a"]), "--no-progress"]) == 0
+    assert len(list((tmp_path / "masks").glob("bin*.png"))) == 10
+    assert cli(["segment", scene, "--out", str(tmp_path / "dis"), "--weights",
+                str(runs["best"]), "--flow", "dis-fast", "--flow-weights", str(runs["a"]),
+                "--no-progress"]) == 1
+    assert "--flow-weights applies to the RAFT backends, not to dis-fast" in (
+        capsys.readouterr().err)
+
+
+def test_an_older_raft_model_is_refused_the_bundled_network(runs, tmp_path):
+    """Checkpoints from before the record name no network, but cannot have been trained on
+    the bundled one (it came later): that pairing is refused, named weights pass."""
+    older = load_checkpoint(runs["best"])
+    del older["flow_weights_sha256"]
+    torch.save(older, tmp_path / "older.pt")
+    segmentation = load_segmentation_model(tmp_path / "older.pt")
+    assert segmentation.flow_weights_sha256 == ""
+    check_flow_weights(segmentation, make_hop_backend("raft-small", weights=runs["a"]))
+    if flow.weights.bundled_weights_path("raft-small").is_file():
+        with pytest.raises(InputError, match=r"older\.pt: trained on raft-small flow before "
+                                             "checkpoints recorded the network"):
+            check_flow_weights(segmentation, make_hop_backend("raft-small"))
+
+
+def test_a_malformed_record_is_refused(runs, tmp_path):
+    bad = load_checkpoint(runs["best"])
+    bad["flow_weights_sha256"] = ["not", "a", "hash"]
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match=r"bad\.pt: flow_weights_sha256 .* is not a sha256"):
+        load_segmentation_model(tmp_path / "bad.pt")
+    with pytest.raises(InputError, match=r"bad\.pt: flow_weights_sha256 .* is not a sha256"):
+        make_ensemble([runs["best"], tmp_path / "bad.pt"], tmp_path / "ensemble.pt")
+
+
+def test_resuming_on_another_networks_flow_is_refused(runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs["root"] / "run", run)
+    with pytest.raises(InputError, match=r"last\.pt: trained so far on flow from network "
+                                         rf"weights {file_sha256(runs['a'])[:12]}, but the "
+                                         rf"caches now hold flow from "
+                                         rf"{file_sha256(runs['b'])[:12]}"):
+        train([runs["root"] / "cache_b"], SPLIT, run, runs["config"], device="cpu",
+              progress=False, resume=True)
 
 
 def test_an_ensemble_keeps_the_record_and_refuses_mixed_networks(runs, tmp_path):
