@@ -25,7 +25,7 @@ truth fill that gap: ``crossnet synth`` clips (320x240; seeds ``--clip-seeds``, 
 A last table compares each checkpoint with the bundled weights clip by clip (same camera mode):
 the mean of the per-clip differences of each camera kind, their standard deviation and the
 standard error of the mean. Records before 2026-11-25 12:00 used the 4 clips 6, 8, 9, 10 alone
-(the one of 12:04 used the 12 clips 11-22; the 16 are the default from 13:17): there a per-clip
+(the one of 12:04 used the 12 clips 11-22; the 16 are the default from 12:25): there a per-clip
 difference varied by about 0.10, so a 4-clip mean moves by about 0.05 between two equally good
 checkpoints: judge differences against the standard error.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,15 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_SHA256_OR_EMPTY = re.compile(r"(?:[0-9a-f]{64})?")
+
+
+def is_sha256_or_empty(value: object) -> bool:
+    """Whether ``value`` is a sha256 as :func:`file_sha256` writes it (64 lowercase hex
+    digits), or "" (no network weights: classical flow, or nothing recorded)."""
+    return isinstance(value, str) and _SHA256_OR_EMPTY.fullmatch(value) is not None
 
 
 class ClassicalHopBackend:

@@ -91,7 +91,7 @@ FLOW_HELP = ("Flow backend. raft-small without --weights loads the bundled netwo
 _FLOW_WEIGHTS_OPTION = click.option(
     "--flow-weights", type=click.Path(dir_okay=False),
     help="RAFT checkpoint for a model trained on RAFT flow: the network its training caches "
-         "were made with (default: the bundled raft-small weights; checked against the "
+         "were made with (default: the bundled weights, raft-small only; checked against the "
          "model's record).")
 _FLIP_AVERAGE_OPTION = click.option(
     "--flip-average/--no-flip-average", default=True, show_default=True,
@@ -177,6 +177,8 @@ def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], weights: str | N
         check_output_file(json_path, overwrite=overwrite, option="--json")
     if report_dir:
         check_report_folder(report_dir, overwrite=overwrite)
+    if flow_weights is not None and "crossnet" not in methods:
+        raise InputError("--flow-weights applies to --method crossnet")
     model = None
     if "crossnet" in methods:
         from flow.backends import resolve_device
@@ -779,14 +781,20 @@ def _model_flow_backend(segmentation, flow_name: str | None, flow_weights: str |
     (:func:`pipelines.segment.check_flow_weights`)."""
     from flow.backends import make_hop_backend
     from flow.classical import CLASSICAL_BACKEND_NAMES
+    from flow.weights import bundled_weights_path
     from pipelines.segment import check_flow_weights
 
     name = flow_name or segmentation.flow_backend
+    chosen = "--flow" if flow_name else f"the flow of {segmentation.source}"
     if flow_weights is not None and name in CLASSICAL_BACKEND_NAMES:
-        raise InputError(f"--flow-weights applies to the RAFT backends, not to {name} (the "
-                         f"flow of {segmentation.source})")
+        raise InputError(f"--flow-weights applies to the RAFT backends, not to {name} "
+                         f"({chosen})")
+    if (flow_weights is None and name not in CLASSICAL_BACKEND_NAMES
+            and not bundled_weights_path(name).is_file()):
+        raise InputError(f"no trained weights are bundled for {name} ({chosen}); pass "
+                         "--flow-weights PATH")
     backend = make_hop_backend(name, weights=flow_weights, device=str(device))
-    check_flow_weights(segmentation, backend)
+    check_flow_weights(segmentation, backend, weights_named=flow_weights is not None)
     return backend
 
 

@@ -11,10 +11,9 @@ from pathlib import Path
 import crossnet
 from crossnet.checkpoint import load_checkpoint, save_checkpoint
 from crossnet.ensemble import ensemble_checkpoint
-from flow.backends import file_sha256
+from flow.backends import file_sha256, is_sha256_or_empty
 from pipelines.errors import InputError
 from pipelines.outputs import check_output_file
-from pipelines.segment import is_sha256_or_empty
 
 
 def make_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike, *,

@@ -136,7 +136,9 @@ def pseudo_label(source: Source, out: str | os.PathLike, segmentation: Segmentat
         "max_frames": max_frames,
         "confidence": confidence,
         "directions": ["forward", "reverse"],
-        "model": segmentation.settings(backend=backend_name, size=None),
+        "model": segmentation.settings(
+            backend=backend_name, size=None,
+            flow_weights_sha256=getattr(backend, "weights_sha256", "")),
     }
     if final.exists():
         recorded = _recorded(final)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -34,7 +33,7 @@ from crossnet.checkpoint import load_checkpoint
 from crossnet.ensemble import MAX_MEMBERS, LogitMean, check_same_inputs
 from crossnet.flip_average import flip_averaged_logits
 from crossnet.hofam import HOFAM, HofamConfig, build_hofam
-from flow.backends import BACKEND_NAMES, file_sha256
+from flow.backends import BACKEND_NAMES, file_sha256, is_sha256_or_empty
 from flow.hop import build_hops, earlier_frame
 from pipelines.errors import InputError
 from pipelines.memory import segment_lookahead_frames
@@ -42,7 +41,6 @@ from pipelines.prefetch import prefetch
 from pipelines.sources import Frame, Source, resize_rgb
 
 PRECISIONS = ("fp32", "bf16")
-_SHA256_OR_NONE = re.compile(r"(?:[0-9a-f]{64})?")
 CAMERA_MODES = ("none", "affine", "affine+background")
 """Camera-motion handling chosen at test time (``segment``/``evaluate --camera-motion``):
 ``none``, the flow and the running background as they are; ``affine``, the camera's own
@@ -126,13 +124,17 @@ class SegmentationModel:
     flow_weights_sha256: str = ""
 
     def settings(self, *, backend: str, size: tuple[int, int] | None,
-                 threshold: float | None = None, precision: str = "fp32") -> dict[str, Any]:
+                 threshold: float | None = None, precision: str = "fp32",
+                 flow_weights_sha256: str = "") -> dict[str, Any]:
         """What decides this model's masks besides the frames: its weights (sha256), the flow
-        ``backend`` that feeds it, the processing ``size`` (None: each input's own), the
-        ``threshold`` (None: its own), the ``precision``, flip averaging and the camera-motion
-        handling. A mask folder's manifest records them (``crossnet segment``) and so does
-        ``crossnet evaluate --json`` next to the scores they made."""
+        ``backend`` that feeds it and, for a network, that network's weights
+        (``flow_weights_sha256``; the entry is left out for classical flow, as before it
+        existed), the processing ``size`` (None: each input's own), the ``threshold`` (None:
+        its own), the ``precision``, flip averaging and the camera-motion handling. A mask
+        folder's manifest records them (``crossnet segment``), so do pseudo-labelled scenes,
+        and ``crossnet evaluate --json`` next to the scores they made."""
         return {"weights_sha256": self.weights_sha256, "flow_backend": backend,
+                **({"flow_weights_sha256": flow_weights_sha256} if flow_weights_sha256 else {}),
                 "size": None if size is None else list(size),
                 "threshold": float(self.threshold if threshold is None else threshold),
                 "precision": precision, "flip_average": self.flip_average,
@@ -209,19 +211,17 @@ def load_segmentation_model(weights: str | os.PathLike, *, device: str | torch.d
                              flow_weights_sha256=flow_weights)
 
 
-def is_sha256_or_empty(value: object) -> bool:
-    """Whether ``value`` is a sha256 in lowercase hex, or "" (no network weights recorded)."""
-    return isinstance(value, str) and _SHA256_OR_NONE.fullmatch(value) is not None
-
-
-def check_flow_weights(segmentation: SegmentationModel, backend) -> None:
+def check_flow_weights(segmentation: SegmentationModel, backend, *,
+                       weights_named: bool = True) -> None:
     """Refuse ``backend`` when it is the model's own flow backend run by other network weights
     than the ones that made the model's training flow (``--flow raft-small`` without
     ``--flow-weights`` loads the bundled network, which need not be the one the caches were
-    made with). A model trained on RAFT flow before checkpoints recorded the network
-    (2026-11-25) cannot have been trained on the bundled network's flow, which came later, so
-    that pairing is refused too; with weights named on purpose it passes, as does another
-    backend chosen on purpose (``--flow``) and any classical flow.
+    made with). Another backend chosen on purpose (``--flow``) and classical flow pass.
+
+    A model trained on RAFT flow before checkpoints recorded the network (2026-11-25) names no
+    weights; it was trained before the bundled network existed, so where the bundled weights
+    were loaded by default (``weights_named`` False: the commands without ``--flow-weights``)
+    that pairing is refused too. Weights named on purpose are the caller's word.
 
     Raises:
         InputError: naming the checkpoint and both weights.
@@ -237,7 +237,7 @@ def check_flow_weights(segmentation: SegmentationModel, backend) -> None:
         raise InputError(f"{segmentation.source}: trained on {name} flow from network weights "
                          f"{wanted[:12]}, but this {name} backend runs weights "
                          f"{own[:12] or 'none'}; {how}")
-    if not wanted and own and own == _bundled_flow_sha256(name):
+    if not wanted and not weights_named and own and own == _bundled_flow_sha256(name):
         raise InputError(f"{segmentation.source}: trained on {name} flow before checkpoints "
                          f"recorded the network, so not on the bundled {name} weights; {how}")
 

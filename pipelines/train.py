@@ -45,7 +45,7 @@ from crossnet.losses import LossConfig, SegmentationLoss
 from crossnet.metrics import VideoScorer, mean_scores
 from crossnet.split import Split, load_split
 from crossnet.weight_average import WeightAverage
-from flow.backends import CLASSICAL_BACKEND_NAMES, resolve_device
+from flow.backends import CLASSICAL_BACKEND_NAMES, is_sha256_or_empty, resolve_device
 from flow.cache import CacheReader, is_complete
 from pipelines.errors import InputError, TrainingDiverged
 from pipelines.memory import check_fits, hofam_bytes
@@ -458,11 +458,16 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
             _check_composite_flow(last_path, checkpoint["train_config"], flow_backend,
                                   makes_composites)
         recorded_weights = checkpoint.get("flow_weights_sha256", "")
+        if not is_sha256_or_empty(recorded_weights):
+            raise InputError(f"{last_path}: flow_weights_sha256 {recorded_weights!r} in the "
+                             "checkpoint is not a sha256")
         if recorded_weights and recorded_weights != flow_weights:
+            now = (f"network weights {flow_weights[:12]}" if flow_weights
+                   else "a classical backend")
             raise InputError(f"{last_path}: trained so far on flow from network weights "
                              f"{recorded_weights[:12]}, but the caches now hold flow from "
-                             f"{flow_weights[:12] or 'classical flow'}; start over with "
-                             "--overwrite")
+                             f"{now}; point --data at the caches it started on, or start "
+                             "over with --overwrite")
         check_resumable(last_path, checkpoint,
                         keys=("train_config", "optimizer", "scheduler", "epoch", "best_f"),
                         train_config=config.to_dict(), ignore=_RESUME_IGNORES)

@@ -37,8 +37,8 @@ def _raft_weights(path: Path, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Three tiny scenes preprocessed with one random RAFT network (A), one of them again with
-    another (B), and a HOFAM trained on the A caches."""
+    """Three tiny scenes preprocessed with one random RAFT network (A) and again with another
+    (B), and a HOFAM trained on the A caches."""
     root = tmp_path_factory.mktemp("raft_record")
     config = SynthConfig(size=(64, 48), num_frames=10, strides=(1, 2), min_objects=1,
                          max_objects=2, min_object_size=0.2, max_object_size=0.4)
@@ -116,19 +116,53 @@ def test_the_commands_refuse_the_bundled_network_in_one_line(runs, tmp_path, cap
     assert not out.exists() or not any(out.rglob("*.png"))
 
 
-def test_flow_weights_name_the_network(runs, tmp_path, capsys):
+@pytest.mark.parametrize("command", ["segment", "evaluate", "pseudo-label"])
+def test_flow_weights_name_the_network(runs, tmp_path, command):
     scene = str(runs["root"] / "scenes" / "scene_000")
-    assert cli(["segment", scene, "--out", str(tmp_path / "masks"), "--weights",
-                str(runs["best"]), "--flow-weights", str(runs["a"]), "--no-progress"]) == 0
-    assert len(list((tmp_path / "masks").glob("bin*.png"))) == 10
-    assert cli(["segment", scene, "--out", str(tmp_path / "dis"), "--weights",
-                str(runs["best"]), "--flow", "dis-fast", "--flow-weights", str(runs["a"]),
-                "--no-progress"]) == 1
-    assert "--flow-weights applies to the RAFT backends, not to dis-fast" in (
-        capsys.readouterr().err)
+    out = tmp_path / "out"
+    args = {"segment": ["segment", scene, "--out", str(out)],
+            "evaluate": ["evaluate", scene, "--method", "crossnet", "--json",
+                         str(tmp_path / "scores.json")],
+            "pseudo-label": ["pseudo-label", scene, "--out", str(out)]}[command]
+    assert cli([*args, "--weights", str(runs["best"]), "--flow-weights", str(runs["a"]),
+                "--no-progress"]) == 0
+    made = {"segment": lambda: list(out.glob("bin*.png")),
+            "evaluate": lambda: [tmp_path / "scores.json"],
+            "pseudo-label": lambda: list(out.glob("pseudo_*/groundtruth/gt*.png"))}[command]()
+    assert made and all(path.is_file() for path in made)
 
 
-def test_an_older_raft_model_is_refused_the_bundled_network(runs, tmp_path):
+def test_flow_weights_are_refused_where_they_cannot_apply(runs, tmp_path, capsys):
+    scene = str(runs["root"] / "scenes" / "scene_000")
+    common = ["--weights", str(runs["best"]), "--flow-weights", str(runs["a"]), "--no-progress"]
+    assert cli(["segment", scene, "--out", str(tmp_path / "dis"), "--flow", "dis-fast",
+                *common]) == 1
+    assert capsys.readouterr().err.strip() == ("crossnet: error: --flow-weights applies to the "
+                                               "RAFT backends, not to dis-fast (--flow)")
+    assert cli(["evaluate", scene, "--method", "mog2", *common]) == 1
+    assert "--flow-weights applies to --method crossnet" in capsys.readouterr().err
+    assert cli(["segment", scene, "--out", str(tmp_path / "large"), "--weights",
+                str(runs["best"]), "--flow", "raft-large", "--no-progress"]) == 1
+    assert capsys.readouterr().err.strip() == ("crossnet: error: no trained weights are bundled "
+                                               "for raft-large (--flow); pass --flow-weights "
+                                               "PATH")
+
+
+def test_mask_folders_and_labels_record_the_flow_network(runs, tmp_path):
+    """A rerun with another network is refused, not taken for the finished run."""
+    older = load_checkpoint(runs["best"])
+    del older["flow_weights_sha256"]  # no record: any named network runs
+    torch.save(older, tmp_path / "older.pt")
+    scene = str(runs["root"] / "scenes" / "scene_000")
+    for command in (["segment", scene, "--out", str(tmp_path / "masks")],
+                    ["pseudo-label", scene, "--out", str(tmp_path / "labels")]):
+        first = [*command, "--weights", str(tmp_path / "older.pt"), "--no-progress"]
+        assert cli([*first, "--flow-weights", str(runs["a"])]) == 0
+        assert cli([*first, "--flow-weights", str(runs["a"])]) == 0  # finished: skipped
+        assert cli([*first, "--flow-weights", str(runs["b"])]) == 1
+
+
+def test_an_older_raft_model_is_refused_the_bundled_network(runs, tmp_path, monkeypatch):
     """Checkpoints from before the record name no network, but cannot have been trained on
     the bundled one (it came later): that pairing is refused, named weights pass."""
     older = load_checkpoint(runs["best"])
@@ -136,11 +170,14 @@ def test_an_older_raft_model_is_refused_the_bundled_network(runs, tmp_path):
     torch.save(older, tmp_path / "older.pt")
     segmentation = load_segmentation_model(tmp_path / "older.pt")
     assert segmentation.flow_weights_sha256 == ""
-    check_flow_weights(segmentation, make_hop_backend("raft-small", weights=runs["a"]))
-    if flow.weights.bundled_weights_path("raft-small").is_file():
-        with pytest.raises(InputError, match=r"older\.pt: trained on raft-small flow before "
-                                             "checkpoints recorded the network"):
-            check_flow_weights(segmentation, make_hop_backend("raft-small"))
+    check_flow_weights(segmentation, make_hop_backend("raft-small", weights=runs["a"]),
+                       weights_named=False)
+    monkeypatch.setattr(flow.weights, "bundled_weights_path", lambda name: runs["b"])
+    bundled = make_hop_backend("raft-small")
+    with pytest.raises(InputError, match=r"older\.pt: trained on raft-small flow before "
+                                         "checkpoints recorded the network"):
+        check_flow_weights(segmentation, bundled, weights_named=False)
+    check_flow_weights(segmentation, bundled)  # named on purpose (--flow-weights): passes
 
 
 def test_a_malformed_record_is_refused(runs, tmp_path):
@@ -151,6 +188,12 @@ def test_a_malformed_record_is_refused(runs, tmp_path):
         load_segmentation_model(tmp_path / "bad.pt")
     with pytest.raises(InputError, match=r"bad\.pt: flow_weights_sha256 .* is not a sha256"):
         make_ensemble([runs["best"], tmp_path / "bad.pt"], tmp_path / "ensemble.pt")
+    odd = load_checkpoint(runs["best"])
+    odd["flow_backend"] = ["raft-small"]
+    torch.save(odd, tmp_path / "odd.pt")
+    with pytest.raises(InputError, match=r"odd\.pt: flow_backend \['raft-small'\] in the "
+                                         "checkpoint is not a name"):
+        make_ensemble([runs["best"], tmp_path / "odd.pt"], tmp_path / "ensemble.pt")
 
 
 def test_resuming_on_another_networks_flow_is_refused(runs, tmp_path):
@@ -158,8 +201,8 @@ def test_resuming_on_another_networks_flow_is_refused(runs, tmp_path):
     shutil.copytree(runs["root"] / "run", run)
     with pytest.raises(InputError, match=r"last\.pt: trained so far on flow from network "
                                          rf"weights {file_sha256(runs['a'])[:12]}, but the "
-                                         rf"caches now hold flow from "
-                                         rf"{file_sha256(runs['b'])[:12]}"):
+                                         rf"caches now hold flow from network weights "
+                                         rf"{file_sha256(runs['b'])[:12]}; point --data"):
         train([runs["root"] / "cache_b"], SPLIT, run, runs["config"], device="cpu",
               progress=False, resume=True)
 
