@@ -374,13 +374,12 @@ def pseudo_label(inputs: tuple[str, ...], out_dir: str, weights: str | None,
     segmentation = load_segmentation_model(weights or _bundled_weights(), device=run_device,
                                            flip_average=flip_average,
                                            camera_motion=camera_motion)
-    backend_name = flow_name or segmentation.flow_backend
     backend = _model_flow_backend(segmentation, flow_name, flow_weights, run_device)
     written = skipped = 0
     for source in sources:
         try:
             folder, new = label(source, out_dir, segmentation, backend=backend,
-                                backend_name=backend_name, max_frames=max_frames,
+                                max_frames=max_frames,
                                 confidence=confidence, device=str(run_device),
                                 progress=not no_progress)
         except Exception as error:  # noqa: BLE001 - one input fails, the others go on

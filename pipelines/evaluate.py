@@ -87,9 +87,7 @@ class ModelMethod:
         """The weights file and everything else that decides the masks (the model's
         :meth:`pipelines.segment.SegmentationModel.settings`)."""
         return {"weights": self.segmentation.source,
-                **self.segmentation.settings(
-                    backend=self.backend.name, size=self.size,
-                    flow_weights_sha256=getattr(self.backend, "weights_sha256", ""))}
+                **self.segmentation.settings(backend=self.backend, size=self.size)}
 
 
 def make_method(name: str) -> Callable[[np.ndarray], np.ndarray]:

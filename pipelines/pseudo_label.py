@@ -93,7 +93,7 @@ def labels_from_probability(probability: np.ndarray, confidence: float) -> np.nd
 
 
 def pseudo_label(source: Source, out: str | os.PathLike, segmentation: SegmentationModel, *,
-                 backend, backend_name: str, max_frames: int = 300, confidence: float = 0.7,
+                 backend, max_frames: int = 300, confidence: float = 0.7,
                  device: str = "cpu", progress: bool = False) -> tuple[Path, bool]:
     """Write the pseudo-labelled scene of ``source`` under ``out`` (see the module's text).
 
@@ -101,7 +101,7 @@ def pseudo_label(source: Source, out: str | os.PathLike, segmentation: Segmentat
         source: an unlabeled video or frame folder (any frame source but a live stream).
         out: the folder that holds the scene folders.
         segmentation: the labelling model (:func:`pipelines.segment.load_segmentation_model`).
-        backend: its 3D-HOP flow backend; ``backend_name`` its name, for the manifest.
+        backend: its 3D-HOP flow backend (its name and network weights go into the manifest).
         max_frames: label the first this many frames (all of them are held in memory).
         confidence: a pixel is labelled where the averaged probability is at least this
             (foreground) or at most 1 minus this (background), in (0.5, 1).
@@ -136,9 +136,7 @@ def pseudo_label(source: Source, out: str | os.PathLike, segmentation: Segmentat
         "max_frames": max_frames,
         "confidence": confidence,
         "directions": ["forward", "reverse"],
-        "model": segmentation.settings(
-            backend=backend_name, size=None,
-            flow_weights_sha256=getattr(backend, "weights_sha256", "")),
+        "model": segmentation.settings(backend=backend, size=None),
     }
     if final.exists():
         recorded = _recorded(final)
@@ -156,7 +154,7 @@ def pseudo_label(source: Source, out: str | os.PathLike, segmentation: Segmentat
     check_fits(count * width * height * (3 + 1 + 2 * 2), what=what,
                hint="choose a smaller --max-frames")
     check_fits(segment_bytes(segmentation.config, source.frame_size, batch_frames=4,
-                             backend=backend_name, native_size=source.native_size),
+                             backend=backend.name, native_size=source.native_size),
                what=what, hint="choose a smaller --max-frames", device=device)
     frames = tuple(itertools.islice(source, max_frames))
     if len(frames) < MIN_FRAMES:

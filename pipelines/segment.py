@@ -123,18 +123,17 @@ class SegmentationModel:
     flip_average: bool = True
     flow_weights_sha256: str = ""
 
-    def settings(self, *, backend: str, size: tuple[int, int] | None,
-                 threshold: float | None = None, precision: str = "fp32",
-                 flow_weights_sha256: str = "") -> dict[str, Any]:
+    def settings(self, *, backend, size: tuple[int, int] | None,
+                 threshold: float | None = None, precision: str = "fp32") -> dict[str, Any]:
         """What decides this model's masks besides the frames: its weights (sha256), the flow
-        ``backend`` that feeds it and, for a network, that network's weights
-        (``flow_weights_sha256``; the entry is left out for classical flow, as before it
-        existed), the processing ``size`` (None: each input's own), the ``threshold`` (None:
+        ``backend`` that feeds it (its name and, for a network, its weights' sha256; that
+        entry is left out for classical flow, as before it existed), the processing ``size`` (None: each input's own), the ``threshold`` (None:
         its own), the ``precision``, flip averaging and the camera-motion handling. A mask
         folder's manifest records them (``crossnet segment``), so do pseudo-labelled scenes,
         and ``crossnet evaluate --json`` next to the scores they made."""
-        return {"weights_sha256": self.weights_sha256, "flow_backend": backend,
-                **({"flow_weights_sha256": flow_weights_sha256} if flow_weights_sha256 else {}),
+        flow_weights = getattr(backend, "weights_sha256", "")
+        return {"weights_sha256": self.weights_sha256, "flow_backend": backend.name,
+                **({"flow_weights_sha256": flow_weights} if flow_weights else {}),
                 "size": None if size is None else list(size),
                 "threshold": float(self.threshold if threshold is None else threshold),
                 "precision": precision, "flip_average": self.flip_average,

@@ -120,9 +120,9 @@ def _existing_masks(out_dir: Path) -> set[int]:
             if _MASK_NAME.fullmatch(entry.name)}
 
 
-def run_identity(source: Source, segmentation: SegmentationModel, *, backend: str,
+def run_identity(source: Source, segmentation: SegmentationModel, *, backend,
                  size: tuple[int, int] | None, threshold: float,
-                 precision: str = "fp32", flow_weights_sha256: str = "") -> dict[str, Any]:
+                 precision: str = "fp32") -> dict[str, Any]:
     """What decides the masks of a run: the source's files, the weights and the settings.
 
     Recorded in the mask folder's manifest; a rerun continues the folder only when its own
@@ -137,9 +137,8 @@ def run_identity(source: Source, segmentation: SegmentationModel, *, backend: st
         fingerprint = {"files": len(stats), "bytes": sum(stat.st_size for stat in stats),
                        "mtime": max((stat.st_mtime for stat in stats), default=0.0)}
         fingerprint = {"source": str(path), **fingerprint}
-    return {**fingerprint, **segmentation.settings(
-        backend=backend, size=size, threshold=threshold, precision=precision,
-        flow_weights_sha256=flow_weights_sha256)}
+    return {**fingerprint, **segmentation.settings(backend=backend, size=size,
+                                                   threshold=threshold, precision=precision)}
 
 
 # What an identity entry missing from an older manifest stood for (the option came later).
@@ -231,9 +230,8 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
     out_dir = prepare_output_folder(out_dir)
     remove_stale_temporaries(out_dir, _MASK_NAME)  # left by a killed run
     threshold = segmentation.threshold if threshold is None else float(threshold)
-    identity = run_identity(source, segmentation, backend=backend.name, size=size,
-                            threshold=threshold, precision=precision,
-                            flow_weights_sha256=getattr(backend, "weights_sha256", ""))
+    identity = run_identity(source, segmentation, backend=backend, size=size,
+                            threshold=threshold, precision=precision)
     manifest_path = out_dir / MANIFEST_NAME
     manifest = _read_manifest(manifest_path)
     existing = _existing_masks(out_dir)

@@ -38,7 +38,7 @@ def model():
 def _label(scene, out, model, **options):
     segmentation, backend = model
     return pseudo_label(open_source(scene / f"{scene.name}.mp4"), out, segmentation,
-                        backend=backend, backend_name=segmentation.flow_backend, **options)
+                        backend=backend, **options)
 
 
 def frames_source(video, frames):
@@ -146,7 +146,7 @@ def test_a_changed_source_is_refused(scene, tmp_path, model):
 
     def run():
         return pseudo_label(open_source(video), tmp_path / "out", segmentation, backend=backend,
-                            backend_name=segmentation.flow_backend, max_frames=4)
+                            max_frames=4)
 
     assert run()[1]
     with video.open("ab") as file:
