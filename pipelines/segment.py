@@ -127,8 +127,9 @@ class SegmentationModel:
                  threshold: float | None = None, precision: str = "fp32") -> dict[str, Any]:
         """What decides this model's masks besides the frames: its weights (sha256), the flow
         ``backend`` that feeds it (its name and, for a network, its weights' sha256; that
-        entry is left out for classical flow, as before it existed), the processing ``size`` (None: each input's own), the ``threshold`` (None:
-        its own), the ``precision``, flip averaging and the camera-motion handling. A mask
+        entry is left out for classical flow, as before it existed), the processing ``size``
+        (None: each input's own), the ``threshold`` (None: its own), the ``precision``, flip
+        averaging and the camera-motion handling. A mask
         folder's manifest records them (``crossnet segment``), so do pseudo-labelled scenes,
         and ``crossnet evaluate --json`` next to the scores they made."""
         flow_weights = getattr(backend, "weights_sha256", "")
