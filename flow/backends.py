@@ -94,14 +94,23 @@ class RaftHopBackend:
         name: recorded in caches.
         weights_sha256: sha256 of the checkpoint the weights came from.
         bf16: run under bfloat16 autocast; None (default): on CUDA only, where it pays.
+        warm_updates: None (default): every pair of a 3D-HOP starts from zero flow and runs
+            ``num_flow_updates`` steps. A number: the longer strides start from their shorter
+            strides' flows, composed (:mod:`flow.warm_start`), and run this many steps.
     """
 
     def __init__(self, model: torch.nn.Module, *, num_flow_updates: int = 12,
                  device: torch.device | str = "cpu", name: str = "raft",
-                 weights_sha256: str = "", bf16: bool | None = None) -> None:
+                 weights_sha256: str = "", bf16: bool | None = None,
+                 warm_updates: int | None = None) -> None:
+        for label, value in (("num_flow_updates", num_flow_updates),
+                             ("warm_updates", warm_updates)):
+            if value is not None and value < 1:
+                raise ValueError(f"{label} must be >= 1, got {value}")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.num_flow_updates = num_flow_updates
+        self.warm_updates = warm_updates
         self.name = name
         self.weights_sha256 = weights_sha256
         self.bf16 = self.device.type == "cuda" if bf16 is None else bf16
@@ -121,21 +130,29 @@ class RaftHopBackend:
 
     @torch.inference_mode()
     def estimate(self, first: Sequence[tuple[torch.Tensor, ...]],
-                 second: Sequence[tuple[torch.Tensor, ...]]) -> torch.Tensor:
-        """Flow from each first to its second frame: (P, 2, H, W) float32 on the CPU."""
+                 second: Sequence[tuple[torch.Tensor, ...]], *,
+                 init: torch.Tensor | None = None, updates: int | None = None) -> torch.Tensor:
+        """Flow from each first to its second frame: (P, 2, H, W) float32 on the CPU.
+
+        ``init``: a starting flow per pair, (P, 2, H, W) in pixels (None: zero); ``updates``:
+        refinement steps (None: ``num_flow_updates``).
+        """
         features1 = torch.stack([encoding[0] for encoding in first])
         features2 = torch.stack([encoding[0] for encoding in second])
         hidden = torch.stack([encoding[1] for encoding in first])
         context = torch.stack([encoding[2] for encoding in first])
         with self._context():
-            flows = self.model.estimate_flow(features1, features2, (hidden, context),
-                                             num_flow_updates=self.num_flow_updates,
-                                             image_size=self._image_size)
+            flows = self.model.estimate_flow(
+                features1, features2, (hidden, context),
+                num_flow_updates=self.num_flow_updates if updates is None else updates,
+                flow_init=None if init is None else init.to(self.device),
+                image_size=self._image_size)
         return flows[-1].float().cpu()
 
 
 def make_hop_backend(name: str, *, weights: str | os.PathLike | None = None,
-                     device: str = "auto", num_flow_updates: int = 12) -> Any:
+                     device: str = "auto", num_flow_updates: int = 12,
+                     warm_updates: int | None = None) -> Any:
     """A 3D-HOP backend by name.
 
     Args:
@@ -145,14 +162,18 @@ def make_hop_backend(name: str, *, weights: str | os.PathLike | None = None,
             the package (:mod:`flow.weights`), when there are any for ``name``.
         device: ``auto``, ``cpu`` or ``cuda[:N]``; classical backends always run on the CPU.
         num_flow_updates: RAFT refinement steps.
+        warm_updates: RAFT only: warm-start the longer strides of a 3D-HOP and run this many
+            steps for them (see :class:`RaftHopBackend`); None: no warm starts.
 
     Raises:
-        ValueError: unknown name, weights given to a classical backend, or a RAFT backend
-            without weights (none given and none bundled).
+        ValueError: unknown name, weights or warm updates given to a classical backend, or a
+            RAFT backend without weights (none given and none bundled).
     """
     if name in CLASSICAL_BACKEND_NAMES:
         if weights is not None:
             raise ValueError(f"--weights applies to the RAFT backends, not to {name}")
+        if warm_updates is not None:
+            raise ValueError(f"warm starts apply to the RAFT backends, not to {name}")
         return ClassicalHopBackend(name)
     if name not in RAFT_BACKEND_NAMES:
         raise ValueError(f"unknown flow backend {name!r}; expected one of {', '.join(BACKEND_NAMES)}")
@@ -175,4 +196,4 @@ def make_hop_backend(name: str, *, weights: str | os.PathLike | None = None,
     load_flow_checkpoint(model, weights)
     return RaftHopBackend(model, num_flow_updates=num_flow_updates,
                           device=resolve_device(device), name=name,
-                          weights_sha256=file_sha256(weights))
+                          weights_sha256=file_sha256(weights), warm_updates=warm_updates)

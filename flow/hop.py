@@ -14,10 +14,13 @@ them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
+
+from flow.warm_start import compose, stride_chain
 
 
 class HopBackend(Protocol):
@@ -34,6 +37,11 @@ class HopBackend(Protocol):
     def encode(self, frames: torch.Tensor) -> list[Any]: ...
 
     def estimate(self, first: Sequence[Any], second: Sequence[Any]) -> torch.Tensor: ...
+
+
+# A backend with a ``warm_updates`` attribute that is not None (a RAFT backend made with it)
+# also takes ``estimate(first, second, init=flows, updates=n)``: the builder then estimates
+# stride by stride and starts each longer stride from its shorter strides' flows, composed.
 
 
 def check_strides(strides: Sequence[int]) -> tuple[int, ...]:
@@ -66,14 +74,25 @@ def build_hops(frames: Iterable[torch.Tensor], backend: HopBackend, strides: Seq
         ``(t, stack)`` with ``stack`` of shape (S, 2, H, W) float32: the flow from frame t to
         frame max(t - k_s, 0) for each stride.
 
+    A backend with ``warm_updates`` set (see above) gets the pairs of each chunk stride by
+    stride, the longer strides with warm starts (:mod:`flow.warm_start`).
+
     Raises:
-        ValueError: bad strides or batch size, or frames of differing shapes.
+        ValueError: bad strides or batch size, frames of differing shapes, or (with warm
+            starts) a stride that is not a sum of shorter ones.
     """
     strides = check_strides(strides)
     if batch_frames < 1:
         raise ValueError(f"batch_frames must be >= 1, got {batch_frames}")
     longest = strides[-1]
     encodings: dict[int, Any] = {}  # frame index -> encoding, bounded by the pruning below
+    warm_updates = getattr(backend, "warm_updates", None)
+    if warm_updates is not None and len(strides) > 1:
+        for s, k in enumerate(strides[1:], start=1):
+            stride_chain(k, strides[:s])  # refuse strides that shorter ones cannot make up
+        process = functools.partial(_process_chunk_warm, flows={}, updates=warm_updates)
+    else:
+        process = _process_chunk
     chunk: list[tuple[int, torch.Tensor]] = []
     shape = None
     for index, frame in enumerate(frames):
@@ -86,10 +105,10 @@ def build_hops(frames: Iterable[torch.Tensor], backend: HopBackend, strides: Seq
         if index >= start - longest:
             chunk.append((index, frame))
         if len(chunk) == batch_frames:
-            yield from _process_chunk(chunk, encodings, backend, strides, start)
+            yield from process(chunk, encodings, backend, strides, start)
             chunk = []
     if chunk:
-        yield from _process_chunk(chunk, encodings, backend, strides, start)
+        yield from process(chunk, encodings, backend, strides, start)
 
 
 def _process_chunk(chunk, encodings, backend, strides, start):
@@ -116,3 +135,51 @@ def _process_chunk(chunk, encodings, backend, strides, start):
     oldest_needed = chunk[-1][0] + 1 - strides[-1]
     for index in [i for i in encodings if i < oldest_needed]:
         del encodings[index]
+
+
+def _process_chunk_warm(chunk, encodings, backend, strides, start, *, flows, updates):
+    """:func:`_process_chunk` with warm starts: stride by stride, each longer stride's pairs
+    start from the composed shorter-stride flows (:func:`flow.warm_start.stride_chain`) and
+    run ``updates`` refinement steps. ``flows`` holds (frame, stride) -> flow across chunks.
+
+    A pair's warm start uses only flows between its own two frames, so after a resume the
+    frames from ``start - max(strides)`` on have every flow an uninterrupted run gave them:
+    their pairs that stay within that window are estimated (not yielded), the same way.
+    """
+    new = backend.encode(torch.stack([frame for _, frame in chunk]))
+    for (index, _), encoding in zip(chunk, new):
+        encodings[index] = encoding
+    floor = max(start - strides[-1], 0)
+    height, width = chunk[0][1].shape[-2:]
+    zero = torch.zeros(2, height, width)
+
+    def flow_of(t: int, k: int) -> torch.Tensor:
+        return zero if t == earlier_frame(t, k) else flows[(t, k)]
+
+    for s, k in enumerate(strides):
+        pairs = [(t, earlier_frame(t, k)) for t, _ in chunk]
+        pairs = [(t, e) for t, e in pairs if t != e and (t >= start or e >= floor)]
+        if not pairs:
+            continue
+        first = [encodings[t] for t, _ in pairs]
+        second = [encodings[e] for _, e in pairs]
+        if s == 0:
+            result = backend.estimate(first, second)
+        else:
+            positions = [t for t, _ in pairs]
+            init = None
+            for step in stride_chain(k, strides[:s]):
+                field = torch.stack([flow_of(p, step) for p in positions])
+                init = field if init is None else compose(init, field)
+                positions = [earlier_frame(p, step) for p in positions]
+            result = backend.estimate(first, second, init=init, updates=updates)
+        for i, (t, _) in enumerate(pairs):
+            flows[(t, k)] = result[i]
+    for t, _ in chunk:
+        if t >= start:
+            yield t, torch.stack([flow_of(t, k) for k in strides])
+    oldest_needed = chunk[-1][0] + 1 - strides[-1]
+    for index in [i for i in encodings if i < oldest_needed]:
+        del encodings[index]
+    for key in [key for key in flows if key[0] < oldest_needed]:
+        del flows[key]
