@@ -280,6 +280,16 @@ def nan_mean(values: Iterable[float | None]) -> float:
     return statistics.fmean(finite) if finite else math.nan
 
 
+def f_measure(result: dict[str, float]) -> float:
+    """CDnet-2014 F of a scene (``VideoScorer.result()``), with 0 (not NaN) where ground truth
+    has foreground and the method marked none: a post-processing step or a coarser flow can
+    erase every object of a scene (the small cars of ``traffic``), and a mean that skipped the
+    scene would reward it."""
+    if math.isnan(result["F"]) and not math.isnan(result["Re"]):
+        return 0.0
+    return result["F"]
+
+
 def median_seconds(function: Callable[[], object], *, repeats: int, warmup: int = 1) -> float:
     """Median wall-clock seconds of ``function()`` over ``repeats`` calls after ``warmup`` calls.
 

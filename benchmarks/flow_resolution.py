@@ -10,7 +10,7 @@ a shaking and a panning camera), with the time each pass takes (flow, model and 
 together; the clips are made beforehand) and each clip kind's paired difference from scale
 1.0.
 
-Usage (from the repository root; about three minutes on a 2-core CPU)::
+Usage (from the repository root; about four minutes on an idle 2-core CPU)::
 
     python benchmarks/flow_resolution.py
 """
@@ -31,6 +31,7 @@ from _report import (
     add_record_argument,
     data_root,
     environment,
+    f_measure,
     markdown_table,
     nan_mean,
     report,
@@ -51,7 +52,9 @@ class ScaledBackend:
 
     def __init__(self, inner, scale: float) -> None:
         self.inner, self.scale = inner, scale
-        self.name = inner.name  # the model's own backend, at another resolution
+        # The model's own backend's name, so that segment runs it as that backend: a benchmark
+        # device, not a backend for caches (which would record no scale).
+        self.name = inner.name
         self.weights_sha256 = getattr(inner, "weights_sha256", "")
 
     def encode(self, frames: torch.Tensor) -> list:
@@ -75,7 +78,9 @@ def main() -> None:
     parser.add_argument("--data", help="real scenes (default <repo>/../shared/data)")
     parser.add_argument("--split", default=str(REPO_ROOT / "splits" / "cross_scene_v1.json"))
     parser.add_argument("--weights", help="checkpoint (default: the bundled weights)")
-    parser.add_argument("--scales", nargs="+", type=float, default=[1.0, 0.75, 0.5])
+    parser.add_argument("--scales", nargs="+", type=float, default=[1.0, 0.75, 0.5],
+                        help="factors the frames are resized by for the flow (1.0 required: "
+                             "the reference)")
     add_record_argument(parser)
     args = parser.parse_args()
     if 1.0 not in args.scales:
@@ -90,13 +95,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         clips = make_clips(Path(work), CLIP_SEEDS)
         paths = [*(scenes[n] for n in split.validation), *clips]
+        # Warm-up: the first pass of a process pays for reading files and starting threads.
+        evaluate(paths[:1], ["crossnet"], progress=False,
+                 model=ModelMethod(segmentation=segmentation,
+                                   backend=make_hop_backend(segmentation.flow_backend)))
         for scale in args.scales:
             backend = ScaledBackend(make_hop_backend(segmentation.flow_backend), scale)
             begin = time.perf_counter()
             result = evaluate(paths, ["crossnet"], progress=False,
                               model=ModelMethod(segmentation=segmentation, backend=backend))[0]
             seconds[scale] = time.perf_counter() - begin
-            scores[scale] = {s.scene: s.scores["F"] for s in result.scenes}
+            scores[scale] = {s.scene: f_measure(s.scores) for s in result.scenes}
             print(f"scale {scale}: validation F "
                   f"{nan_mean(scores[scale][n] for n in split.validation):.3f}", flush=True)
     kinds = [kind for kind, _ in CLIP_CAMERAS]
@@ -122,7 +131,8 @@ def main() -> None:
         f"on the split's validation scenes and on the synthetic camera clips of "
         f"`camera_at_test.py` (16 per kind); `diff ± se`: the mean of the per-clip "
         f"differences from scale 1.0 and its standard error. `pass s`: seconds for all these "
-        f"inputs (reading, flow, model); `speed-up`: scale 1.0's seconds over this one's.\n\n"
+        f"inputs (reading, flow, model; after a warm-up pass on one scene); `speed-up`: scale "
+        f"1.0's seconds over this one's.\n\n"
         f"{markdown_table(header, rows)}\n\n"
         f"Whole run: {time.perf_counter() - started:.0f} s."
     )

@@ -22,8 +22,8 @@ compared with the bare threshold clip by clip: mean difference and its standard 
 ``make demo`` clip and the end-to-end test's clip (with MOG2 beside them), and, with ``--test``,
 the TEST scenes (reported, never used for a choice).
 
-Usage (from the repository root; about two and a half minutes on a 2-core CPU, five with
-``--test``)::
+Usage (from the repository root; about two and a half minutes on a 2-core CPU, three and a
+half with ``--test``)::
 
     python benchmarks/postprocess.py --no-record
     python benchmarks/postprocess.py --test
@@ -46,6 +46,7 @@ from _report import (
     add_record_argument,
     data_root,
     environment,
+    f_measure,
     markdown_table,
     nan_mean,
     report,
@@ -169,15 +170,6 @@ class Variant:
         return step
 
 
-def f_measure(result: dict[str, float]) -> float:
-    """CDnet-2014 F of a scene, with 0 (not NaN) where ground truth has foreground and the
-    variant marked none: dropping small blobs can erase every object of a scene (the small cars
-    of ``traffic``), and a mean that skipped that scene would reward it."""
-    if math.isnan(result["F"]) and not math.isnan(result["Re"]):
-        return 0.0
-    return result["F"]
-
-
 def variants() -> list[Variant]:
     """The fixed list: every temporal x blob pair (the bare threshold first), then the blur."""
     made = []
@@ -190,9 +182,10 @@ def variants() -> list[Variant]:
 
 
 def score_sources(weights: Path, sources: dict[str, Path], chains: list[Variant]
-                  ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+                  ) -> tuple[dict[str, dict[str, float]], dict[str, float], float]:
     """F of every variant on every input folder, by the input's label in ``sources`` then
-    variant name, and each variant's post-processing time in milliseconds per frame."""
+    variant name; each variant's post-processing time in milliseconds per frame; and the
+    threshold (the checkpoint's own)."""
     segmentation = load_segmentation_model(weights, camera_motion=DEFAULT_CAMERA_MOTION)
     backend = make_hop_backend(segmentation.flow_backend)
     dis = make_classical_backend("dis-fast")
@@ -222,7 +215,8 @@ def score_sources(weights: Path, sources: dict[str, Path], chains: list[Variant]
         scores[label] = {name: f_measure(scorer.result()) for name, scorer in scorers.items()}
         print(f"{label}: " + ", ".join(f"{n} {f:.3f}" for n, f in
                                          list(scores[label].items())[:4]), flush=True)
-    return scores, {name: 1000 * s / max(frames_done, 1) for name, s in seconds.items()}
+    return (scores, {name: 1000 * s / max(frames_done, 1) for name, s in seconds.items()},
+            threshold)
 
 
 def main() -> None:
@@ -248,7 +242,7 @@ def main() -> None:
         named_names = [label for label, _, _ in NAMED_CLIPS]
         sources = {**{n: scenes[n] for n in real}, **{p.name: p for p in camera_clips},
                    **dict(zip(named_names, named, strict=True))}
-        scores, timing = score_sources(weights, sources, chains)
+        scores, timing, threshold = score_sources(weights, sources, chains)
         mog2 = dict(zip(named_names, (s.scores["F"] for s in
                                       evaluate(named, ["mog2"], progress=False)[0].scenes),
                         strict=True))
@@ -272,12 +266,15 @@ def main() -> None:
                  *(mog2[n] for n in named_names), math.nan])
     difference_header = ["variant", *(f"{kind} {what}" for kind, _ in CLIP_CAMERAS
                                       for what in ("mean diff", "se"))]
-    difference_rows = [[v, *(value for kind, _ in CLIP_CAMERAS
-                             for value in paired_difference(clips[v], clips[BASE], kind)[::2])]
-                       for v in names if v != BASE]
+    difference_rows = []
+    for v in names[1:]:  # BASE is the first
+        differences = [paired_difference(clips[v], clips[BASE], kind)
+                       for kind, _ in CLIP_CAMERAS]
+        difference_rows.append([v, *(value for mean, _, se, _ in differences
+                                     for value in (mean, se))])
     body = (
         f"Weights `{weights}`, through the streaming `segment` path (its threshold "
-        f"{load_segmentation_model(weights).threshold:g}, flow backend, flip averaging, "
+        f"{threshold:g}, flow backend, flip averaging, "
         f"`--camera-motion {DEFAULT_CAMERA_MOTION}`): each variant post-processes the same "
         f"per-frame foreground probabilities, causally (frame t uses frames up to t). `ema a`: "
         f"q_t = (1 - a) p_t + a q_(t-1); `warp a`: the same with q_(t-1) carried to frame t "

@@ -19,7 +19,7 @@ once per frame in every setting), the mean end-point error against the exact flo
 (every pixel of every frame whose pair is not the frame with itself), and the mean distance
 from the cold reference per stride (0 for the reference).
 
-Usage (from the repository root; about five minutes on a 2-core CPU)::
+Usage (from the repository root; about two and a half minutes on a 2-core CPU)::
 
     python benchmarks/warm_start.py
     python benchmarks/warm_start.py --size 160x120 --frames 12 --no-record
@@ -56,7 +56,7 @@ def main() -> None:
                         help=f"crossnet synth seeds of the clips (not {SYNTH_SEED})")
     parser.add_argument("--warm", nargs="+", type=int, default=[8, 4],
                         help="updates for the warm-started strides")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="where RAFT runs: cpu or cuda[:N]")
     add_record_argument(parser)
     args = parser.parse_args()
     if SYNTH_SEED in args.seeds:
@@ -101,12 +101,11 @@ def main() -> None:
     rows = []
     for label, (hops, fps) in results.items():
         epe = [mean_error(hops, [truth for _, truth in clips], s) for s in range(len(STRIDES))]
-        gap = [mean_error(hops, reference, s)
-               for s in range(len(STRIDES))]
+        gap = [mean_error(hops, reference, s) for s in range(len(STRIDES))]
         rows.append([label, fps, fps / results[REFERENCE][1], *epe, *gap])
     header = ["setting", "3D-HOP frames/s", "vs reference",
-              *(f"EPE stride {k}" for k in STRIDES), *(f"from reference, stride {k}"
-                                                      for k in STRIDES)]
+              *(f"EPE stride {k}" for k in STRIDES),
+              *(f"from reference, stride {k}" for k in STRIDES)]
     weights = args.weights or "the bundled RAFT-small weights"
     body = (
         f"3D-HOP (strides {', '.join(map(str, STRIDES))}) of {len(clips)} `crossnet synth` "

@@ -10,6 +10,11 @@ its own S pairs and as the second image of later frames' pairs. Only the last ``
 encodings and frame 0's are kept, so memory is constant for any length of video. Pairs of a
 chunk of ``batch_frames`` frames go to the backend in one call, which is what lets a GPU batch
 them.
+
+With a :class:`WarmHopBackend` whose ``warm_updates`` is set, each chunk goes to the backend
+stride by stride instead, and every longer stride starts from its shorter strides' flows,
+composed (:mod:`flow.warm_start`); the flows of the last ``max(strides)`` frames at the strides
+those chains use are kept as well.
 """
 
 from __future__ import annotations
@@ -39,9 +44,19 @@ class HopBackend(Protocol):
     def estimate(self, first: Sequence[Any], second: Sequence[Any]) -> torch.Tensor: ...
 
 
-# A backend with a ``warm_updates`` attribute that is not None (a RAFT backend made with it)
-# also takes ``estimate(first, second, init=flows, updates=n)``: the builder then estimates
-# stride by stride and starts each longer stride from its shorter strides' flows, composed.
+class WarmHopBackend(HopBackend, Protocol):
+    """A backend that can start a pair from a given flow (:class:`flow.backends.RaftHopBackend`).
+
+    ``warm_updates``: None for no warm starts (the builder then treats it as a
+    :class:`HopBackend`), else the refinement steps of a warm-started pair. ``estimate`` takes
+    ``init``, (P, 2, H, W) starting flows in pixels, and ``updates``, the steps to run.
+    """
+
+    warm_updates: int | None
+
+    def estimate(self, first: Sequence[Any], second: Sequence[Any], *,
+                 init: torch.Tensor | None = None, updates: int | None = None
+                 ) -> torch.Tensor: ...
 
 
 def check_strides(strides: Sequence[int]) -> tuple[int, ...]:
@@ -88,9 +103,10 @@ def build_hops(frames: Iterable[torch.Tensor], backend: HopBackend, strides: Seq
     encodings: dict[int, Any] = {}  # frame index -> encoding, bounded by the pruning below
     warm_updates = getattr(backend, "warm_updates", None)
     if warm_updates is not None and len(strides) > 1:
-        for s, k in enumerate(strides[1:], start=1):
-            stride_chain(k, strides[:s])  # refuse strides that shorter ones cannot make up
-        process = functools.partial(_process_chunk_warm, flows={}, updates=warm_updates)
+        # Raises for a stride that shorter ones cannot make up, before any frame is read.
+        chains = {k: stride_chain(k, strides[:s]) for s, k in enumerate(strides) if s > 0}
+        process = functools.partial(_process_chunk_warm, chains=chains, flows={},
+                                    updates=warm_updates)
     else:
         process = _process_chunk
     chunk: list[tuple[int, torch.Tensor]] = []
@@ -137,14 +153,17 @@ def _process_chunk(chunk, encodings, backend, strides, start):
         del encodings[index]
 
 
-def _process_chunk_warm(chunk, encodings, backend, strides, start, *, flows, updates):
-    """:func:`_process_chunk` with warm starts: stride by stride, each longer stride's pairs
-    start from the composed shorter-stride flows (:func:`flow.warm_start.stride_chain`) and
-    run ``updates`` refinement steps. ``flows`` holds (frame, stride) -> flow across chunks.
+def _process_chunk_warm(chunk, encodings, backend, strides, start, *, chains, flows, updates):
+    """:func:`_process_chunk` with warm starts: stride by stride, each longer stride ``k``'s
+    pairs start from the flows of ``chains[k]`` (:func:`flow.warm_start.stride_chain`)
+    composed, and run ``updates`` refinement steps. ``flows`` keeps (frame, stride) -> flow
+    across chunks for the strides the chains use.
 
     A pair's warm start uses only flows between its own two frames, so after a resume the
     frames from ``start - max(strides)`` on have every flow an uninterrupted run gave them:
-    their pairs that stay within that window are estimated (not yielded), the same way.
+    their pairs that stay within that window are estimated (not yielded), the same way. (The
+    same arithmetic, that is: a GPU may round a batch of another size differently in the last
+    bits, as for the cold path.)
     """
     new = backend.encode(torch.stack([frame for _, frame in chunk]))
     for (index, _), encoding in zip(chunk, new):
@@ -152,32 +171,38 @@ def _process_chunk_warm(chunk, encodings, backend, strides, start, *, flows, upd
     floor = max(start - strides[-1], 0)
     height, width = chunk[0][1].shape[-2:]
     zero = torch.zeros(2, height, width)
+    steps = {step for chain in chains.values() for step in chain}
+    current: dict[tuple[int, int], torch.Tensor] = {}  # this chunk's flows, every stride
 
-    def flow_of(t: int, k: int) -> torch.Tensor:
-        return zero if t == earlier_frame(t, k) else flows[(t, k)]
+    def flow_of(t: int, k: int, known: dict) -> torch.Tensor:
+        return zero if t == earlier_frame(t, k) else known[(t, k)]
 
-    for s, k in enumerate(strides):
+    for k in strides:
+        # Frames t >= start pair only with frames >= floor; earlier ones are computed only
+        # where a later pair's chain can reach them.
         pairs = [(t, earlier_frame(t, k)) for t, _ in chunk]
-        pairs = [(t, e) for t, e in pairs if t != e and (t >= start or e >= floor)]
+        pairs = [(t, e) for t, e in pairs if t != e and e >= floor]
         if not pairs:
             continue
         first = [encodings[t] for t, _ in pairs]
         second = [encodings[e] for _, e in pairs]
-        if s == 0:
+        if k not in chains:
             result = backend.estimate(first, second)
         else:
             positions = [t for t, _ in pairs]
             init = None
-            for step in stride_chain(k, strides[:s]):
-                field = torch.stack([flow_of(p, step) for p in positions])
+            for step in chains[k]:
+                field = torch.stack([flow_of(p, step, flows) for p in positions])
                 init = field if init is None else compose(init, field)
                 positions = [earlier_frame(p, step) for p in positions]
             result = backend.estimate(first, second, init=init, updates=updates)
         for i, (t, _) in enumerate(pairs):
-            flows[(t, k)] = result[i]
+            current[(t, k)] = result[i]
+            if k in steps:
+                flows[(t, k)] = result[i]
     for t, _ in chunk:
         if t >= start:
-            yield t, torch.stack([flow_of(t, k) for k in strides])
+            yield t, torch.stack([flow_of(t, k, current) for k in strides])
     oldest_needed = chunk[-1][0] + 1 - strides[-1]
     for index in [i for i in encodings if i < oldest_needed]:
         del encodings[index]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from flow.geometry import bilinear_sample, coordinate_grid
@@ -50,9 +51,10 @@ def compose(first: Tensor, second: Tensor) -> Tensor:
         raise ValueError(f"compose: need two flows (N, 2, H, W) of one shape, got "
                          f"{tuple(first.shape)} and {tuple(second.shape)}")
     batch, _, height, width = first.shape
-    if height < 2 or width < 2:  # no bilinear normalisation on a 1-pixel axis
-        return first + second
     coords = coordinate_grid(batch, height, width, device=first.device, dtype=first.dtype) + first
     x = coords[:, 0].clamp(0, width - 1)
     y = coords[:, 1].clamp(0, height - 1)
+    # Bilinear sampling needs two pixels per axis: a 1-pixel axis is repeated once, and its
+    # coordinate, clamped to 0, reads the original pixel.
+    second = F.pad(second, (0, int(width < 2), 0, int(height < 2)), mode="replicate")
     return first + bilinear_sample(second, torch.stack((x, y), dim=-1))
