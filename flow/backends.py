@@ -97,6 +97,9 @@ class RaftHopBackend:
         warm_updates: None (default): every pair of a 3D-HOP starts from zero flow and runs
             ``num_flow_updates`` steps. A number: the longer strides start from their shorter
             strides' flows, composed (:mod:`flow.warm_start`), and run this many steps.
+
+    Caches record ``name`` and ``weights_sha256``, not the number of updates or warm starts:
+    no command changes either from its default (12 updates, no warm starts).
     """
 
     def __init__(self, model: torch.nn.Module, *, num_flow_updates: int = 12,
