@@ -596,6 +596,10 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--threads", type=click.IntRange(min=1),
               help="CPU threads for torch (default: torch's own choice).")
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Synthetic stage: processes that make the next steps' pairs while the "
+                   "network trains (the run is the same with any number; use them on a GPU, "
+                   "which one core cannot feed).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt.")
 @click.option("--overwrite", is_flag=True,
               help="Discard the run in --out (last.pt, weights.pt, log, config) and start a "
@@ -605,7 +609,7 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 def train_flow(stage, out_dir, data_dirs, model_config, steps, batch_size, lr, crop,
                num_flow_updates, checkpoint_every, init_path, distillation_weight, middlebury,
-               seed, threads, resume, overwrite, device, no_progress) -> None:
+               seed, threads, workers, resume, overwrite, device, no_progress) -> None:
     """Train the RAFT-style flow network (one stage per run) and write RUN/weights.pt.
 
     Use the result with `--flow raft-small --weights RUN/weights.pt`, or as --init of the next
@@ -630,7 +634,7 @@ def train_flow(stage, out_dir, data_dirs, model_config, steps, batch_size, lr, c
         loss=SelfSupervisedLossConfig(distillation_weight=distillation_weight))
     weights = run_training(out_dir, config, data_dirs=data_dirs, init=init_path,
                            middlebury=middlebury, device=device, resume=resume,
-                           overwrite=overwrite, progress=not no_progress)
+                           overwrite=overwrite, progress=not no_progress, workers=workers)
     click.echo(f"weights: {weights}")
 
 

@@ -65,6 +65,7 @@ from flow.training import (
     supervised_loss,
 )
 from pipelines.errors import InputError, TrainingDiverged, one_line
+from pipelines.flow_batches import synthetic_batches
 from pipelines.flow_data import VideoPairSampler, load_clips, middlebury_pairs, texture_pool
 from pipelines.memory import check_fits, format_size, raft_training_bytes
 from pipelines.outputs import (
@@ -181,7 +182,8 @@ _RESUME_KEYS = ("model", "train_config", "optimizer", "scheduler", "step", "hist
 def train_flow(out_dir: str | os.PathLike, config: FlowTrainConfig, *,
                data_dirs: Sequence[str | os.PathLike] = (), init: str | os.PathLike | None = None,
                middlebury: str | os.PathLike | None = None, device: str = "auto",
-               resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
+               resume: bool = False, overwrite: bool = False, progress: bool = True,
+               workers: int = 0) -> Path:
     """Train the flow network; returns the path of ``weights.pt``.
 
     Args:
@@ -201,6 +203,9 @@ def train_flow(out_dir: str | os.PathLike, config: FlowTrainConfig, *,
             ``resume``. The old files are deleted only once the data and ``init`` have been
             read, so a typo costs no run.
         progress: show a progress bar.
+        workers: synthetic stage: processes that make the coming steps' batches while the
+            network trains (:mod:`pipelines.flow_batches`); the run is the same with any
+            number. 0: made in this process, between steps.
 
     Raises:
         InputError: bad data folders, a run folder in the way or not writable, nothing to
@@ -297,11 +302,15 @@ def train_flow(out_dir: str | os.PathLike, config: FlowTrainConfig, *,
     started = time.perf_counter()
     bar = tqdm(range(start_step, config.steps), total=config.steps, initial=start_step,
                desc=f"train-flow ({config.stage})", unit="step", disable=not progress)
+    batches = (synthetic_batches(config.synthetic,
+                                 [(_TRAIN_STREAM, config.seed, step)
+                                  for step in range(start_step, config.steps)],
+                                 batch_size=config.batch_size, texture_pool=pool,
+                                 workers=workers)
+               if config.stage == "synthetic" else None)
     for step in bar:
-        if config.stage == "synthetic":
-            batch = generate_batch(config.synthetic, keys=(_TRAIN_STREAM, config.seed, step),
-                                   batch_size=config.batch_size, texture_pool=pool)
-            batch = {key: value.to(run_device) for key, value in batch.items()}
+        if batches is not None:
+            batch = {key: value.to(run_device) for key, value in next(batches).items()}
             loss, parts = supervised_loss(model, batch, num_flow_updates=config.num_flow_updates,
                                           gamma=config.gamma)
         else:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import pipelines.flow_batches as flow_batches_module
 import pipelines.train_flow as train_flow_module
 from crossnet.checkpoint import FLOW_CHECKPOINT_FORMAT, load_checkpoint
 from flow.checkpoints import load_flow_checkpoint
@@ -72,7 +73,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
     train_flow(tmp_path / "whole", _config(), device="cpu", progress=False)
     whole = _load(tmp_path / "whole" / "last.pt")
 
-    real_generate = train_flow_module.generate_batch
+    real_generate = flow_batches_module.generate_batch
     training_batches = []
 
     def generate_then_die(config, *, keys, **kwargs):
@@ -82,11 +83,11 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
                 raise KeyboardInterrupt
         return real_generate(config, keys=keys, **kwargs)
 
-    monkeypatch.setattr(train_flow_module, "generate_batch", generate_then_die)
+    monkeypatch.setattr(flow_batches_module, "generate_batch", generate_then_die)
     with pytest.raises(KeyboardInterrupt):
         train_flow(tmp_path / "cut", _config(), device="cpu", progress=False)
     assert _load(tmp_path / "cut" / "last.pt")["step"] == 3
-    monkeypatch.setattr(train_flow_module, "generate_batch", real_generate)
+    monkeypatch.setattr(flow_batches_module, "generate_batch", real_generate)
     train_flow(tmp_path / "cut", _config(), device="cpu", resume=True, progress=False)
     resumed = _load(tmp_path / "cut" / "last.pt")
     assert resumed["step"] == 6
@@ -99,6 +100,14 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
                    progress=False)
     with pytest.raises(InputError, match="nothing to resume"):
         train_flow(tmp_path / "none", _config(), device="cpu", resume=True, progress=False)
+
+
+def test_workers_making_the_batches_ahead_give_the_same_run(tmp_path):
+    train_flow(tmp_path / "in_line", _config(steps=4), device="cpu", progress=False)
+    train_flow(tmp_path / "ahead", _config(steps=4), device="cpu", progress=False, workers=2)
+    in_line, ahead = (_load(tmp_path / name / "last.pt") for name in ("in_line", "ahead"))
+    for key, value in in_line["model"].items():
+        torch.testing.assert_close(ahead["model"][key], value, rtol=0, atol=0, msg=key)
 
 
 def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
