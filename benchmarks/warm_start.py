@@ -40,6 +40,7 @@ from _runs import SYNTH_SEED, parse_size
 
 from flow.backends import make_hop_backend
 from flow.hop import build_hops
+from flow.metrics import endpoint_error
 from pipelines.scenes import open_scene
 from pipelines.synth import SynthConfig, generate_scenes
 
@@ -135,16 +136,15 @@ def load_clip(folder: Path) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]
 
 def mean_error(hops: list[dict[int, torch.Tensor]], truths: list[dict[int, torch.Tensor]],
                s: int) -> float:
-    """Mean end-point distance between stride ``STRIDES[s]``'s fields of ``hops`` and of
-    ``truths``, clip by clip, over the frames whose pair is a real one (t > 0)."""
-    total, count = 0.0, 0
-    for hop, truth in zip(hops, truths, strict=True):
-        for t in hop:
-            if t == 0:
-                continue
-            total += float((hop[t][s] - truth[t][s]).norm(dim=0).sum())
-            count += hop[t][s][0].numel()
-    return total / count if count else float("nan")
+    """Mean end-point distance (:func:`flow.metrics.endpoint_error`) between stride
+    ``STRIDES[s]``'s fields of ``hops`` and of ``truths``, over every pixel of the frames
+    whose pair is a real one (t > 0) of every clip."""
+    pairs = [(hop[t][s], truth[t][s]) for hop, truth in zip(hops, truths, strict=True)
+             for t in hop if t > 0]
+    if not pairs:
+        return float("nan")
+    return endpoint_error(torch.stack([field for field, _ in pairs]),
+                          torch.stack([known for _, known in pairs]))
 
 
 if __name__ == "__main__":
