@@ -3,8 +3,9 @@
 A synthetic batch depends only on its keys (the run's seed and the step), so worker processes
 can make the batches of the coming steps while the network trains on the current one, and the
 run is the same with any number of workers. On a GPU this is what keeps it busy: at RAFT's own
-scale one CPU core needs 1.9 s for a batch of 10 pairs of 496x368 (measured on the development
-machine's AMD EPYC, one thread, procedural textures), far longer than a GPU step.
+scale one CPU core needs 1.5 s for a batch of 10 pairs of 496x368
+(``benchmarks/flow_batches.py`` on the development machine's AMD EPYC, one thread, procedural
+textures), far longer than a GPU step.
 """
 
 from __future__ import annotations
