@@ -39,7 +39,8 @@ def synthetic_batches(config: SyntheticPairConfig, keys: Sequence[tuple[int, ...
                       batch_size: int, texture_pool: Sequence[torch.Tensor] | None = None,
                       workers: int = 0) -> Iterator[dict[str, torch.Tensor]]:
     """The batches :func:`flow.synthetic_pairs.generate_batch` makes for each of ``keys``, in
-    order; with ``workers`` > 0, made ahead (two per worker) in that many forked processes.
+    order; with ``workers`` > 0, made ahead (two per worker) in that many forked processes,
+    which end when the iterator is exhausted or closed (``close()``).
 
     Raises:
         ValueError: a negative number of workers.
@@ -55,7 +56,8 @@ def synthetic_batches(config: SyntheticPairConfig, keys: Sequence[tuple[int, ...
     context = multiprocessing.get_context("fork")
     remaining = iter(keys)
     pending: deque[Future] = deque()
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start)
+    try:
         for key in remaining:
             pending.append(pool.submit(_worker_batch, tuple(key)))
             if len(pending) == 2 * workers:
@@ -66,3 +68,7 @@ def synthetic_batches(config: SyntheticPairConfig, keys: Sequence[tuple[int, ...
             if key is not None:
                 pending.append(pool.submit(_worker_batch, tuple(key)))
             yield batch
+    finally:
+        # Closed early (training stopped or failed): drop the batches not yet started and
+        # join the workers, so that no process outlives the run.
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -308,70 +308,75 @@ def train_flow(out_dir: str | os.PathLike, config: FlowTrainConfig, *,
                                  batch_size=config.batch_size, texture_pool=pool,
                                  workers=workers)
                if config.stage == "synthetic" else None)
-    for step in bar:
-        if batches is not None:
-            batch = {key: value.to(run_device) for key, value in next(batches).items()}
-            loss, parts = supervised_loss(model, batch, num_flow_updates=config.num_flow_updates,
-                                          gamma=config.gamma)
-        else:
-            image1, image2 = sampler.sample(
-                seeded_generator(_VIDEO_STREAM, config.seed, step), config.batch_size)
-            loss, parts = self_supervised_step_loss(
-                model, image1.to(run_device), image2.to(run_device),
-                num_flow_updates=config.num_flow_updates, config=config.loss, teacher=teacher)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(_divergence_message(
-                f"the loss became {loss.item()}", step + 1, last_path, history))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        # A finite loss can still have an overflowing gradient; a step with it would turn the
-        # weights into NaN, and the next checkpoint with them.
-        if not torch.isfinite(norm):
-            raise TrainingDiverged(_divergence_message(
-                f"the gradient became {norm.item()}", step + 1, last_path, history))
-        optimizer.step()
-        scheduler.step()
-        for name, value in {"loss": loss.item(), **parts}.items():
-            running.setdefault(name, []).append(value)
-        bar.set_postfix(loss=f"{np.mean(running['loss'][-20:]):.3f}")
+    try:
+        for step in bar:
+            if batches is not None:
+                batch = {key: value.to(run_device) for key, value in next(batches).items()}
+                loss, parts = supervised_loss(model, batch,
+                                              num_flow_updates=config.num_flow_updates,
+                                              gamma=config.gamma)
+            else:
+                image1, image2 = sampler.sample(
+                    seeded_generator(_VIDEO_STREAM, config.seed, step), config.batch_size)
+                loss, parts = self_supervised_step_loss(
+                    model, image1.to(run_device), image2.to(run_device),
+                    num_flow_updates=config.num_flow_updates, config=config.loss, teacher=teacher)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(_divergence_message(
+                    f"the loss became {loss.item()}", step + 1, last_path, history))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            # A finite loss can still have an overflowing gradient; a step with it would turn the
+            # weights into NaN, and the next checkpoint with them.
+            if not torch.isfinite(norm):
+                raise TrainingDiverged(_divergence_message(
+                    f"the gradient became {norm.item()}", step + 1, last_path, history))
+            optimizer.step()
+            scheduler.step()
+            for name, value in {"loss": loss.item(), **parts}.items():
+                running.setdefault(name, []).append(value)
+            bar.set_postfix(loss=f"{np.mean(running['loss'][-20:]):.3f}")
 
-        done = step + 1
-        if done % config.checkpoint_every and done != config.steps:
-            continue
-        record: dict[str, Any] = {"step": done, "stage": config.stage}
-        record.update({name: float(np.mean(values)) for name, values in running.items()})
-        record["lr"] = scheduler.get_last_lr()[0]
-        record["validation_epe"] = float(np.mean(
-            average_epe(model, validation, num_flow_updates=config.num_flow_updates)))
-        if middlebury_set:
-            record["middlebury_epe"] = {
-                name: average_epe(model, pair, num_flow_updates=config.num_flow_updates)[0]
-                for name, pair in middlebury_set}
-        record["seconds"] = time.perf_counter() - started
-        if not all(torch.isfinite(value).all() for value in model.state_dict().values()
-                   if value.is_floating_point()):
-            raise TrainingDiverged(_divergence_message("the weights became non-finite", done,
-                                                       last_path, history))
-        history.append(record)
-        running, started = {}, time.perf_counter()
-        state = {"model": model.state_dict(), "model_config": {"name": config.model},
-                 "train_config": config.to_dict(), "step": done, "history": history,
-                 "init": init_record, "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "code_version": crossnet.__version__}
-        if teacher is not None:
-            state["teacher"] = teacher.state_dict()
-        save_checkpoint(last_path, state, checkpoint_format=FLOW_CHECKPOINT_FORMAT)
-        _export_weights(weights_path, model, config, step=done, history=history,
-                        init=init_record)
-        write_jsonl_atomic(out_dir / "log.jsonl", history)
-        message = (f"step {done}/{config.steps}  loss {record['loss']:.4f}  "
-                   f"validation EPE {record['validation_epe']:.3f}")
-        if middlebury_set:
-            message += "  Middlebury EPE " + " ".join(
-                f"{name} {epe:.3f}" for name, epe in record["middlebury_epe"].items())
-        tqdm.write(message + f"  ({record['seconds']:.0f} s)")
-    bar.close()
+            done = step + 1
+            if done % config.checkpoint_every and done != config.steps:
+                continue
+            record: dict[str, Any] = {"step": done, "stage": config.stage}
+            record.update({name: float(np.mean(values)) for name, values in running.items()})
+            record["lr"] = scheduler.get_last_lr()[0]
+            record["validation_epe"] = float(np.mean(
+                average_epe(model, validation, num_flow_updates=config.num_flow_updates)))
+            if middlebury_set:
+                record["middlebury_epe"] = {
+                    name: average_epe(model, pair, num_flow_updates=config.num_flow_updates)[0]
+                    for name, pair in middlebury_set}
+            record["seconds"] = time.perf_counter() - started
+            if not all(torch.isfinite(value).all() for value in model.state_dict().values()
+                       if value.is_floating_point()):
+                raise TrainingDiverged(_divergence_message("the weights became non-finite", done,
+                                                           last_path, history))
+            history.append(record)
+            running, started = {}, time.perf_counter()
+            state = {"model": model.state_dict(), "model_config": {"name": config.model},
+                     "train_config": config.to_dict(), "step": done, "history": history,
+                     "init": init_record, "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "code_version": crossnet.__version__}
+            if teacher is not None:
+                state["teacher"] = teacher.state_dict()
+            save_checkpoint(last_path, state, checkpoint_format=FLOW_CHECKPOINT_FORMAT)
+            _export_weights(weights_path, model, config, step=done, history=history,
+                            init=init_record)
+            write_jsonl_atomic(out_dir / "log.jsonl", history)
+            message = (f"step {done}/{config.steps}  loss {record['loss']:.4f}  "
+                       f"validation EPE {record['validation_epe']:.3f}")
+            if middlebury_set:
+                message += "  Middlebury EPE " + " ".join(
+                    f"{name} {epe:.3f}" for name, epe in record["middlebury_epe"].items())
+            tqdm.write(message + f"  ({record['seconds']:.0f} s)")
+    finally:
+        bar.close()
+        if batches is not None:
+            batches.close()  # stops the worker processes of a run that failed or ended
     if start_step == config.steps and _exported_step(weights_path) != start_step:
         # A run killed between writing its final last.pt and weights.pt: finish the exports.
         _export_weights(weights_path, model, config, step=start_step, history=history,

@@ -4,6 +4,7 @@ A tiny RAFT (tests/flow/test_raft.py) replaces raft-small so that a run takes se
 """
 
 import json
+import multiprocessing
 
 import cv2
 import numpy as np
@@ -125,6 +126,21 @@ def test_a_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
     assert _load(tmp_path / "run" / "last.pt")["step"] == 3
     assert _load(tmp_path / "run" / "weights.pt")["step"] == 3
     assert [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_failed_run_leaves_no_worker_processes(tmp_path, monkeypatch):
+    def loss_that_explodes(*args, **kwargs):
+        raise TrainingDiverged("stopped on purpose")
+
+    monkeypatch.setattr(train_flow_module, "supervised_loss", loss_that_explodes)
+    try:
+        train_flow(tmp_path / "run", _config(), device="cpu", progress=False, workers=2)
+    except TrainingDiverged as error:
+        # Held, as a caller that reports it holds it: its traceback keeps the run's frame
+        # (and any batch source in it) alive.
+        caught = error
+    assert "on purpose" in str(caught)
+    assert multiprocessing.active_children() == []
 
 
 def test_the_video_stage_trains_on_frames_with_distillation(tmp_path, frame_folder):
