@@ -23,6 +23,10 @@ Trains HOFAM with the recipe of ``crossnet/weights/MODEL_CARD.md`` once per vari
   gives it by default (camera motion removed, background moved with the camera);
 - ``dynamic-filter-off+deeper``: the bundled recipe with 3 residual blocks instead of 1 at 1/8
   and 1/16 resolution (``HofamConfig.blocks_per_stage`` (0, 1, 3, 3));
+- ``dynamic-filter-off+zoom``: the bundled recipe with every sample zoomed by a factor drawn
+  log-uniformly in [0.67, 1.5] (:func:`crossnet.augment.zoom`; ``crossnet train --zoom
+  0.67,1.5``): frame, background, 3D-HOP (flow scaled with it) and labels, the padding of a
+  shrunk sample left out of the loss;
 
 and scores every run on the split's TEST scenes (never trained on, never used for a choice)
 and its VALIDATION scenes (what chooses), through the streaming ``segment`` path, with MOG2
@@ -96,6 +100,12 @@ VARIANTS = {
         "_dynfilter-off_blocks0133",
         "the bundled recipe with 3 residual blocks instead of 1 at 1/8 and 1/16 resolution "
         + "(more context for little extra per-frame time)"),
+    "dynamic-filter-off+zoom": (
+        {"model": HofamConfig(dynamic_filter=False),
+         "augment": AugmentConfig(scale_range=(0.67, 1.5))},
+        "_dynfilter-off_zoom0.67-1.5",
+        "the bundled recipe with each sample zoomed by a factor drawn log-uniformly in "
+        + "[0.67, 1.5] (objects of other sizes than the training scenes')"),
 }
 
 

@@ -63,6 +63,16 @@ def _device_option(ctx, param, value):
     return value
 
 
+def _zoom_option(ctx, param, value):
+    try:
+        low, high = (float(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not LOW,HIGH, e.g. 0.67,1.5") from None
+    if not (math.isfinite(low) and math.isfinite(high) and 0.0 < low <= high):
+        raise click.BadParameter(f"{value!r}: need 0 < LOW <= HIGH, both finite")
+    return low, high
+
+
 def _flow_crop_option(ctx, param, value):
     size = parse_size(value)
     if min(size) < 16:
@@ -504,6 +514,10 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
 @click.option("--haze", default=0.0, show_default=True, type=FiniteFloatRange(0, 1, max_open=True),
               help="Augmentation: lay a flat veil of strength up to this over frame and "
                    "background (fog, glare; 0: off).")
+@click.option("--zoom", default="1,1", show_default=True, callback=_zoom_option,
+              help="Augmentation: zoom each sample by a factor drawn log-uniformly in LOW,HIGH "
+                   "(above 1 a resized crop, below 1 the frame shrunk into padding left out of "
+                   "the loss; the 3D-HOP's flow scaled with it; 1,1: off).")
 @click.option("--weight-average", default=0.0, show_default=True,
               type=FiniteFloatRange(0, 1, max_open=True),
               help="Validate and save a moving average of the weights with this decay, e.g. "
@@ -525,7 +539,7 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
 def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_epoch, crop,
           composite_fraction, camera_pan, flow_encoding, background, background_estimator,
           appearance_norm, camera_motion, align_background, cmdff, dynamic_filter, attention,
-          size_balanced, haze, weight_average, validation_flip_average, amp, workers, seed,
+          size_balanced, haze, zoom, weight_average, validation_flip_average, amp, workers, seed,
           resume, overwrite, device, no_progress) -> None:
     """Train the HOFAM segmentation model on cached 3D-HOP stacks and masks.
 
@@ -550,7 +564,7 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
         crop_size=(crop[1], crop[0]), composite_fraction=composite_fraction, amp=amp,
         camera_pan=camera_pan, validation_flip_average=validation_flip_average,
         seed=seed, num_workers=workers, weight_average=weight_average,
-        augment=AugmentConfig(haze=haze),
+        augment=AugmentConfig(haze=haze, scale_range=zoom),
         model=HofamConfig(flow_encoding=flow_encoding, use_background=background,
                           background_estimator=background_estimator,
                           appearance_norm=appearance_norm, camera_motion=camera_motion,

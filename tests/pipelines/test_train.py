@@ -265,7 +265,7 @@ def test_two_process_gloo_ddp_run(caches, tmp_path):
     assert checkpoint["scheduler"]["last_epoch"] == 2
 
 
-def test_cli_passes_haze_weight_average_camera_pan_and_dynamic_filter(caches, tmp_path):
+def test_cli_passes_haze_zoom_weight_average_camera_pan_and_dynamic_filter(caches, tmp_path):
     split = tmp_path / "split.json"
     split.write_text(json.dumps(SPLIT.to_dict()))
     args = ["train", "--data", str(caches), "--split", str(split), "--out", str(tmp_path / "run"),
@@ -273,10 +273,13 @@ def test_cli_passes_haze_weight_average_camera_pan_and_dynamic_filter(caches, tm
             "--workers", "0", "--no-progress"]
     assert main([*args, "--weight-average", "1"]) == 2  # a usage error: the decay is below 1
     assert main([*args, "--camera-pan", "1.5"]) == 2
+    for zoom in ("1.5,0.67", "0,2", "2", "a,b", "nan,2"):
+        assert main([*args, "--zoom", zoom]) == 2, zoom
     assert main([*args, "--haze", "0.5", "--weight-average", "0.9", "--camera-pan", "0.5",
-                 "--no-dynamic-filter"]) == 0
+                 "--no-dynamic-filter", "--zoom", "0.67,1.5"]) == 0
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())["train_config"]
     assert recorded["augment"]["haze"] == 0.5 and recorded["weight_average"] == 0.9
+    assert recorded["augment"]["scale_range"] == [0.67, 1.5]
     assert recorded["camera_pan"] == 0.5
     assert recorded["model"]["dynamic_filter"] is False and recorded["model"]["cmdff"] is True
     assert load_checkpoint(tmp_path / "run" / "last.pt")["weight_average"] == {"steps": 1}
