@@ -23,6 +23,7 @@ Usage (from the repository root)::
 
     python benchmarks/flow_accuracy.py
     python benchmarks/flow_accuracy.py --weights runs/flow_video/weights.pt --raft-model raft-small
+    python benchmarks/flow_accuracy.py --bf16    # each RAFT row in fp32 and under bf16 autocast
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from _report import (
     report,
 )
 
-from flow.backends import RAFT_BACKEND_NAMES, make_hop_backend
+from flow.backends import RAFT_BACKEND_NAMES, RaftHopBackend, make_hop_backend
 from flow.classical import CLASSICAL_BACKEND_NAMES
 from flow.io import read_flo
 from flow.metrics import endpoint_error, fl_all
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="RAFT refinement steps (default: 12)")
     parser.add_argument("--repeats", type=int, default=10,
                         help="timed runs per pair; the median is reported (default: 10)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also score every RAFT row under bfloat16 autocast, same weights")
     add_record_argument(parser)
     args = parser.parse_args(argv)
 
@@ -212,16 +215,25 @@ def main(argv: list[str] | None = None) -> None:
         name: hop_estimator(make_hop_backend(name)) for name in CLASSICAL_BACKEND_NAMES
     }
     shipped = bundled_weights_path("raft-small")
+    raft = []
     if shipped.is_file():
-        backend = make_hop_backend("raft-small", device=args.device,
-                                   num_flow_updates=args.num_flow_updates)
-        label = f"raft-small (shipped, {args.num_flow_updates} updates)"
-        estimators[label] = hop_estimator(backend)
+        raft.append((f"raft-small (shipped, {args.num_flow_updates} updates",
+                     make_hop_backend("raft-small", device=args.device,
+                                      num_flow_updates=args.num_flow_updates)))
     if args.weights is not None:
-        backend = make_hop_backend(args.raft_model, weights=args.weights, device=args.device,
-                                   num_flow_updates=args.num_flow_updates)
-        label = f"{args.raft_model} ({Path(args.weights).name}, {args.num_flow_updates} updates)"
-        estimators[label] = hop_estimator(backend)
+        name = Path(args.weights).name
+        raft.append((f"{args.raft_model} ({name}, {args.num_flow_updates} updates",
+                     make_hop_backend(args.raft_model, weights=args.weights,
+                                      device=args.device,
+                                      num_flow_updates=args.num_flow_updates)))
+    for label, backend in raft:
+        if not args.bf16:
+            estimators[label + ")"] = hop_estimator(backend)
+            continue
+        for bf16 in (False, True):
+            variant = RaftHopBackend(backend.model, num_flow_updates=backend.num_flow_updates,
+                                     device=backend.device, name=backend.name, bf16=bf16)
+            estimators[label + (", bf16)" if bf16 else ", fp32)")] = hop_estimator(variant)
     estimators[ZERO_FLOW] = zero_estimator
     rows = {name: score_backend(estimate, scenes, repeats=args.repeats)
             for name, estimate in estimators.items()}

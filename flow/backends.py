@@ -43,6 +43,31 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
+# CPU flags (Linux /proc/cpuinfo) of native bfloat16 arithmetic.
+_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX-BF16), read from the
+    ``flags`` lines of ``cpuinfo``; False where that file cannot be read (not Linux). Without
+    these instructions bf16 autocast is emulated and slower than float32."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    return any(not _BF16_CPU_FLAGS.isdisjoint(line.split(":", 1)[-1].split())
+               for line in text.splitlines() if line.startswith("flags"))
+
+
+def bf16_pays(device: torch.device) -> bool:
+    """RAFT's default precision: bf16 autocast on CUDA and on CPUs with native bf16.
+
+    On the AVX512-BF16 CPU of ``benchmarks/RESULTS.md`` the bundled RAFT-small ran 1.4-1.6x
+    faster per Middlebury pair under bf16, and no scene's EPE rose by more than 0.005 px
+    ("Flow accuracy", 2026-11-25 17:58, ``flow_accuracy.py --bf16``)."""
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """The hex sha256 of a file (weights are recorded by it in caches and model cards)."""
     digest = hashlib.sha256()
@@ -93,13 +118,16 @@ class RaftHopBackend:
         device: where the network runs.
         name: recorded in caches.
         weights_sha256: sha256 of the checkpoint the weights came from.
-        bf16: run under bfloat16 autocast; None (default): on CUDA only, where it pays.
+        bf16: run under bfloat16 autocast; None (default): where it pays (:func:`bf16_pays`:
+            CUDA, and CPUs with AVX512-BF16 or AMX).
         warm_updates: None (default): every pair of a 3D-HOP starts from zero flow and runs
             ``num_flow_updates`` steps. A number: the longer strides start from their shorter
             strides' flows, composed (:mod:`flow.warm_start`), and run this many steps.
 
-    Caches record ``name`` and ``weights_sha256``, not the number of updates or warm starts:
-    no command changes either from its default (12 updates, no warm starts).
+    Caches record ``name`` and ``weights_sha256``, not the number of updates, warm starts or
+    precision: no command changes the first two from their defaults (12 updates, no warm
+    starts), and the precision follows the machine (:func:`bf16_pays`), within the tolerance
+    that ``tests/flow/test_backends.py`` states.
     """
 
     def __init__(self, model: torch.nn.Module, *, num_flow_updates: int = 12,
@@ -116,7 +144,7 @@ class RaftHopBackend:
         self.warm_updates = warm_updates
         self.name = name
         self.weights_sha256 = weights_sha256
-        self.bf16 = self.device.type == "cuda" if bf16 is None else bf16
+        self.bf16 = bf16_pays(self.device) if bf16 is None else bf16
 
     def _context(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)

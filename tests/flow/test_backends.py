@@ -1,10 +1,20 @@
 """Flow backends by name, through the 3D-HOP builder: RAFT's encode-once path equals its forward."""
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
+import flow.backends
 import flow.weights
-from flow.backends import file_sha256, make_hop_backend, resolve_device
+from flow.backends import (
+    RaftHopBackend,
+    bf16_pays,
+    cpu_has_native_bf16,
+    file_sha256,
+    make_hop_backend,
+    resolve_device,
+)
 from flow.hop import build_hops
 from flow.raft import raft_small
 
@@ -23,6 +33,7 @@ def test_raft_backend_through_the_builder_equals_the_models_forward(tmp_path):
     torch.save(model.state_dict(), weights)
     backend = make_hop_backend("raft-small", weights=weights, device="cpu", num_flow_updates=3)
     assert backend.weights_sha256 == file_sha256(weights)
+    backend.bf16 = False  # the float32 reference path (bf16 is the default on some CPUs)
     frames = _frames(6)
     hops = dict(build_hops(frames, backend, (1, 4), batch_frames=4))
     with torch.inference_mode():
@@ -87,3 +98,50 @@ def test_the_shipped_weights_fit_raft_small():
     encoded = backend.encode(frames)
     flow_estimate = backend.estimate(encoded[:1], encoded[1:])
     assert flow_estimate.shape == (1, 2, 64, 72) and torch.isfinite(flow_estimate).all()
+
+
+@pytest.mark.parametrize(("flags", "native"), [
+    ("fpu avx2 avx512f avx512_bf16 avx512_vnni", True),
+    ("fpu avx2 amx_bf16 amx_tile", True),
+    ("fpu avx2 avx512f avx512_vnni", False),
+])
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    # "bugs" and model names may mention anything; only the flags lines count.
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: avx512_bf16 lookalike\n"
+                       f"flags\t\t: {flags}\nbugs\t\t: amx_bf16\n")
+    assert cpu_has_native_bf16(cpuinfo) is native
+    assert cpu_has_native_bf16(tmp_path / "absent") is False
+
+
+def test_raft_runs_in_bf16_by_default_only_where_it_pays(monkeypatch):
+    model = raft_small().eval()
+    for native in (False, True):
+        monkeypatch.setattr(flow.backends, "cpu_has_native_bf16", lambda native=native: native)
+        assert bf16_pays(torch.device("cpu")) is native
+        assert RaftHopBackend(model, device="cpu").bf16 is native
+        assert RaftHopBackend(model, device="cpu", bf16=not native).bf16 is (not native)
+    assert bf16_pays(torch.device("cuda")) is True
+
+
+def test_bf16_flow_stays_within_a_stated_tolerance_of_float32():
+    path = flow.weights.bundled_weights_path("raft-small")
+    if not path.is_file():
+        pytest.skip("no raft_small.pt shipped in flow/weights")
+    # A smooth random texture and the same view moved by (u, v) = (3, -2) px from b to a.
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (110, 140, 3)).astype(np.uint8), (0, 0), 1.5)
+    base = torch.from_numpy(texture).permute(2, 0, 1)
+    a, b = base[:, 4:100, 4:132].contiguous(), base[:, 2:98, 7:135].contiguous()
+    backend = make_hop_backend("raft-small", device="cpu")
+    flows = {}
+    for bf16 in (False, True):
+        backend.bf16 = bf16
+        encoded = backend.encode(torch.stack([b, a]))
+        flows[bf16] = backend.estimate(encoded[:1], encoded[1:])[0]
+    truth = torch.tensor([3.0, -2.0]).view(2, 1, 1)
+    inner = {bf16: (f - truth)[:, 8:-8, 8:-8].norm(dim=0).mean() for bf16, f in flows.items()}
+    difference = (flows[True] - flows[False]).abs().mean()
+    assert inner[False] < 0.35, "the float32 reference itself finds the shift"
+    assert 0 < difference < 0.03, "bf16 ran (the flows differ) and stays within 0.03 px"
+    assert inner[True] < inner[False] + 0.02
