@@ -705,6 +705,11 @@ def ensemble(members: tuple[str, ...], out_path: str, threshold: float | None,
               help="Build the flow of the next frames in a background thread while the model "
                    "runs (default: on when the model runs on a GPU, off on a CPU, where both "
                    "compete for the same cores). The masks are the same either way.")
+@click.option("--compile", "compile_model", is_flag=True,
+              help="Run the model through torch.compile: about 1.5-1.9x faster model passes "
+                   "on a CPU after compiling for about 40 s on the first run at a new size (a "
+                   "few seconds later on, from inductor's cache). Needs a C++ compiler on a "
+                   "CPU. Masks equal the default path's up to float rounding.")
 @_FLIP_AVERAGE_OPTION
 @_CAMERA_MOTION_OPTION
 @click.option("--video", "video_path", type=click.Path(dir_okay=False),
@@ -722,9 +727,9 @@ def ensemble(members: tuple[str, ...], out_path: str, threshold: float | None,
 def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
             flow_weights: str | None, size: tuple[int, int] | None, threshold: float | None,
             batch_size: int, device: str,
-            precision: str, overlap: bool | None, flip_average: bool, camera_motion: str | None,
-            video_path: str | None, overlay_path: str | None, cache_dir: str | None,
-            overwrite: bool, no_progress: bool) -> None:
+            precision: str, overlap: bool | None, compile_model: bool, flip_average: bool,
+            camera_motion: str | None, video_path: str | None, overlay_path: str | None,
+            cache_dir: str | None, overwrite: bool, no_progress: bool) -> None:
     """Foreground masks for SOURCE: a video file, a frame folder, a scene folder, a camera
     index or a stream URL.
     """
@@ -751,7 +756,7 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
             overlay=_per_scene(overlay_path, job.name if several else None),
             overwrite=overwrite, progress=not no_progress,
             cache_dir=Path(cache_dir) if cache_dir else None, precision=precision,
-            overlap=overlap)
+            overlap=overlap, compile_model=compile_model)
         _echo_segment_summary(summary)
 
 

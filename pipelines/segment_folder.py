@@ -196,7 +196,7 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
                       video: Path | None = None, overlay: Path | None = None,
                       overwrite: bool = False, progress: bool = True,
                       cache_dir: Path | None = None, precision: str = "fp32",
-                      overlap: bool | None = None
+                      overlap: bool | None = None, compile_model: bool = False
                       ) -> SegmentSummary:
     """Segment ``source`` into ``out_dir/binNNNNNN.png`` (0/255, the frame's own number).
 
@@ -214,8 +214,10 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
     Optional mp4s of the masks and of the overlay are written under temporary names, checked,
     and renamed when complete; an existing one is refused unless ``overwrite``. ``source``
     must yield frames at their own size (open it without ``size``); ``size`` here is the
-    processing size. ``overlap`` is :func:`pipelines.segment.segment_frames`' (None: the
-    default for ``device``); the masks are the same either way.
+    processing size. ``overlap`` and ``compile_model`` are
+    :func:`pipelines.segment.segment_frames`' (``overlap`` None: the default for ``device``);
+    the masks are the same either way (up to float rounding for ``compile_model``), so neither
+    is part of the record that a resumed run must match.
 
     Raises:
         InputError: an output is in the way (see above) or not writable, the source has fewer
@@ -288,7 +290,7 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
                                               threshold=threshold, batch_frames=batch_frames,
                                               device=device, start=start,
                                               cache_dir=cache_dir, precision=precision,
-                                              overlap=overlap):
+                                              overlap=overlap, compile_model=compile_model):
                 path = mask_path(out_dir, frame.number)
                 if mask is None or (not overwrite and path.exists()):
                     if writers:  # the videos need it: read back the mask that is kept

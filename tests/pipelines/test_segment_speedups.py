@@ -4,7 +4,9 @@
   the masks are bit-identical to the sequential path, also when resuming, and errors of the
   source still reach the caller; it is the default only where the model runs on a GPU;
 - bf16 autocast for HOFAM: masks agree with fp32 on at least 99.5 % of the pixels and the F
-  score against the synthetic ground truth moves by at most 0.01.
+  score against the synthetic ground truth moves by at most 0.01;
+- torch.compile for HOFAM: one static-shape graph serves the run (a short last batch is padded,
+  and the padding changes no mask), and (slow) the compiled masks agree with eager's.
 """
 
 import numpy as np
@@ -119,3 +121,47 @@ def test_an_unknown_precision_is_refused(clip, segmentation):
 def test_segment_overlaps_its_stages_by_default_only_when_the_model_has_a_gpu(device, expected):
     # On the CPU both stages want the same cores (slower on the 2-core machine of the records).
     assert overlap_by_default(device) is expected
+
+
+class _RecordingCompile:
+    """Stands in for torch.compile: runs the model eagerly, records the options and the batch
+    size of every call."""
+
+    def __init__(self):
+        self.options, self.batches = [], []
+
+    def __call__(self, model, **options):
+        self.options.append(options)
+
+        def compiled(frames, hop, background=None):
+            self.batches.append(frames.shape[0])
+            return model(frames, hop, background)
+
+        return compiled
+
+
+@pytest.mark.parametrize("flip_average", [False, True])
+def test_compiled_model_sees_one_batch_shape_and_padding_changes_no_mask(
+        clip, segmentation, monkeypatch, flip_average):
+    import dataclasses
+
+    segmentation = dataclasses.replace(segmentation, flip_average=flip_average)
+    reference = _masks(clip, segmentation, batch_frames=5)  # 24 frames: the last batch has 4
+    recording = _RecordingCompile()
+    monkeypatch.setattr(torch, "compile", recording)
+    compiled = _masks(clip, segmentation, batch_frames=5, compile_model=True)
+    assert recording.options == [{"dynamic": False}]
+    assert set(recording.batches) == {10 if flip_average else 5}
+    assert len(recording.batches) == 5
+    assert list(compiled) == list(reference)
+    for number, mask in reference.items():
+        np.testing.assert_array_equal(compiled[number], mask, err_msg=f"frame {number}")
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_eager_masks(clip, segmentation):
+    reference = _masks(clip, segmentation, batch_frames=4)
+    compiled = _masks(clip, segmentation, batch_frames=4, compile_model=True)
+    assert list(compiled) == list(reference)
+    agreement = np.mean([np.mean(compiled[n] == mask) for n, mask in reference.items()])
+    assert agreement > 0.9999
