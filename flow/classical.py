@@ -161,6 +161,10 @@ class _OpenCVFlow(abc.ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
+# OpenCV's DIS refuses smaller frames (an assertion in dis_flow.cpp).
+DIS_MIN_SIDE = 12
+
+
 class DISFlow(_OpenCVFlow):
     """Dense Inverse Search flow (Kroeger et al., ECCV 2016) with an OpenCV preset.
 
@@ -182,6 +186,11 @@ class DISFlow(_OpenCVFlow):
         self.name = f"dis-{preset}"
 
     def _gray_flow(self, first_gray: np.ndarray, second_gray: np.ndarray) -> np.ndarray:
+        height, width = first_gray.shape
+        if min(height, width) < DIS_MIN_SIDE:
+            # OpenCV would stop with an assertion deep inside DIS; say what to change instead.
+            raise ValueError(f"{self.name}: frames of {width}x{height} pixels; DIS needs at "
+                             f"least {DIS_MIN_SIDE}x{DIS_MIN_SIDE} (use larger frames or --size)")
         dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[self.preset])
         return dis.calc(first_gray, second_gray, None)
 

@@ -391,6 +391,10 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
     if not train_caches:
         raise InputError(f"no training scene of split {split.name!r} among the "
                          f"{len(caches)} caches under {', '.join(map(str, data_dirs))}")
+    if not validation_caches:
+        logger.warning("split %r: none of its validation scenes (%s) among the caches: no "
+                       "validation F, so best.pt is the newest epoch and the threshold stays "
+                       "0.5", split.name, ", ".join(split.validation) or "none listed")
     strides = cache_strides(train_caches + validation_caches)
     flow_backend = cache_flow(train_caches + validation_caches)  # what segment must feed
     flow_weights = cache_flow_weights(train_caches + validation_caches)  # and from which weights
@@ -575,10 +579,10 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
                 save_checkpoint(best_path, {k: v for k, v in checkpoint.items()
                                             if k not in _RESUME_ONLY})
             write_jsonl_atomic(out_dir / "log.jsonl", history)
+            scores = (f"validation F {validation_f:.4f} (threshold {threshold})  "
+                      f"best {best_f:.4f}" if per_scene else "no validation scenes")
             tqdm.write(f"epoch {epoch + 1}/{config.epochs}  train loss {train_loss:.4f}  "
-                       f"validation F {validation_f:.4f} (threshold {threshold})  "
-                       f"best {best_f:.4f}  "
-                       f"({record.seconds:.0f} s)")
+                       f"{scores}  ({record.seconds:.0f} s)")
         if world_size > 1:
             dist.barrier()
     return best_path

@@ -177,3 +177,12 @@ def test_middlebury_accuracy(scene: str) -> None:
         epe = endpoint_error(make_classical_backend(name).compute_flow(first, second), gt)
         assert epe < 2.0 * measured[scene], f"{name} on {scene}: EPE {epe:.3f}"
         assert epe < zero_flow_epe, f"{name} on {scene}: EPE {epe:.3f} vs zero flow"
+
+
+def test_dis_names_its_minimum_frame_size_instead_of_failing_inside_opencv():
+    tiny = np.zeros((8, 20, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"dis-fast: frames of 20x8 pixels; DIS needs at least "
+                                         r"12x12"):
+        DISFlow("fast").compute_flow(tiny, tiny)
+    smallest = np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    assert DISFlow("fast").compute_flow(smallest, smallest).shape == (2, 12, 12)

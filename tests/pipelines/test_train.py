@@ -316,3 +316,20 @@ def test_validation_can_score_flip_averaged_logits(caches):
     # threshold 0.3 finds anything, and it finds both outer thirds.
     assert averaged[0] == 0.3 and one_pass != averaged
     assert model.training  # validation hands the model back in training mode
+
+
+def test_training_without_validation_scenes_says_so(caches, tmp_path, caplog):
+    split = Split(name="no-validation", train=(), validation=("absent_scene",), test=(),
+                  train_patterns=("scene_00[0-2]",))
+    with caplog.at_level("WARNING", logger="pipelines.train"):
+        best = train([caches], split, tmp_path / "run", _config(epochs=1), device="cpu",
+                     progress=False)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("split 'no-validation': none of its validation scenes (absent_scene)" in w
+               and "best.pt is the newest epoch" in w for w in warnings), warnings
+    assert best.exists()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pipelines.train"):
+        train([caches], SPLIT, tmp_path / "with", _config(epochs=1), device="cpu",
+              progress=False)
+    assert not any("validation scenes" in r.getMessage() for r in caplog.records)
