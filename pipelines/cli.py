@@ -743,7 +743,9 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
     segmentation = load_segmentation_model(weights or _bundled_weights(), device=run_device,
                                            flip_average=flip_average, camera_motion=camera_motion)
     backend = _model_flow_backend(segmentation, flow_name, flow_weights, run_device)
-    sources = _segment_sources(source)
+    # With a processing size every frame is resized anyway, so a folder or video whose
+    # frames differ in size is segmented, each mask at its own frame's size.
+    sources = _segment_sources(source, mixed_sizes=size is not None)
     several = len(sources) > 1
     if several:
         click.echo(f"{source}: {len(sources)} scenes, one mask folder each under {out_dir}")
@@ -760,7 +762,7 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
         _echo_segment_summary(summary)
 
 
-def _segment_sources(source: str) -> list:
+def _segment_sources(source: str, *, mixed_sizes: bool = False) -> list:
     """What ``segment SOURCE`` runs over: the scenes of a scene folder (several for the HOFAM
     demo layout, one per run of consecutive frame numbers), else the one source."""
     from pathlib import Path
@@ -770,7 +772,7 @@ def _segment_sources(source: str) -> list:
 
     if Path(source).is_dir() and is_scene(source):
         return open_scenes(source)
-    return [open_source(source)]
+    return [open_source(source, mixed_sizes=mixed_sizes)]
 
 
 def _per_scene(path: str | None, name: str | None):

@@ -74,6 +74,7 @@ class _VideoOut:
     def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
         self.path = path
         self.frames = 0
+        self._size = size
         self._temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
         self._writer = cv2.VideoWriter(str(self._temporary), cv2.VideoWriter_fourcc(*"mp4v"),
                                        fps, size)
@@ -81,6 +82,8 @@ class _VideoOut:
             raise OSError(f"{path}: OpenCV cannot write an mp4 video here")
 
     def write(self, bgr: np.ndarray) -> None:
+        if (bgr.shape[1], bgr.shape[0]) != self._size:  # a frame of another size in the input
+            bgr = cv2.resize(bgr, self._size, interpolation=cv2.INTER_NEAREST)
         self._writer.write(bgr)
         self.frames += 1
 
@@ -237,6 +240,10 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
     manifest_path = out_dir / MANIFEST_NAME
     manifest = _read_manifest(manifest_path)
     existing = _existing_masks(out_dir)
+    if not existing and manifest is not None and not manifest.get("complete"):
+        # A run that stopped before its first mask (bad input, a refused setting): nothing
+        # to resume or to protect, so its record does not hold the corrected rerun back.
+        manifest = None
     if overwrite:
         for number in existing:
             mask_path(out_dir, number).unlink(missing_ok=True)

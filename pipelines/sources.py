@@ -198,14 +198,15 @@ def numbered_image_files(folder: str | os.PathLike) -> list[tuple[int, Path]]:
     return number_files(list_image_files(folder))
 
 
-def _decoded_frames(capture: cv2.VideoCapture, size: tuple[int, int] | None, *, name: str
-                    ) -> Iterator[tuple[int, Frame]]:
+def _decoded_frames(capture: cv2.VideoCapture, size: tuple[int, int] | None, *, name: str,
+                    mixed_sizes: bool = False) -> Iterator[tuple[int, Frame]]:
     """(count so far, frame) for each frame OpenCV decodes, numbered 1, 2, ...; releases the
     capture when done or abandoned.
 
     Each frame is resized as soon as it is decoded, so at most one frame of the native size is
     held at a time. Without ``size``, a frame whose size differs from the first one's (some
-    streams change resolution mid-way) raises InputError naming ``name``.
+    streams change resolution mid-way) raises InputError naming ``name``, unless
+    ``mixed_sizes``.
     """
     try:
         number = 0
@@ -221,7 +222,7 @@ def _decoded_frames(capture: cv2.VideoCapture, size: tuple[int, int] | None, *, 
             number += 1
             native = (frame.shape[1], frame.shape[0])
             first_size = first_size or native
-            if size is None and native != first_size:
+            if size is None and native != first_size and not mixed_sizes:
                 raise InputError(
                     f"{name}: frame {number} is {native[0]}x{native[1]}, earlier frames "
                     f"{first_size[0]}x{first_size[1]} (pass a processing size to resize all "
@@ -251,14 +252,19 @@ class VideoSource:
     Args:
         path: the video file.
         size: optional (width, height) processing size.
+        mixed_sizes: without ``size``, yield frames whose size changes mid-way at their own
+            size instead of refusing them (for a consumer that resizes every frame itself,
+            as ``segment --size`` does; ``frame_size`` is then the first frame's).
 
     Raises:
         InputError: the file is missing, OpenCV cannot open it, or it decodes no frame.
     """
 
-    def __init__(self, path: str | os.PathLike, *, size: tuple[int, int] | None = None):
+    def __init__(self, path: str | os.PathLike, *, size: tuple[int, int] | None = None,
+                 mixed_sizes: bool = False):
         self._file = Path(path)
         self._size = check_size(size)
+        self._mixed_sizes = mixed_sizes
         self.name: str = self._file.stem
         self.path: str = str(self._file)
         if not self._file.is_file():
@@ -288,7 +294,8 @@ class VideoSource:
 
     def __iter__(self) -> Iterator[Frame]:
         number = 0
-        for number, frame in _decoded_frames(self._open(), self._size, name=self.path):
+        for number, frame in _decoded_frames(self._open(), self._size, name=self.path,
+                                             mixed_sizes=self._mixed_sizes):
             yield frame
         if number == 0:
             raise InputError(f"{self._file}: not a readable video (OpenCV decoded no frame)")
@@ -309,15 +316,21 @@ class FrameFolderSource:
         folder: a folder of frames (``frame_1.jpg``, ``in000001.png``, ``b00247.bmp``...).
         size: optional (width, height) processing size. Without it every frame must have
             the size of the first one; with it frames of any size are resized.
+        mixed_sizes: without ``size``, yield frames of differing sizes at their own sizes
+            instead of refusing them (for a consumer that resizes every frame itself, as
+            ``segment --size`` does; ``frame_size`` is then the first frame's).
 
     Raises:
         InputError: the folder is missing or holds no image, an image name has no number,
-            or (during iteration, without ``size``) a frame's size differs from the first.
+            or (during iteration, without ``size`` or ``mixed_sizes``) a frame's size
+            differs from the first.
     """
 
-    def __init__(self, folder: str | os.PathLike, *, size: tuple[int, int] | None = None):
+    def __init__(self, folder: str | os.PathLike, *, size: tuple[int, int] | None = None,
+                 mixed_sizes: bool = False):
         self._folder = Path(folder)
         self._size = check_size(size)
+        self._mixed_sizes = mixed_sizes
         if not self._folder.is_dir():
             raise InputError(f"{self._folder}: no such folder")
         self._files = numbered_image_files(self._folder)
@@ -344,7 +357,8 @@ class FrameFolderSource:
     def __iter__(self) -> Iterator[Frame]:
         for number, file in self._files:
             rgb = read_image_rgb(file)
-            if self._size is None and (rgb.shape[1], rgb.shape[0]) != self.native_size:
+            if (self._size is None and not self._mixed_sizes
+                    and (rgb.shape[1], rgb.shape[0]) != self.native_size):
                 raise InputError(
                     f"{file}: frame size {rgb.shape[1]}x{rgb.shape[0]} differs from "
                     f"{self.native_size[0]}x{self.native_size[1]} of "
@@ -448,7 +462,7 @@ def is_stream_spec(spec: str | os.PathLike) -> bool:
 
 
 def open_source(
-    spec: str | os.PathLike, *, size: tuple[int, int] | None = None
+    spec: str | os.PathLike, *, size: tuple[int, int] | None = None, mixed_sizes: bool = False
 ) -> Source:
     """Opens whatever the user pointed at as a frame source.
 
@@ -461,6 +475,8 @@ def open_source(
     Args:
         spec: camera index, URL, video file, scene folder or frame folder.
         size: optional (width, height) processing size.
+        mixed_sizes: a video or frame folder yields frames of differing sizes at their own
+            sizes (see :class:`FrameFolderSource`); scenes and streams are unaffected.
 
     Returns:
         The source.
@@ -475,7 +491,7 @@ def open_source(
         return StreamSource(str(spec), size=size)
     path = Path(spec)
     if path.is_file():
-        return VideoSource(path, size=size)
+        return VideoSource(path, size=size, mixed_sizes=mixed_sizes)
     if path.is_dir():
         if scenes.is_scene(path):
             return scenes.open_scene(path, size=size)
@@ -486,5 +502,5 @@ def open_source(
                 f"{path}: no image files and not a benchmark scene folder (for a folder of "
                 "scenes, give the scene folders one by one or use find_scenes)"
             )
-        return FrameFolderSource(path, size=size)
+        return FrameFolderSource(path, size=size, mixed_sizes=mixed_sizes)
     raise InputError(f"{path}: no such file or folder")

@@ -211,6 +211,22 @@ def test_frames_of_differing_sizes_work_with_a_processing_size(inputs, tmp_path,
         assert reader.frame(1).shape == (24, 32, 3)
 
 
+def test_segment_with_a_processing_size_writes_each_mask_at_its_frames_size(inputs, tmp_path,
+                                                                             capsys):
+    masks, overlay = tmp_path / "masks", tmp_path / "overlay.mp4"
+    code, _, errors = run(capsys, "segment", inputs / "mixed", "--out", masks, "--size",
+                          "32x24", "--weights", inputs / "model.pt", "--flow", "dis-ultrafast",
+                          "--overlay", overlay, "--no-progress")
+    assert code == 0 and errors == [], errors
+    sizes = {path.name: cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).shape
+             for path in sorted(masks.glob("bin*.png"))}
+    assert sizes == {"bin000001.png": (48, 64), "bin000002.png": (40, 64),
+                     "bin000003.png": (48, 64)}
+    capture = cv2.VideoCapture(str(overlay))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    capture.release()
+
+
 def test_ground_truth_missing_for_some_frames_is_scored_without_them(inputs, capsys, caplog,
                                                                      tmp_path):
     with caplog.at_level(logging.WARNING, logger="pipelines.scenes"):

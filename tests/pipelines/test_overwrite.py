@@ -289,3 +289,28 @@ def test_train_flow_out(tmp_path, capsys):
     assert last["train_config"]["seed"] == 7
     assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()
             ] == [1]
+
+
+def test_a_run_that_failed_before_any_mask_does_not_block_the_corrected_rerun(
+        inputs, tmp_path, capsys):
+    out = tmp_path / "masks"
+    base = ["--weights", inputs / "model.pt", "--no-progress"]
+    code, _, errors = run(capsys, "segment", inputs / "a.mp4", "--out", out, "--size", "7x5",
+                          *base)
+    assert code == 1
+    _one_error(errors, "frames of 7x5 pixels; DIS needs at least 12x12")
+    assert "internal error" not in errors[0]
+    manifest = json.loads((out / "segment.json").read_text())
+    assert manifest["complete"] is False and not list(out.glob("bin*.png"))
+    code, _, errors = run(capsys, "segment", inputs / "a.mp4", "--out", out, *base)
+    assert code == 0 and errors == [], errors
+    assert len(list(out.glob("bin*.png"))) == 5
+    # An incomplete run WITH masks still protects them from another run's settings.
+    (out / "bin000005.png").unlink()
+    record = json.loads((out / "segment.json").read_text())
+    record["complete"] = False
+    (out / "segment.json").write_text(json.dumps(record))
+    code, _, errors = run(capsys, "segment", inputs / "a.mp4", "--out", out, "--threshold",
+                          "0.9", *base)
+    assert code == 1
+    _one_error(errors, f"{out}: holds masks of another run (threshold:")
