@@ -647,3 +647,6 @@ def test_frames_of_a_video_that_change_size_are_refused_naming_the_file(tmp_path
         next(decoded)
     resized = list(sources._decoded_frames(Capture(), SIZE, name="stream.mkv"))
     assert [frame.rgb.shape for _, frame in resized] == [(48, 64, 3)] * 2
+    # For segment --size (which resizes every frame itself): each frame at its own size.
+    mixed = list(sources._decoded_frames(Capture(), None, name="stream.mkv", mixed_sizes=True))
+    assert [frame.rgb.shape for _, frame in mixed] == [(48, 64, 3), (40, 64, 3)]
