@@ -129,8 +129,22 @@ def cli(debug: bool, verbose: bool, threads: int | None) -> None:
     """Cross-scene background subtraction: from raw video to foreground masks."""
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not (debug or verbose):
+        quiet_opencv()
     if threads is not None:
         set_threads(threads)
+
+
+def quiet_opencv() -> None:
+    """Silence OpenCV's and FFmpeg's own warnings (a damaged container's "moov atom not found",
+    a camera that is not there): the command prints its own one-line error naming the file,
+    and their lines before it broke that promise. ``-v`` and ``--debug`` keep them; a user's
+    own ``OPENCV_FFMPEG_LOGLEVEL`` is respected. FFmpeg reads the variable when OpenCV first
+    opens a video, which is after this."""
+    import cv2
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def set_threads(count: int) -> None:
