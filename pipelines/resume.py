@@ -28,10 +28,18 @@ def check_resumable(path: str | os.PathLike, checkpoint: Mapping[str, Any], *,
         raise InputError(f"{path}: not a resumable checkpoint (no "
                          f"{', '.join(map(repr, missing))})")
     recorded = checkpoint.get("train_config")
-    if not isinstance(recorded, dict) or (_comparable(recorded, ignore)
-                                          != _comparable(train_config, ignore)):
-        raise InputError(f"{path}: was trained with other settings; resume with the same "
-                         "options")
+    if not isinstance(recorded, dict):
+        raise InputError(f"{path}: records no training settings, so it cannot be resumed")
+    before = _flat(_comparable(recorded, ignore))
+    now = _flat(_comparable(train_config, ignore))
+    if before != now:
+        differing = sorted(key for key in before.keys() | now.keys()
+                           if before.get(key) != now.get(key))
+        shown = ", ".join(f"{key}: {_short(before.get(key))} there, {_short(now.get(key))} now"
+                          for key in differing[:3])
+        more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
+        raise InputError(f"{path}: was trained with other settings ({shown}{more}); resume "
+                         "with the same options")
 
 
 @contextlib.contextmanager
@@ -49,3 +57,20 @@ def _comparable(settings: Mapping[str, Any], ignore: Collection[str]) -> dict:
     for key in ignore:
         normalised.pop(key, None)
     return normalised
+
+
+def _flat(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys (``model.dynamic_filter``), so a refusal names the leaf."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _short(value: Any) -> str:
+    """A setting as the refusal quotes it, cut to 60 characters."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,5 +1,6 @@
 """`crossnet train`: a real (tiny) run, resume == uninterrupted, NaN stops cleanly, DDP with gloo."""
 
+import dataclasses
 import functools
 import json
 import os
@@ -177,9 +178,15 @@ def test_resume_reproduces_the_uninterrupted_run(caches, tmp_path, monkeypatch, 
         _states_equal(resumed["trained_model"], whole["trained_model"])
     assert [h["train_loss"] for h in resumed["history"]] == pytest.approx(
         [h["train_loss"] for h in whole["history"]], rel=1e-6)
-    with pytest.raises(InputError, match="other settings"):
-        train([caches], SPLIT, tmp_path / "cut", _config(lr=1e-3), device="cpu", resume=True,
-              progress=False)
+    with pytest.raises(InputError, match=r"other settings \(lr: 0.002 there, 0.001 now\)"):
+        train([caches], SPLIT, tmp_path / "cut", dataclasses.replace(config, lr=1e-3),
+              device="cpu", resume=True, progress=False)
+    with pytest.raises(InputError, match=r"other settings \(model.attention: true there, "
+                                         r"false now\)"):
+        train([caches], SPLIT, tmp_path / "cut",
+              dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                    attention=False)),
+              device="cpu", resume=True, progress=False)
 
 
 def test_weight_average_validates_and_ships_the_average(caches, tmp_path):
