@@ -57,6 +57,13 @@ def _size_option(ctx, param, value):
     return parse_size(value)
 
 
+def _synth_size_option(ctx, param, value):
+    width, height = parse_size(value)
+    if min(width, height) < 8:
+        raise click.BadParameter(f"{value!r}: synthetic scenes need at least 8x8 pixels")
+    return width, height
+
+
 def _device_option(ctx, param, value):
     if not _DEVICE.fullmatch(value):
         raise click.BadParameter(f"{value!r} is not auto, cpu, cuda or cuda:N")
@@ -241,9 +248,10 @@ def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], weights: str | N
 @click.option("--scenes", "num_scenes", default=1, show_default=True, type=click.IntRange(min=1),
               help="Number of scenes to generate.")
 @click.option("--frames", "num_frames", default=100, show_default=True,
-              type=click.IntRange(min=1), help="Frames per scene.")
-@click.option("--size", default="320x240", show_default=True, callback=_size_option,
-              help="Frame size WIDTHxHEIGHT.")
+              type=click.IntRange(min=2),
+              help="Frames per scene (at least 2: segmentation needs motion between frames).")
+@click.option("--size", default="320x240", show_default=True, callback=_synth_size_option,
+              help="Frame size WIDTHxHEIGHT, at least 8x8.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed (deterministic).")
 @click.option("--strides", default="1,4,8", show_default=True, callback=_strides_option,
               help="Strides k of the ground-truth flow from frame t to frame t-k.")

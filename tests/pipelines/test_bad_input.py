@@ -541,7 +541,7 @@ UNKNOWN_VALUES = {
     "method": ("evaluate x --method foo", "'foo' is not one of 'crossnet', 'mog2', 'knn'"),
     "crop": ("train --data d --split s --out o --crop 10", "'10' is not WIDTHxHEIGHT"),
     "max frames": ("preprocess x --out o --max-frames 1", "1 is not in the range x>=2"),
-    "frames": ("synth o --frames 0", "0 is not in the range x>=1"),
+    "frames": ("synth o --frames 0", "0 is not in the range x>=2"),
     "fps": ("synth o --fps -1", "-1.0 is not in the range x>0"),
     "resume with overwrite": ("train --data d --split s --out o --resume --overwrite",
                               "--resume continues the run in --out, --overwrite discards it"),
@@ -574,8 +574,11 @@ def test_unknown_option_values_are_usage_errors(tmp_path, capsys, monkeypatch, c
 
 def test_a_tiny_synth_size_is_refused_in_one_line(tmp_path, capsys):
     code, _, errors = run(capsys, "synth", tmp_path, "--size", "2x2", "--no-progress")
-    assert code == 1
-    _one_error(errors, "size must be at least 8x8, got 2x2")
+    assert code == 2  # a usage error, naming the option (it named SynthConfig before)
+    assert any("'2x2': synthetic scenes need at least 8x8 pixels" in e for e in errors), errors
+    code, _, errors = run(capsys, "synth", tmp_path, "--frames", "1", "--no-progress")
+    assert code == 2 and any("--frames" in e for e in errors), errors
+    assert not any(tmp_path.iterdir())
 
 
 def test_a_batch_of_inputs_finishes_the_good_ones_and_lists_the_bad(inputs, tmp_path, capsys):
