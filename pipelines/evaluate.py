@@ -258,7 +258,9 @@ def format_table(reports: Sequence[MethodReport]) -> str:
             lines.append(row(scene, report.method, {**result.scores, "fps": result.fps}))
     lines.append("-" * len(header))
     for report in reports:
-        lines.append(row(f"mean of {len(report.scenes)} scenes", report.method, report.mean()))
+        count = len(report.scenes)
+        lines.append(row(f"mean of {count} scene{'' if count == 1 else 's'}", report.method,
+                         report.mean()))
     return "\n".join(lines)
 
 

@@ -500,7 +500,7 @@ def open_source(
         if not list_image_files(path):
             raise InputError(
                 f"{path}: no image files and not a benchmark scene folder (for a folder of "
-                "scenes, give the scene folders one by one or use find_scenes)"
+                "scenes, give the scene folders one by one)"
             )
         return FrameFolderSource(path, size=size, mixed_sizes=mixed_sizes)
     raise InputError(f"{path}: no such file or folder")

@@ -50,7 +50,8 @@ def test_birds_f_matches_an_independent_computation(shared_data, tmp_path, capsy
     assert report["mean"]["F"] == pytest.approx(scores["F"])
     assert scores["fps"] > 0
     printed = capsys.readouterr().out
-    assert "birds" in printed and "mean of 1 scenes" in printed
+    assert "birds" in printed and "mean of 1 scene" in printed
+    assert "mean of 1 scenes" not in printed
 
 
 def test_two_methods_side_by_side_on_every_ucsd_scene(shared_data, tmp_path):
