@@ -161,8 +161,20 @@ class _OpenCVFlow(abc.ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-# OpenCV's DIS refuses smaller frames (an assertion in dis_flow.cpp).
+# OpenCV 5.0's DIS asserts on frames with both sides under 12 pixels and crashes the process
+# (segmentation fault) or asserts on some low, wide ones: 80x24, 320x28, 160x12 with the
+# ultrafast and fast presets. Tried with three presets (widths 8-4096, heights 8-4096): every
+# frame at least 32 pixels high worked, and so did every frame at most 32 pixels wide (tall,
+# narrow ones included) with a side of 12 or more. Those two cases are what DIS is given.
+DIS_SAFE_SIDE = 32
 DIS_MIN_SIDE = 12
+
+
+def dis_refuses(width: int, height: int) -> bool:
+    """Whether a frame of ``width`` x ``height`` is outside the sizes DIS is known to handle."""
+    if max(width, height) < DIS_MIN_SIDE:
+        return True
+    return height < DIS_SAFE_SIDE and width > DIS_SAFE_SIDE
 
 
 class DISFlow(_OpenCVFlow):
@@ -187,10 +199,12 @@ class DISFlow(_OpenCVFlow):
 
     def _gray_flow(self, first_gray: np.ndarray, second_gray: np.ndarray) -> np.ndarray:
         height, width = first_gray.shape
-        if min(height, width) < DIS_MIN_SIDE:
-            # OpenCV would stop with an assertion deep inside DIS; say what to change instead.
-            raise ValueError(f"{self.name}: frames of {width}x{height} pixels; DIS needs at "
-                             f"least {DIS_MIN_SIDE}x{DIS_MIN_SIDE} (use larger frames or --size)")
+        if dis_refuses(width, height):
+            # OpenCV would stop with an assertion, or crash, deep inside DIS; say what to
+            # change instead.
+            raise ValueError(f"{self.name}: frames of {width}x{height} pixels; DIS needs them "
+                             f"at least {DIS_SAFE_SIDE} high (or at most {DIS_SAFE_SIDE} wide "
+                             f"and {DIS_MIN_SIDE} high); use larger frames or --size")
         dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[self.preset])
         return dis.calc(first_gray, second_gray, None)
 

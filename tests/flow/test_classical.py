@@ -180,9 +180,16 @@ def test_middlebury_accuracy(scene: str) -> None:
 
 
 def test_dis_names_its_minimum_frame_size_instead_of_failing_inside_opencv():
-    tiny = np.zeros((8, 20, 3), dtype=np.uint8)
-    with pytest.raises(ValueError, match=r"dis-fast: frames of 20x8 pixels; DIS needs at least "
-                                         r"12x12"):
-        DISFlow("fast").compute_flow(tiny, tiny)
-    smallest = np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)
-    assert DISFlow("fast").compute_flow(smallest, smallest).shape == (2, 12, 12)
+    # 80x24 crashes the process inside OpenCV 5.0's DIS (fast preset); 8x8 and 640x12 fail
+    # its assertions.
+    for height, width in ((24, 80), (8, 8), (12, 640), (31, 33)):
+        frame = np.zeros((height, width, 3), dtype=np.uint8)
+        with pytest.raises(ValueError, match=rf"dis-fast: frames of {width}x{height} pixels; "
+                                             r"DIS needs them at least 32 high"):
+            DISFlow("fast").compute_flow(frame, frame)
+    rng = np.random.default_rng(0)
+    for height, width in ((32, 640), (24, 32), (8, 12), (640, 16)):
+        smallest = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        for preset in ("ultrafast", "fast", "medium"):
+            flow = DISFlow(preset).compute_flow(smallest, smallest)
+            assert flow.shape == (2, height, width)

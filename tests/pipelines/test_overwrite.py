@@ -298,7 +298,7 @@ def test_a_run_that_failed_before_any_mask_does_not_block_the_corrected_rerun(
     code, _, errors = run(capsys, "segment", inputs / "a.mp4", "--out", out, "--size", "7x5",
                           *base)
     assert code == 1
-    _one_error(errors, "frames of 7x5 pixels; DIS needs at least 12x12")
+    _one_error(errors, "frames of 7x5 pixels; DIS needs them at least 32 high")
     assert "internal error" not in errors[0]
     manifest = json.loads((out / "segment.json").read_text())
     assert manifest["complete"] is False and not list(out.glob("bin*.png"))
