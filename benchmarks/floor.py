@@ -17,7 +17,9 @@ For each network at ``--size`` (default 320x240), on ``--device``:
 - the floor: ``max(FLOPs / matmul rate, bytes / copy rate)``, and the time measured (median of
   ``--repeats`` after a warm-up, inputs drawn at random, never zeros) at each batch size;
   ``measured / floor`` is the gap, and the achieved rate over the matmul ceiling says how much of
-  the arithmetic units the network keeps busy.
+  the arithmetic units the network keeps busy. TF32 is switched off for the run (cuDNN uses it
+  for float32 convolutions by default), so that fp32 rows and the fp32 ceiling mean the same
+  arithmetic; RAFT's times include copying frames in and flow out, as ``segment`` does.
 
 The convolutions of both networks are small (HOFAM: 51 k parameters; RAFT's update block works on
 a 40x30 grid at 320x240), so neither is expected near a large matrix product's rate: the table
@@ -180,6 +182,10 @@ def main() -> None:
     device = resolve_device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
+    # fp32 rows in true float32: cuDNN would otherwise run the convolutions in TF32 by default
+    # and beat a float32 matrix-product ceiling.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     env = environment()
     started = time.perf_counter()
 
@@ -200,7 +206,8 @@ def main() -> None:
               "measured / floor", "achieved GFLOP/s", "% of matmul ceiling"]
     body = (
         f"Device `{device}`, {args.size[0]}x{args.size[1]}. Ceilings measured in this run: "
-        f"{ceilings}, copy {bandwidth / 1e9:.1f} GB/s (read + written). FLOPs: convolutions and "
+        f"{ceilings}, copy {bandwidth / 1e9:.1f} GB/s (read + written); TF32 off, so fp32 "
+        f"means float32 arithmetic. FLOPs: convolutions and "
         f"matrix products counted by `torch.utils.flop_counter` (element-wise work, "
         f"normalisation and `grid_sample` lookups not counted, so the compute floor is a lower "
         f"bound). Bytes: the inputs read once and the output written once per frame (HOFAM: "

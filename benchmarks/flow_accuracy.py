@@ -227,8 +227,9 @@ def main(argv: list[str] | None = None) -> None:
                                       device=args.device,
                                       num_flow_updates=args.num_flow_updates)))
     for label, backend in raft:
-        if not args.bf16:
-            estimators[label + ")"] = hop_estimator(backend)
+        if not args.bf16:  # the backend's default precision, named
+            precision = "bf16" if backend.bf16 else "fp32"
+            estimators[f"{label}, {precision})"] = hop_estimator(backend)
             continue
         for bf16 in (False, True):
             variant = RaftHopBackend(backend.model, num_flow_updates=backend.num_flow_updates,

@@ -215,7 +215,6 @@ def main(argv: list[str] | None = None) -> None:
     networks = [("raft-small", raft_small)] + ([("raft-large", raft_large)]
                                                if args.raft_large else [])
     env = environment()
-    raft_precision = "bf16 autocast" if on_cuda else "fp32"
     raft_warmup = 2 if on_cuda else 1
     rows: list[Row] = []
     skipped: list[str] = []
@@ -235,12 +234,14 @@ def main(argv: list[str] | None = None) -> None:
                                 "--raft-all-sizes times it"))
                 skipped.append(f"{name} {size_text(size)}")
                 continue
-            seconds = time_pairs(raft_backend(build, name, device), frames, pairs=raft_pairs,
+            backend = raft_backend(build, name, device)
+            seconds = time_pairs(backend, frames, pairs=raft_pairs,
                                  batch=args.raft_batch, repeats=args.repeats,
                                  warmup=raft_warmup, device=device)
+            # The backend's own default (bf16 on CUDA and on CPUs with native bf16).
             rows.append(Row(name, size, raft_pairs / seconds, str(device),
                             f"random weights, {NUM_FLOW_UPDATES} updates, batch "
-                            f"{args.raft_batch}, {raft_pairs} pairs, {raft_precision}"))
+                            f"{args.raft_batch}, {raft_pairs} pairs, {precision_of(backend)}"))
 
     reference = {row.size: row.pairs_per_second for row in rows
                  if row.backend == REFERENCE_BACKEND}
@@ -270,7 +271,9 @@ def main(argv: list[str] | None = None) -> None:
         ("RAFT rows: random initial weights; the speed does not depend on the weights (the "
          f"same layers run on the same shapes for {NUM_FLOW_UPDATES} updates whatever their "
          f"values), and none are loaded. {args.raft_batch} pairs per `estimate` call, each call "
-         f"encoding its frames once; {raft_precision} on {device}"
+         f"encoding its frames once; on {device} in the backend's default precision "
+         "(bf16 autocast on CUDA and on CPUs with AVX512-BF16 or AMX, else fp32; the note "
+         "column names it)"
          + (", synchronised before the clock stops." if on_cuda else ".")),
         table,
         "The same pairs/s, side by side:",

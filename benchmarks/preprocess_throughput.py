@@ -355,7 +355,8 @@ def main(argv: list[str] | None = None) -> None:
                               batch_pairs=args.raft_batch, num_flow_updates=args.num_flow_updates,
                               batch_frames=args.batch_frames, repeats=args.repeats))
         raft_note = ("RAFT-small rows: random weights (speed does not depend on them), bf16 "
-                     "autocast on CUDA as `RaftHopBackend` does; pairs/s counts the encoding of "
+                     "autocast where `RaftHopBackend` uses it (CUDA, and CPUs with AVX512-BF16 "
+                     "or AMX), else fp32; pairs/s counts the encoding of "
                      f"each frame once; 3D-HOP over the first {len(raft_frames)} frames.")
 
     body = build_body(rows, sizes, mog2_fps=mog2_fps, video=args.video, frame_count=count,

@@ -731,7 +731,7 @@ def ensemble(members: tuple[str, ...], out_path: str, threshold: float | None,
               help="Run the model through torch.compile: about 1.5-1.9x faster model passes "
                    "on a CPU after compiling for about 40 s on the first run at a new size (a "
                    "few seconds later on, from inductor's cache). Needs a C++ compiler on a "
-                   "CPU. Masks equal the default path's up to float rounding.")
+                   "CPU. In fp32 the masks equal the default path's up to float rounding.")
 @_FLIP_AVERAGE_OPTION
 @_CAMERA_MOTION_OPTION
 @click.option("--video", "video_path", type=click.Path(dir_okay=False),
@@ -762,6 +762,10 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
     from pipelines.segment_folder import segment_to_folder
 
     run_device = resolve_device(device)
+    if compile_model and run_device.type == "cpu" and not _cxx_compiler():
+        raise click.UsageError("--compile on a CPU needs a C++ compiler (none of c++, g++, "
+                               "clang++ or $CXX found on PATH); install one or leave --compile "
+                               "out")
     segmentation = load_segmentation_model(weights or _bundled_weights(), device=run_device,
                                            flip_average=flip_average, camera_motion=camera_motion)
     backend = _model_flow_backend(segmentation, flow_name, flow_weights, run_device)
@@ -782,6 +786,17 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
             cache_dir=Path(cache_dir) if cache_dir else None, precision=precision,
             overlap=overlap, compile_model=compile_model)
         _echo_segment_summary(summary)
+
+
+def _cxx_compiler() -> str | None:
+    """The C++ compiler torch.compile's inductor would use on a CPU, or None."""
+    import shutil
+
+    candidates = [os.environ["CXX"]] if os.environ.get("CXX") else []
+    for name in [*candidates, "c++", "g++", "clang++"]:
+        if shutil.which(name):
+            return name
+    return None
 
 
 def _segment_sources(source: str, *, mixed_sizes: bool = False) -> list:

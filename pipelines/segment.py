@@ -341,8 +341,10 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
             forward 1.5-1.9x faster on the development CPU (``benchmarks/compile.py``), after
             compiling on the first batch of a run (about 40 s there at a new size, a few
             seconds once inductor's on-disk cache holds it). A short last batch is padded to
-            ``batch_frames`` so that one compiled graph serves the whole run. Masks equal
-            the eager path's up to float rounding.
+            ``batch_frames`` so that one compiled graph serves the whole run. In float32 the
+            masks equal the eager path's up to float rounding (a slow test checks it); under
+            bf16 the compiled logits differ from eager bf16's by up to about 0.2 (compile.py),
+            as bf16 differs from float32.
 
     Yields:
         The source's frame and its mask, (H, W) uint8, 255 foreground and 0 background (with

@@ -71,10 +71,12 @@ class SegmentSummary:
 class _VideoOut:
     """An mp4 written under a temporary name and renamed when closed cleanly."""
 
-    def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
+    def __init__(self, path: Path, fps: float, size: tuple[int, int], *,
+                 interpolation: int = cv2.INTER_NEAREST) -> None:
         self.path = path
         self.frames = 0
         self._size = size
+        self._interpolation = interpolation  # for frames of another size than the first
         self._temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
         self._writer = cv2.VideoWriter(str(self._temporary), cv2.VideoWriter_fourcc(*"mp4v"),
                                        fps, size)
@@ -83,7 +85,7 @@ class _VideoOut:
 
     def write(self, bgr: np.ndarray) -> None:
         if (bgr.shape[1], bgr.shape[0]) != self._size:  # a frame of another size in the input
-            bgr = cv2.resize(bgr, self._size, interpolation=cv2.INTER_NEAREST)
+            bgr = cv2.resize(bgr, self._size, interpolation=self._interpolation)
         self._writer.write(bgr)
         self.frames += 1
 
@@ -290,7 +292,10 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
     try:
         for kind, path in requested.items():
             if path is not None:
-                writers[kind] = _VideoOut(path, fps, (width, height))
+                # Masks stay 0/255 when a frame of another size is fitted; overlays smooth.
+                writers[kind] = _VideoOut(path, fps, (width, height),
+                                          interpolation=cv2.INTER_NEAREST if kind == "video"
+                                          else cv2.INTER_AREA)
         bar = tqdm(total=source.num_frames, desc=source.name, unit="frame", disable=not progress)
         with bar:
             for frame, mask in segment_frames(source, segmentation, backend=backend, size=size,
@@ -305,7 +310,8 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
                         if mask.shape != frame.rgb.shape[:2]:
                             raise InputError(f"{path}: mask size {mask.shape[1]}x"
                                              f"{mask.shape[0]} differs from the frame's "
-                                             f"{width}x{height}; pass --overwrite")
+                                             f"{frame.rgb.shape[1]}x{frame.rgb.shape[0]}; "
+                                             "pass --overwrite")
                 else:
                     write_png_atomic(path, mask)
                     written += 1

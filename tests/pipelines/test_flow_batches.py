@@ -1,7 +1,5 @@
 """Synthetic flow-training batches made ahead in worker processes are the ones made in line."""
 
-import multiprocessing
-
 import pytest
 import torch
 
@@ -36,11 +34,3 @@ def test_texture_pool_reaches_the_workers():
 def test_negative_workers_are_refused():
     with pytest.raises(ValueError, match="workers must be >= 0"):
         list(synthetic_batches(CONFIG, KEYS, batch_size=2, workers=-1))
-
-
-def test_closing_early_ends_the_worker_processes():
-    batches = synthetic_batches(CONFIG, KEYS, batch_size=2, workers=2)
-    next(batches)
-    assert multiprocessing.active_children(), "the workers run while batches are being made"
-    batches.close()
-    assert multiprocessing.active_children() == []

@@ -165,3 +165,30 @@ def test_torch_compile_gives_the_eager_masks(clip, segmentation):
     assert list(compiled) == list(reference)
     agreement = np.mean([np.mean(compiled[n] == mask) for n, mask in reference.items()])
     assert agreement > 0.9999
+
+
+def test_compile_without_a_cxx_compiler_is_a_usage_error(clip, tmp_path, monkeypatch, capsys):
+    import pipelines.cli
+    from pipelines.cli import main
+
+    monkeypatch.setattr(pipelines.cli, "_cxx_compiler", lambda: None)
+    code = main(["segment", str(clip), "--out", str(tmp_path / "m"), "--compile",
+                 "--device", "cpu", "--no-progress"])
+    assert code == 2
+    assert "--compile on a CPU needs a C++ compiler" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_the_cxx_compiler_is_found_by_cxx_or_the_usual_names(monkeypatch):
+    import shutil
+
+    import pipelines.cli
+
+    found = {"g++": "/usr/bin/g++", "/opt/cc/bin/my++": "/opt/cc/bin/my++"}
+    monkeypatch.setattr(shutil, "which", found.get)
+    monkeypatch.delenv("CXX", raising=False)
+    assert pipelines.cli._cxx_compiler() == "g++"
+    monkeypatch.setenv("CXX", "/opt/cc/bin/my++")
+    assert pipelines.cli._cxx_compiler() == "/opt/cc/bin/my++"
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert pipelines.cli._cxx_compiler() is None
