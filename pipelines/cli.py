@@ -728,10 +728,10 @@ def ensemble(members: tuple[str, ...], out_path: str, threshold: float | None,
                    "runs (default: on when the model runs on a GPU, off on a CPU, where both "
                    "compete for the same cores). The masks are the same either way.")
 @click.option("--compile", "compile_model", is_flag=True,
-              help="Run the model through torch.compile: about 1.5-1.9x faster model passes "
-                   "on a CPU after compiling for about 40 s on the first run at a new size (a "
-                   "few seconds later on, from inductor's cache). Needs a C++ compiler on a "
-                   "CPU. In fp32 the masks equal the default path's up to float rounding.")
+              help="Run the model through torch.compile: on a CPU about 1.1x faster end to "
+                   "end after compiling for 15-30 s on the first run at a new size (a few "
+                   "seconds later on, from inductor's cache); needs a C++ compiler there. In "
+                   "fp32 the masks equal the default path's up to float rounding.")
 @_FLIP_AVERAGE_OPTION
 @_CAMERA_MOTION_OPTION
 @click.option("--video", "video_path", type=click.Path(dir_okay=False),

@@ -338,9 +338,9 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
         probabilities: yield each frame's foreground probability instead of its mask
             (``threshold`` is then unused; the mask is ``probability > threshold``).
         compile_model: run HOFAM through ``torch.compile`` (inductor, static shapes): its
-            forward 1.5-1.9x faster on the development CPU (``benchmarks/compile.py``), after
-            compiling on the first batch of a run (about 40 s there at a new size, a few
-            seconds once inductor's on-disk cache holds it). A short last batch is padded to
+            forward 1.6-1.8x and ``segment`` 1.11-1.15x faster on the development CPU
+            (``benchmarks/compile.py``), after compiling on the first batch of a run (15-30 s
+            there with an empty inductor cache, about 3 s once its on-disk cache holds it). A short last batch is padded to
             ``batch_frames`` so that one compiled graph serves the whole run. In float32 the
             masks equal the eager path's up to float rounding (a slow test checks it); under
             bf16 the compiled logits differ from eager bf16's by up to about 0.2 (compile.py),
