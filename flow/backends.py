@@ -50,7 +50,8 @@ _BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
     """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX-BF16), read from the
     ``flags`` lines of ``cpuinfo``; False where that file cannot be read (not Linux). Without
-    these instructions bf16 autocast is emulated and slower than float32."""
+    these instructions bf16 is emulated in float32 arithmetic; such a CPU keeps float32, as
+    it always did (bf16 was not measured on one)."""
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
