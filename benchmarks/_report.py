@@ -290,20 +290,37 @@ def f_measure(result: dict[str, float]) -> float:
     return result["F"]
 
 
-def median_seconds(function: Callable[[], object], *, repeats: int, warmup: int = 1) -> float:
-    """Median wall-clock seconds of ``function()`` over ``repeats`` calls after ``warmup`` calls.
+def synchronize(device) -> None:
+    """Wait for the work queued on a CUDA ``device`` (a :class:`torch.device`), so that a clock
+    stopped next counts it; nothing on the CPU."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(function: Callable[[], object], *, repeats: int, warmup: int = 1,
+                   device=None) -> float:
+    """Median wall-clock seconds of ``function()`` over ``repeats`` calls after ``warmup`` calls;
+    with a CUDA ``device``, each call's queued GPU work is waited for before its clock stops.
 
     Raises:
         ValueError: ``repeats`` < 1.
     """
     if repeats < 1:
         raise ValueError(f"benchmarks/_report.py: repeats must be >= 1, got {repeats}")
-    for _ in range(warmup):
+
+    def call() -> None:
         function()
+        if device is not None:
+            synchronize(device)
+
+    for _ in range(warmup):
+        call()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        function()
+        call()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -47,8 +47,10 @@ from _report import (
     add_record_argument,
     environment,
     markdown_table,
+    median_seconds,
     paired_speedups,
     report,
+    synchronize,
 )
 
 from crossnet.weights import bundled_weights
@@ -56,11 +58,6 @@ from flow.backends import make_hop_backend, resolve_device
 from pipelines.cli import parse_size
 from pipelines.segment import DEFAULT_CAMERA_MOTION, load_segmentation_model, segment_frames
 from pipelines.sources import VideoSource
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -119,16 +116,8 @@ def main() -> None:
             out = call()
             synchronize(device)
             first_seconds = time.perf_counter() - first
-            for _ in range(3):
-                call()
-            synchronize(device)
-            times = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                call()
-                synchronize(device)
-                times.append(time.perf_counter() - start)
-            ms = 1e3 * statistics.median(times) / batch
+            ms = 1e3 * median_seconds(call, repeats=args.repeats, warmup=3,
+                                      device=device) / batch
             if reference is None:
                 reference, eager_ms = out, ms
             difference = (out - reference).abs().max().item()

@@ -34,12 +34,17 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
 import torch
-from _report import add_record_argument, environment, markdown_table, report
+from _report import (
+    add_record_argument,
+    environment,
+    markdown_table,
+    median_seconds,
+    report,
+)
 from torch.utils.flop_counter import FlopCounterMode
 
 from crossnet.weights import bundled_weights
@@ -50,32 +55,12 @@ from pipelines.segment import load_segmentation_model
 NUM_FLOW_UPDATES = 12
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_time(function: Callable[[], object], device: torch.device, *, repeats: int,
-                warmup: int = 1) -> float:
-    """Median seconds of ``function()`` (device work included) over ``repeats`` calls."""
-    for _ in range(warmup):
-        function()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def matmul_rate(device: torch.device, dtype: torch.dtype, *, repeats: int) -> float:
     """FLOP/s of a square matrix product large enough to leave the caches (random operands)."""
     size = 2048 if device.type == "cpu" else 8192
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
-    seconds = median_time(lambda: a @ b, device, repeats=repeats)
+    seconds = median_seconds(lambda: a @ b, device=device, repeats=repeats)
     return 2.0 * size ** 3 / seconds
 
 
@@ -84,7 +69,7 @@ def copy_rate(device: torch.device, *, repeats: int) -> float:
     count = (256 if device.type == "cpu" else 1024) * 2 ** 20 // 4
     source = torch.rand(count, device=device)
     target = torch.empty_like(source)
-    seconds = median_time(lambda: target.copy_(source), device, repeats=repeats)
+    seconds = median_seconds(lambda: target.copy_(source), device=device, repeats=repeats)
     return 2.0 * source.numel() * source.element_size() / seconds
 
 
@@ -133,7 +118,7 @@ def hofam_rows(args, device, rates, bandwidth) -> list[list[object]]:
 
             flops = counted_flops(forward) / batch
             data = per_frame + weight_bytes(model) / batch
-            seconds = median_time(forward, device, repeats=args.repeats) / batch
+            seconds = median_seconds(forward, device=device, repeats=args.repeats) / batch
             rows.append(row("HOFAM (bundled)", batch, precision, flops, data, seconds, rates,
                             bandwidth))
     return rows
@@ -157,7 +142,7 @@ def raft_rows(args, device, rates, bandwidth) -> list[list[object]]:
 
             flops = counted_flops(pairs) / batch
             data = height * width * (3 + 2 * 4) + weight_bytes(backend.model) / batch
-            seconds = median_time(pairs, device, repeats=args.repeats) / batch
+            seconds = median_seconds(pairs, device=device, repeats=args.repeats) / batch
             rows.append(row(f"RAFT-small ({NUM_FLOW_UPDATES} updates, per pair)", batch,
                             precision, flops, data, seconds, rates, bandwidth))
     return rows

@@ -47,6 +47,7 @@ from _report import (
     median_seconds,
     ratio,
     report,
+    synchronize,
 )
 
 from flow.backends import RaftHopBackend, make_hop_backend, resolve_device
@@ -107,12 +108,6 @@ def load_frames(video: Path, size: tuple[int, int], count: int) -> torch.Tensor:
         raise SystemExit(f"{video}: {len(frames)} frames decoded, {count} needed "
                          "(pass fewer --pairs)")
     return torch.stack(frames).contiguous()
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued CUDA work, so that a clock stopped next counts it; nothing on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_pairs(backend, frames: torch.Tensor, *, pairs: int, batch: int, repeats: int,

@@ -65,6 +65,7 @@ from _report import (
     paired_speedups,
     ratio,
     report,
+    synchronize,
 )
 
 from crossnet.background import RunningBackground, to_uint8
@@ -110,12 +111,6 @@ def resident_mb() -> float:
     except OSError:
         pass
     return float("nan")
-
-
-def synchronise(device: torch.device) -> None:
-    """Wait for the GPU's queued work, so that a clock stopped next measures it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def gpu_verdict(fps: float | None, device: torch.device) -> str:
@@ -236,7 +231,7 @@ def main() -> None:
                 part = slice(start, start + batch)
                 model(images[part], hops[part],
                       estimates[part] if config.use_background else None)
-        synchronise(device)
+        synchronize(device)
 
     for batch, bf16 in ((1, False), (args.batch_size, False), (args.batch_size, True)):
         add(f"HOFAM forward only, batch {batch}, {'bf16 autocast' if bf16 else 'fp32'}",
