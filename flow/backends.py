@@ -95,6 +95,7 @@ class ClassicalHopBackend:
     """
 
     weights_sha256 = ""
+    settings = ""  # caches' flow_settings: nothing beyond the name
 
     def __init__(self, name: str) -> None:
         self._estimator = make_classical_backend(name)
@@ -125,10 +126,10 @@ class RaftHopBackend:
             ``num_flow_updates`` steps. A number: the longer strides start from their shorter
             strides' flows, composed (:mod:`flow.warm_start`), and run this many steps.
 
-    Caches record ``name`` and ``weights_sha256``, not the number of updates, warm starts or
-    precision: no command changes the first two from their defaults (12 updates, no warm
-    starts), and the precision follows the machine (:func:`bf16_pays`), within the tolerance
-    that ``tests/flow/test_backends.py`` states.
+    Caches record ``name``, ``weights_sha256`` and :attr:`settings` (updates, warm starts,
+    precision). A cache is reused for the same updates and warm starts whatever its precision:
+    that follows the machine (:func:`bf16_pays`), within the tolerance that
+    ``tests/flow/test_backends.py`` states.
     """
 
     def __init__(self, model: torch.nn.Module, *, num_flow_updates: int = 12,
@@ -146,6 +147,15 @@ class RaftHopBackend:
         self.name = name
         self.weights_sha256 = weights_sha256
         self.bf16 = bf16_pays(self.device) if bf16 is None else bf16
+
+    @property
+    def settings(self) -> str:
+        """How this backend makes flow beyond its name and weights, as caches record it
+        (``flow_settings`` in :mod:`flow.cache`): ``"updates=12 warm_updates=none
+        precision=bf16"``."""
+        warm = "none" if self.warm_updates is None else str(self.warm_updates)
+        precision = "bf16" if self.bf16 else "fp32"
+        return f"updates={self.num_flow_updates} warm_updates={warm} precision={precision}"
 
     def _context(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)

@@ -56,7 +56,15 @@ package_version     str              version of the code that created the file
 created             str              creation time, ISO 8601 in UTC
 expected_frames     int64            frames the writer expected, -1 when unknown
 flow_convention     str              one line restating the flow convention, for other tools
+flow_settings       str              how the backend made the flow beyond its name and weights,
+                                     ``key=value`` words (optional, see below)
 =================== ================ ==========================================================
+
+``flow_settings`` is "" for the classical backends; a RAFT backend writes its refinement steps,
+warm starts and arithmetic, e.g. ``"updates=12 warm_updates=none precision=bf16"``. Files
+written before the attribute existed lack it and read as "" for classical flow and as
+``"updates=12 warm_updates=none"`` for RAFT (every such file was made with those; its
+precision is unknown). Readers that predate it ignore it, so ``format_version`` stays 1.
 
 Writing, atomicity and resuming
 ===============================
@@ -77,7 +85,7 @@ on resume; a resumed file keeps its original ``created`` time. What this does no
 operating system's page cache (a power cut): the writer does not ``fsync``.
 
 :meth:`CacheWriter.open` resumes a partial file whose identity (source path, size and mtime,
-strides, backend, weights sha256, stored size) matches the requested :class:`CacheInfo`:
+strides, backend, weights sha256, flow settings other than precision, stored size) matches the requested :class:`CacheInfo`:
 
 - a partial file closed cleanly (an exception left the writer) opens for writing; its datasets
   are cut back to ``frames_written``;
@@ -184,6 +192,8 @@ class CacheInfo:
         fps: frame rate of the source, 0.0 when it has none.
         package_version: version of the code that writes the cache.
         created: creation time, ISO 8601 UTC; "" lets :meth:`CacheWriter.open` stamp it.
+        flow_settings: how the backend made the flow beyond ``backend`` and
+            ``weights_sha256`` (the ``flow_settings`` attribute; ``backend.settings``).
     """
 
     strides: tuple[int, ...]
@@ -196,6 +206,7 @@ class CacheInfo:
     fps: float
     package_version: str
     created: str = ""
+    flow_settings: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strides", check_strides(self.strides))
@@ -216,6 +227,7 @@ class CacheInfo:
         object.__setattr__(self, "source_size", int(self.source_size))
         object.__setattr__(self, "source_mtime", float(self.source_mtime))
         object.__setattr__(self, "fps", float(self.fps))
+        settings_words(self.flow_settings)  # ValueError for a malformed text
 
     @property
     def width(self) -> int:
@@ -228,15 +240,44 @@ class CacheInfo:
     def same_content_as(self, other: CacheInfo) -> bool:
         """Whether a cache described by ``other`` holds what one described by ``self`` would.
 
-        Compares the source (path, size, mtime), strides, backend, weights and stored size;
-        not fps, package version or creation time. This decides whether a partial file resumes.
+        Compares the source (path, size, mtime), strides, backend, weights, flow settings
+        other than ``precision``, and stored size; not fps, package version or creation time.
+        This decides whether a partial file resumes and whether a complete one is reused.
+        Precision is recorded, not compared: bfloat16 and float32 RAFT flow agree within the
+        tolerance ``tests/flow/test_backends.py`` states, and the precision follows the
+        machine (:func:`flow.backends.bf16_pays`), so a cache made on one machine serves
+        another.
         """
         return _identity(self) == _identity(other)
 
 
+def settings_words(text: str) -> dict[str, str]:
+    """``"updates=12 precision=bf16"`` -> ``{"updates": "12", "precision": "bf16"}``.
+
+    Raises:
+        ValueError: a word that is not ``key=value``, or a key given twice.
+    """
+    words: dict[str, str] = {}
+    for word in text.split():
+        key, sep, value = word.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"flow settings must be key=value words, got {word!r} in {text!r}")
+        if key in words:
+            raise ValueError(f"flow settings name {key!r} twice in {text!r}")
+        words[key] = value
+    return words
+
+
 def _identity(info: CacheInfo) -> tuple:
+    settings = settings_words(info.flow_settings)
+    settings.pop("precision", None)
     return (info.source_path, info.source_size, info.source_mtime, info.strides, info.backend,
-            info.weights_sha256, info.size)
+            info.weights_sha256, tuple(sorted(settings.items())), info.size)
+
+
+# What a RAFT cache written before the flow_settings attribute was made with: no command could
+# change the number of updates or add warm starts then.
+_LEGACY_RAFT_SETTINGS = "updates=12 warm_updates=none"
 
 
 def cache_path_for(out_dir: str | os.PathLike[str], source_name: str) -> Path:
@@ -271,6 +312,13 @@ def _write_info(attrs: h5py.AttributeManager, info: CacheInfo, expected_frames: 
     attrs["created"] = info.created
     attrs["expected_frames"] = np.int64(expected_frames)
     attrs["flow_convention"] = _FLOW_CONVENTION
+    attrs["flow_settings"] = info.flow_settings
+
+
+def _flow_settings(attrs: h5py.AttributeManager) -> str:
+    if "flow_settings" in attrs:
+        return str(attrs["flow_settings"])
+    return _LEGACY_RAFT_SETTINGS if str(attrs["flow_backend"]).startswith("raft") else ""
 
 
 def _read_info(file: h5py.File, path: Path) -> CacheInfo:
@@ -295,6 +343,7 @@ def _read_info(file: h5py.File, path: Path) -> CacheInfo:
             fps=float(attrs["fps"]),
             package_version=str(attrs["package_version"]),
             created=str(attrs["created"]),
+            flow_settings=_flow_settings(attrs),
         )
     except (KeyError, ValueError, TypeError) as error:
         raise ValueError(f"{path}: bad cache attributes ({error})") from error

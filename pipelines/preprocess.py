@@ -170,6 +170,7 @@ def preprocess_source(source: Source, cache_path: Path, *, backend, strides: Seq
     source_size, source_mtime = source_identity(source)
     info = CacheInfo(strides=strides, backend=backend.name,
                      weights_sha256=getattr(backend, "weights_sha256", ""),
+                     flow_settings=getattr(backend, "settings", ""),
                      size=source.frame_size, source_path=str(source.path),
                      source_size=source_size, source_mtime=source_mtime, fps=source.fps or 0.0,
                      package_version=crossnet.__version__)

@@ -51,7 +51,8 @@ class SegmentCache:
         path = cache_path_for(cache_dir, source.name)
         source_size, source_mtime = source_identity(source)
         info = CacheInfo(strides=tuple(strides), backend=backend.name,
-                         weights_sha256=getattr(backend, "weights_sha256", ""), size=size,
+                         weights_sha256=getattr(backend, "weights_sha256", ""),
+                         flow_settings=getattr(backend, "settings", ""), size=size,
                          source_path=str(source.path), source_size=source_size,
                          source_mtime=source_mtime, fps=source.fps or 0.0,
                          package_version=crossnet.__version__)

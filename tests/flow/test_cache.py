@@ -188,7 +188,7 @@ def test_resume_discards_uncommitted_data(tmp_path):
 @pytest.mark.parametrize("change", [
     {"source_mtime": 1.7e9 + 1.0}, {"source_size": 1}, {"source_path": "/videos/other.avi"},
     {"strides": (1, 2)}, {"backend": "farneback"}, {"weights_sha256": "ab" * 32},
-    {"size": (WIDTH, HEIGHT + 2)},
+    {"size": (WIDTH, HEIGHT + 2)}, {"flow_settings": "updates=6 warm_updates=none"},
 ])
 def test_resume_with_other_info_starts_over(tmp_path, caplog, change):
     path = tmp_path / "clip.h5"
@@ -363,6 +363,38 @@ def test_append_checks_inputs(tmp_path):
             writer.append(0, rgb, flow, mask)
 
 
+RAFT = "updates=12 warm_updates=none"
+
+
+def test_flow_settings_are_recorded_and_compared_without_precision(tmp_path):
+    made = make_info(backend="raft-small", flow_settings=f"{RAFT} precision=bf16")
+    path = write_cache(tmp_path / "clip.h5", [0, 1], made)
+    with h5py.File(path, "r") as file:
+        assert file.attrs["flow_settings"] == f"{RAFT} precision=bf16"
+    with CacheReader(path) as reader:
+        assert reader.info.flow_settings == f"{RAFT} precision=bf16"
+        # Another machine's float32 flow serves as well; other updates or warm starts do not.
+        assert reader.info.same_content_as(
+            make_info(backend="raft-small", flow_settings=f"{RAFT} precision=fp32"))
+        for other in ("updates=6 warm_updates=none", "updates=12 warm_updates=4"):
+            assert not reader.info.same_content_as(
+                make_info(backend="raft-small", flow_settings=f"{other} precision=bf16"))
+
+
+@pytest.mark.parametrize("backend, read_as", [("raft-small", RAFT), ("dis-fast", "")])
+def test_caches_without_flow_settings_read_as_what_made_them(tmp_path, backend, read_as):
+    path = write_cache(tmp_path / "clip.h5", [0, 1], make_info(backend=backend))
+    with h5py.File(path, "r+") as file:  # as written before the attribute existed
+        del file.attrs["flow_settings"]
+    with CacheReader(path) as reader:
+        assert reader.info.flow_settings == read_as
+        settings = "" if backend == "dis-fast" else f"{RAFT} precision=fp32"
+        assert reader.info.same_content_as(make_info(backend=backend, flow_settings=settings))
+        if backend != "dis-fast":
+            assert not reader.info.same_content_as(
+                make_info(backend=backend, flow_settings="updates=8 warm_updates=none"))
+
+
 def test_info_checks_values():
     with pytest.raises(ValueError, match="strictly increasing"):
         make_info(strides=(4, 1))
@@ -372,6 +404,10 @@ def test_info_checks_values():
         make_info(weights_sha256="abc")
     with pytest.raises(ValueError, match="fps must be >= 0"):
         make_info(fps=float("nan"))
+    with pytest.raises(ValueError, match="key=value words, got 'fast'"):
+        make_info(flow_settings="updates=12 fast")
+    with pytest.raises(ValueError, match="name 'updates' twice"):
+        make_info(flow_settings="updates=12 updates=6")
     info = make_info(strides=[1, 2], size=[8, 6])
     assert info.strides == (1, 2) and info.size == (8, 6)
     assert info.same_content_as(make_info(strides=(1, 2), size=(8, 6), fps=30.0, created="x"))

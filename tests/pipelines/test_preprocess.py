@@ -232,3 +232,20 @@ def test_a_cache_is_stale_when_a_file_it_reads_changes_not_when_another_is_added
     stale = run()
     assert stale.skipped == [] and len(stale.failed) == 1
     assert "--overwrite" in stale.failed[0][1]
+
+
+def test_raft_caches_record_their_settings_and_are_reused_across_precisions(tmp_path):
+    frames = tmp_path / "clip"
+    _write_translating_frames(frames, 3, size=(64, 48))
+    backend = make_hop_backend("raft-small", num_flow_updates=2)
+    backend.bf16 = False
+    out = tmp_path / "out"
+    written = preprocess([frames], out, backend=backend, strides=(1,), progress=False).written
+    with CacheReader(written[0]) as reader:
+        assert reader.info.flow_settings == "updates=2 warm_updates=none precision=fp32"
+    backend.bf16 = True  # another machine: the same flow up to rounding, so the cache serves
+    assert preprocess([frames], out, backend=backend, strides=(1,),
+                      progress=False).skipped == written
+    backend.num_flow_updates = 4  # other flow: refused, not silently reused
+    other = preprocess([frames], out, backend=backend, strides=(1,), progress=False)
+    assert len(other.failed) == 1 and "other settings" in other.failed[0][1]
