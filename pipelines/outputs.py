@@ -11,15 +11,25 @@ content or the complete new one, whatever interrupts the writer.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from pipelines.errors import InputError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
+logger = logging.getLogger(__name__)
 
 
 def temporary_name(path: Path) -> Path:
@@ -59,6 +69,36 @@ def prepare_output_folder(path: str | os.PathLike) -> Path:
                          f"({error.strerror or error})") from None
     _check_writable(folder)
     return folder
+
+
+@contextmanager
+def folder_lock(folder: Path, *, what: str) -> Iterator[None]:
+    """Hold ``folder`` for one writer: an exclusive ``flock`` on the folder itself, which the
+    kernel drops when the process ends (however it ends), so no lock file is left behind.
+
+    Where ``fcntl`` does not exist (Windows), or the file system refuses locks, the run goes
+    on unlocked (logged at debug level).
+
+    Raises:
+        InputError: another live process holds the folder; ``what`` names that process in the
+            message (e.g. ``"crossnet segment"``).
+    """
+    descriptor = None
+    if fcntl is not None:
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise InputError(f"{folder}: another {what} is writing into this folder; wait for "
+                             "it to finish, or choose another output folder") from None
+        except OSError as error:  # e.g. a network file system without flock
+            logger.debug("%s: not locked (%s)", folder, error)
+    try:
+        yield
+    finally:
+        if descriptor is not None:
+            os.close(descriptor)  # closing the last descriptor releases the lock
 
 
 def check_output_file(path: str | os.PathLike, *, overwrite: bool,

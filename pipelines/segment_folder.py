@@ -24,6 +24,7 @@ from pipelines.errors import InputError
 from pipelines.memory import check_fits, format_size, segment_bytes
 from pipelines.outputs import (
     check_output_file,
+    folder_lock,
     prepare_output_folder,
     remove_stale_temporaries,
     write_text_atomic,
@@ -224,18 +225,53 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
     the masks are the same either way (up to float rounding for ``compile_model``), so neither
     is part of the record that a resumed run must match.
 
+    While a run writes into ``out_dir`` it holds the folder (:func:`pipelines.outputs.folder_lock`):
+    a second run into the same folder is refused until the first ends. A run that creates
+    ``out_dir`` and fails before its first mask removes it again.
+
     Raises:
-        InputError: an output is in the way (see above) or not writable, the source has fewer
-            than 2 frames, or the request would not fit in memory.
+        InputError: an output is in the way (see above) or not writable, another run is
+            writing into ``out_dir``, the source has fewer than 2 frames, or the request would
+            not fit in memory.
         OSError: a write failed (disk full...); the masks written so far are whole, and a
             rerun continues from them.
     """
+    created = not Path(out_dir).exists()
+    out_dir = prepare_output_folder(out_dir)
+    try:
+        with folder_lock(out_dir, what="crossnet segment"):
+            return _segment_locked(
+                source, segmentation, out_dir, backend=backend, size=size, threshold=threshold,
+                batch_frames=batch_frames, device=device, video=video, overlay=overlay,
+                overwrite=overwrite, progress=progress, cache_dir=cache_dir,
+                precision=precision, overlap=overlap, compile_model=compile_model)
+    except BaseException:
+        if created:
+            _remove_if_unused(out_dir)
+        raise
+
+
+def _remove_if_unused(out_dir: Path) -> None:
+    """Remove a folder this run created when it holds no mask: at most the run's record."""
+    try:
+        entries = list(out_dir.iterdir())
+        if all(entry.name == MANIFEST_NAME for entry in entries):
+            for entry in entries:
+                entry.unlink()
+            out_dir.rmdir()
+    except OSError:
+        pass  # a folder someone else wrote into meanwhile, or gone: leave it
+
+
+def _segment_locked(source: Source, segmentation: SegmentationModel, out_dir: Path, *,
+                    backend, size, threshold, batch_frames, device, video, overlay, overwrite,
+                    progress, cache_dir, precision, overlap, compile_model) -> SegmentSummary:
+    """:func:`segment_to_folder` once ``out_dir`` exists and is held."""
     from tqdm import tqdm
 
     from pipelines.imageio import read_label_mask, write_png_atomic
 
-    out_dir = prepare_output_folder(out_dir)
-    remove_stale_temporaries(out_dir, _MASK_NAME)  # left by a killed run
+    remove_stale_temporaries(out_dir, _MASK_NAME)  # left by a killed run (none is live)
     threshold = segmentation.threshold if threshold is None else float(threshold)
     identity = run_identity(source, segmentation, backend=backend, size=size,
                             threshold=threshold, precision=precision)

@@ -2,10 +2,18 @@
 
 import json
 import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
+import pytest
 
+from pipelines.errors import InputError
 from pipelines.outputs import json_safe, write_jsonl_atomic
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_json_safe_turns_non_finite_floats_into_null_and_numpy_into_python():
@@ -22,3 +30,28 @@ def test_write_jsonl_atomic_writes_one_strict_line_per_record(tmp_path):
     assert [json.loads(line) for line in lines] == [{"epoch": 1, "F": None},
                                                     {"epoch": 2, "F": 0.5}]
     assert list(tmp_path.iterdir()) == [path]  # no temporary left behind
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_folder_lock_holds_against_another_process_until_it_dies(tmp_path):
+    from pipelines.outputs import folder_lock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from pathlib import Path
+            from pipelines.outputs import folder_lock
+            with folder_lock(Path({str(tmp_path)!r}), what="test"):
+                print("held", flush=True)
+                time.sleep(60)
+        """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(InputError, match="another crossnet segment is writing"), \
+                folder_lock(tmp_path, what="crossnet segment"):
+            pass
+    finally:
+        holder.kill()  # SIGKILL: no clean-up code runs, the kernel drops the lock
+        holder.wait()
+    with folder_lock(tmp_path, what="crossnet segment"):
+        assert list(tmp_path.iterdir()) == []  # and no lock file is left behind

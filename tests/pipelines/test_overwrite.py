@@ -300,6 +300,11 @@ def test_a_run_that_failed_before_any_mask_does_not_block_the_corrected_rerun(
     assert code == 1
     _one_error(errors, "frames of 7x5 pixels; DIS needs them at least 32 high")
     assert "internal error" not in errors[0]
+    assert not out.exists()  # the refused run created the folder, and took it away again
+    out.mkdir()  # a folder the user made is left, with the failed run's record
+    code, _, errors = run(capsys, "segment", inputs / "a.mp4", "--out", out, "--size", "7x5",
+                          *base)
+    assert code == 1 and out.is_dir()
     manifest = json.loads((out / "segment.json").read_text())
     assert manifest["complete"] is False and not list(out.glob("bin*.png"))
     code, _, errors = run(capsys, "segment", inputs / "a.mp4", "--out", out, *base)
@@ -314,3 +319,19 @@ def test_a_run_that_failed_before_any_mask_does_not_block_the_corrected_rerun(
                           "0.9", *base)
     assert code == 1
     _one_error(errors, f"{out}: holds masks of another run (threshold:")
+
+
+def test_a_second_segment_run_into_a_live_runs_folder_is_refused(inputs, tmp_path, capsys):
+    from pipelines.outputs import folder_lock
+
+    out = tmp_path / "masks"
+    out.mkdir()
+    base = ["--weights", inputs / "model.pt", "--no-progress"]
+    with folder_lock(out, what="crossnet segment"):  # as a live run holds it
+        code, _, errors = run(capsys, "segment", inputs / "a.mp4", "--out", out, *base)
+        assert code == 1
+        _one_error(errors, f"{out}: another crossnet segment is writing into this folder")
+        assert sorted(p.name for p in out.iterdir()) == []  # nothing touched
+    code, _, errors = run(capsys, "segment", inputs / "a.mp4", "--out", out, *base)
+    assert code == 0 and errors == [], errors
+    assert len(list(out.glob("bin*.png"))) == 5
