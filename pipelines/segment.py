@@ -340,11 +340,13 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
         compile_model: run HOFAM through ``torch.compile`` (inductor, static shapes): its
             forward 1.6-1.8x and ``segment`` 1.11-1.15x faster on the development CPU
             (``benchmarks/compile.py``), after compiling on the first batch of a run (15-30 s
-            there with an empty inductor cache, about 3 s once its on-disk cache holds it). A short last batch is padded to
-            ``batch_frames`` so that one compiled graph serves the whole run. In float32 the
-            masks equal the eager path's up to float rounding (a slow test checks it); under
-            bf16 the compiled logits differ from eager bf16's by up to about 0.2 (compile.py),
-            as bf16 differs from float32.
+            there with an empty inductor cache, about 3 s once its on-disk cache holds it). A
+            short last batch is padded to ``batch_frames`` so that one compiled graph serves
+            the whole run; a run at another processing size than the previous one in this
+            process compiles anew (``_compile``). In float32 the masks equal the eager path's
+            up to float rounding (a slow test checks it); under bf16 the compiled logits
+            differ from eager bf16's by up to about 0.2 (compile.py), as bf16 differs from
+            float32.
 
     Yields:
         The source's frame and its mask, (H, W) uint8, 255 foreground and 0 background (with
@@ -424,12 +426,15 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
             hops = build_hops(processing_frames(), backend, config.strides,
                               batch_frames=batch_frames, start=offset)
         if overlap_by_default(device) if overlap is None else overlap:
-            # The next batch is ready when HOFAM finishes the current one.
-            hops = prefetch(hops, depth=segment_lookahead_frames(source.frame_size, batch_frames),
+            # The next batch is ready when HOFAM finishes the current one. The frames read
+            # ahead are held at their own sizes: a mixed-size folder's largest counts.
+            largest = getattr(source, "max_frame_size", source.frame_size)
+            hops = prefetch(hops, depth=segment_lookahead_frames(largest, batch_frames),
                             name="segment-flow")
         model = segmentation.model
         if compile_model:
-            model = torch.compile(model, dynamic=False)
+            model = _compile(model, inputs=(id(model), size or source.frame_size, batch_frames,
+                                            segmentation.flip_average, device, precision))
         run = functools.partial(_run_model, pending=pending, model=model, device=device,
                                 logit_threshold=None if probabilities else logit_threshold,
                                 bf16=precision == "bf16",
@@ -468,6 +473,37 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
             hops.close()  # with overlap: stops the background thread before the cache closes
         if cache is not None:
             cache.close()
+
+
+# What this process last compiled HOFAM for (see _compile).
+_compiled_inputs: tuple | None = None
+
+
+def _compile(model: torch.nn.Module, *, inputs: tuple):
+    """``torch.compile(model, dynamic=False)``, with dynamo's caches cleared first when the
+    last compile of this process was for other ``inputs`` (the model and what its graph is
+    specialised on: processing size, batch, flip averaging, device, precision).
+
+    Dynamo keeps the graphs of a forward in one cache per code object, shared by every
+    ``torch.compile`` wrapper of it; past ``torch._dynamo.config.recompile_limit`` entries (8
+    by default, also in torch 2.13) it runs that forward eagerly, with only a logged warning.
+    A process that segments sources of many sizes (the scenes of a HOFAM demo folder, or
+    ``segment`` called per scene) would pass it: every size after the eighth would run
+    uncompiled.
+    Clearing the caches keeps each new size compiled at the cost of a recompile where the
+    inputs change (seconds, from inductor's on-disk cache), none where consecutive sources
+    share them. Not chosen: raising the limit (process-wide, or scoped around each model call
+    of a generator), or torch 2.13's ``isolate_recompiles`` (missing from the torch 2.1 that
+    setup.cfg allows, and its regions still share ``accumulated_recompile_limit``). The reset
+    also drops whatever else this process compiled (nothing, in ``crossnet``).
+    """
+    import torch._dynamo
+
+    global _compiled_inputs
+    if inputs != _compiled_inputs:
+        torch._dynamo.reset()
+        _compiled_inputs = inputs
+    return torch.compile(model, dynamic=False)
 
 
 def _camera_step(backend, small: np.ndarray, previous: np.ndarray) -> torch.Tensor:

@@ -6,7 +6,8 @@
 - bf16 autocast for HOFAM: masks agree with fp32 on at least 99.5 % of the pixels and the F
   score against the synthetic ground truth moves by at most 0.01;
 - torch.compile for HOFAM: one static-shape graph serves the run (a short last batch is padded,
-  and the padding changes no mask), and (slow) the compiled masks agree with eager's.
+  and the padding changes no mask), every new processing size in one process is compiled (not
+  run eagerly past dynamo's recompile limit), and (slow) the compiled masks agree with eager's.
 """
 
 import numpy as np
@@ -156,6 +157,42 @@ def test_compiled_model_sees_one_batch_shape_and_padding_changes_no_mask(
     assert list(compiled) == list(reference)
     for number, mask in reference.items():
         np.testing.assert_array_equal(compiled[number], mask, err_msg=f"frame {number}")
+
+
+def test_every_new_processing_size_is_compiled_past_dynamos_recompile_limit(
+        clip, segmentation, monkeypatch):
+    # Real dynamo with a backend that only counts its graphs (no inductor): past
+    # recompile_limit distinct sizes dynamo used to run the model eagerly. A limit of 2 makes
+    # the third size the first one past it.
+    import functools
+
+    import torch._dynamo
+
+    import pipelines.segment
+
+    graphs = []
+
+    def counting_backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile,
+                                                            backend=counting_backend))
+    monkeypatch.setattr(pipelines.segment, "_compiled_inputs", None)
+    torch._dynamo.reset()
+    sizes = [(48, 32), (48, 32), (64, 32), (80, 32)]
+    counts = []
+    try:
+        with torch._dynamo.config.patch(recompile_limit=2):
+            for size in sizes:
+                _masks(clip, segmentation, size=size, batch_frames=4, compile_model=True)
+                counts.append(len(graphs))
+    finally:
+        torch._dynamo.reset()
+    per_size = counts[0]
+    assert per_size >= 1
+    # The second run at the first size reuses its graphs; each new size compiles its own.
+    assert counts == [per_size, per_size, 2 * per_size, 3 * per_size]
 
 
 @pytest.mark.slow
