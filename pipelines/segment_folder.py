@@ -314,7 +314,8 @@ def _segment_locked(source: Source, segmentation: SegmentationModel, out_dir: Pa
     processing = size or source.frame_size
     check_fits(segment_bytes(segmentation.config, processing, batch_frames=batch_frames,
                              backend=backend.name,
-                             native_size=getattr(source, "native_size", None)),
+                             native_size=getattr(source, "max_frame_size", None)
+                             or getattr(source, "native_size", None)),
                what=f"segmenting {source.path} at {format_size(processing)}",
                hint="choose a smaller --size or --batch-size", device=device)
     start = 0 if overwrite else _first_missing(source, existing)

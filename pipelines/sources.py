@@ -15,9 +15,11 @@ when enlarging; label masks with ``cv2.INTER_NEAREST`` so no new label values ap
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
+import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,8 @@ MIN_FRAMES = 2
 
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _DIGITS = re.compile(r"\d+")
+# JPEG start-of-frame markers (SOF0-SOF15 but DHT, JPG and DAC), which carry the image size.
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,35 @@ def numbered_image_files(folder: str | os.PathLike) -> list[tuple[int, Path]]:
     return number_files(list_image_files(folder))
 
 
+def _declared_size(file: Path) -> tuple[int, int] | None:
+    """(width, height) that a PNG, JPEG or BMP file declares in its header, read without
+    decoding the image (a few hundred bytes); None for other formats and for a header this
+    does not understand (the frame is checked when it is decoded)."""
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(26)
+            if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+                width, height = struct.unpack(">II", head[16:24])
+                return width, height
+            # BMP: a BITMAPINFOHEADER or later (the 12-byte OS/2 one has 16-bit sizes).
+            if head.startswith(b"BM") and len(head) == 26 and head[14] >= 40:
+                width, height = struct.unpack("<ii", head[18:26])  # bottom-up: height < 0
+                return width, abs(height)
+            if head.startswith(b"\xff\xd8"):
+                handle.seek(2)
+                while len(segment := handle.read(4)) == 4 and segment[0] == 0xFF:
+                    if segment[1] in _JPEG_FRAME_MARKERS:
+                        height, width = struct.unpack(">xHH", handle.read(5))
+                        return width, height
+                    length = struct.unpack(">H", segment[2:])[0]  # counts its own 2 bytes
+                    if length < 2:
+                        return None
+                    handle.seek(length - 2, os.SEEK_CUR)
+    except (OSError, struct.error):
+        pass
+    return None
+
+
 def _decoded_frames(capture: cv2.VideoCapture, size: tuple[int, int] | None, *, name: str,
                     mixed_sizes: bool = False) -> Iterator[tuple[int, Frame]]:
     """(count so far, frame) for each frame OpenCV decodes, numbered 1, 2, ...; releases the
@@ -318,7 +351,8 @@ class FrameFolderSource:
             the size of the first one; with it frames of any size are resized.
         mixed_sizes: without ``size``, yield frames of differing sizes at their own sizes
             instead of refusing them (for a consumer that resizes every frame itself, as
-            ``segment --size`` does; ``frame_size`` is then the first frame's).
+            ``segment --size`` does; ``frame_size`` is then the first frame's and
+            ``max_frame_size`` the largest).
 
     Raises:
         InputError: the folder is missing or holds no image, an image name has no number,
@@ -343,6 +377,20 @@ class FrameFolderSource:
         self.fps: float | None = None
         self.num_frames: int | None = len(self._files)
         self.frame_size: tuple[int, int] = self._size or self.native_size
+
+    @functools.cached_property
+    def max_frame_size(self) -> tuple[int, int]:
+        """(width, height) of the largest frame iteration yields (the most pixels), for memory
+        estimates: ``frame_size``, except with ``mixed_sizes`` (and no ``size``), where frames
+        keep their own sizes and ``frame_size`` is only the first one's: then the largest
+        size the frame files declare in their headers (PNG, JPEG and BMP; read once, on first
+        use, without decoding; files of other formats count with the first frame's size).
+        """
+        if self._size is not None or not self._mixed_sizes:
+            return self.frame_size
+        declared = (_declared_size(file) for _, file in self._files[1:])
+        return max([self.native_size, *filter(None, declared)],
+                   key=lambda size: size[0] * size[1])
 
     @property
     def frame_numbers(self) -> tuple[int, ...]:

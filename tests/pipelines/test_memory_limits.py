@@ -196,3 +196,34 @@ def test_available_memory_reads_the_machine():
 ])
 def test_the_flow_thread_reads_ahead_by_at_most_a_fixed_budget(size, batch, expected):
     assert memory.segment_lookahead_frames(size, batch) == expected
+
+
+def test_the_flow_thread_budgets_a_mixed_size_folder_by_its_largest_frame(tmp_path,
+                                                                          monkeypatch):
+    import pipelines.segment
+    from flow.backends import make_hop_backend
+    from pipelines.segment import load_segmentation_model, segment_frames
+    from pipelines.sources import FrameFolderSource
+
+    # A first frame of 32x24, then 1920x1080 ones: the read-ahead is budgeted for the latter.
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "in000001.png"), np.zeros((24, 32, 3), np.uint8))
+    for number in (2, 3, 4):
+        cv2.imwrite(str(folder / f"in{number:06d}.png"), np.full((1080, 1920, 3), number,
+                                                                 np.uint8))
+    depths = []
+    real_prefetch = pipelines.segment.prefetch
+
+    def recording_prefetch(items, depth=2, **options):
+        depths.append(depth)
+        return real_prefetch(items, depth, **options)
+
+    monkeypatch.setattr(pipelines.segment, "prefetch", recording_prefetch)
+    segmentation = load_segmentation_model(tiny_model(tmp_path / "model.pt"))
+    source = FrameFolderSource(folder, mixed_sizes=True)
+    masks = list(segment_frames(source, segmentation, size=(32, 24), batch_frames=4,
+                                overlap=True,
+                                backend=make_hop_backend(segmentation.flow_backend)))
+    assert [mask.shape for _, mask in masks] == [(24, 32)] + [(1080, 1920)] * 3
+    assert depths == [memory.segment_lookahead_frames((1920, 1080), 4)] == [5]

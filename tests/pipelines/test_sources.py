@@ -334,3 +334,22 @@ def test_real_video_matches_its_frame_folder_in_rgb_order():
     assert difference < 4.0
     swapped = np.abs(frames[1].rgb[..., ::-1].astype(float) - png).mean()
     assert swapped > difference + 5.0
+
+
+def test_a_mixed_size_folder_knows_its_largest_frame_from_the_file_headers(tmp_path):
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    small, large = np.zeros((24, 32, 3), np.uint8), np.zeros((480, 640, 3), np.uint8)
+    cv2.imwrite(str(folder / "f1.png"), small)
+    cv2.imwrite(str(folder / "f2.jpg"), small)
+    cv2.imwrite(str(folder / "f3.tif"), np.zeros((960, 1280, 3), np.uint8))  # header not read
+    for name, frame in (("f4.bmp", np.zeros((240, 320, 3), np.uint8)), ("f5.jpg", large),
+                        ("f6.png", small)):
+        cv2.imwrite(str(folder / name), frame)
+    mixed = FrameFolderSource(folder, mixed_sizes=True)
+    assert mixed.frame_size == (32, 24) and mixed.max_frame_size == (640, 480)
+    cv2.imwrite(str(folder / "f7.png"), np.zeros((500, 700), np.uint8))  # grey, the largest
+    assert FrameFolderSource(folder, mixed_sizes=True).max_frame_size == (700, 500)
+    # Frames resized to a size, or refused when they differ: the frame size is the largest.
+    assert FrameFolderSource(folder, size=(64, 48)).max_frame_size == (64, 48)
+    assert FrameFolderSource(folder).max_frame_size == (32, 24)
