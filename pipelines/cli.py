@@ -661,6 +661,8 @@ def train_flow(stage, out_dir, data_dirs, model_config, steps, batch_size, lr, c
     if resume and overwrite:
         raise click.UsageError("--resume continues the run in --out, --overwrite discards it: "
                                "give one of them")
+    if stage == "video" and not data_dirs:
+        raise click.UsageError("--stage video needs --data: folders of videos or frame folders")
     if threads is not None:
         torch.set_num_threads(threads)
     config = FlowTrainConfig(
@@ -694,6 +696,9 @@ def ensemble(members: tuple[str, ...], out_path: str, threshold: float | None,
     """
     from pipelines.ensemble import make_ensemble
 
+    if len(members) < 2:
+        raise click.BadParameter(f"an ensemble needs at least two checkpoints, got "
+                                 f"{len(members)}", param_hint="MEMBERS")
     path = make_ensemble(members, out_path, threshold=threshold, overwrite=overwrite)
     click.echo(f"wrote {path} ({len(members)} members)")
 

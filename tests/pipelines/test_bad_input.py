@@ -146,8 +146,6 @@ SINGLE_INPUT_FAILURES = {
                                ["notes.mp4: not a readable video (OpenCV could not open it)"]),
     "train-flow/one frame": ("train-flow --stage video --data {root}/one.mp4 --out {out}",
                              ["one.mp4: 1 frame(s); training pairs need at least 2"]),
-    "train-flow/video stage without data": ("train-flow --stage video --out {out}",
-                                            ["--stage video needs --data"]),
     "train-flow/nonexistent init": (("train-flow --stage synthetic --init {root}/absent.pt "
                                     "--out {out}"), ["absent.pt: no such checkpoint file"]),
     "train-flow/resume without a run": ("train-flow --stage synthetic --resume --out {out}",
@@ -559,6 +557,10 @@ UNKNOWN_VALUES = {
     "train-flow stage": ("train-flow --stage both --out o", "'both' is not one of"),
     "train-flow resume with overwrite": (("train-flow --stage synthetic --out o --resume "
                                          "--overwrite"), "--resume continues the run in --out"),
+    "train-flow video stage without data": ("train-flow --stage video --out o",
+                                            "--stage video needs --data"),
+    "ensemble of one": ("ensemble a.pt --out e.pt",
+                        "Invalid value for MEMBERS: an ensemble needs at least two checkpoints"),
 }
 
 

@@ -86,7 +86,6 @@ def test_what_cannot_be_averaged_is_refused_in_one_line(scene, tmp_path, capsys)
     a = _constant(tmp_path / "a.pt", 1.0)
     out = tmp_path / "ens.pt"
     cases = [
-        ([a], "an ensemble needs at least two checkpoints, got 1"),
         ([a, _constant(tmp_path / "s.pt", 1.0, strides=(1, 4))], "different inputs (strides"),
         ([a, _constant(tmp_path / "f.pt", 1.0, backend="dis-fast")],
          "different flow backends (a.pt: dis-ultrafast, f.pt: dis-fast)"),
@@ -106,6 +105,20 @@ def test_what_cannot_be_averaged_is_refused_in_one_line(scene, tmp_path, capsys)
     assert "exists; pass --overwrite" in _error(capsys)
     assert main(["ensemble", str(out), str(a), "--out", str(tmp_path / "e2.pt")]) == 1
     assert "is an ensemble already" in _error(capsys)
+
+
+def test_an_ensemble_of_one_is_a_usage_error_naming_members(scene, tmp_path, capsys):
+    from pipelines.ensemble import make_ensemble
+    from pipelines.errors import InputError
+
+    a = _constant(tmp_path / "a.pt", 1.0)
+    out = tmp_path / "ens.pt"
+    assert main(["ensemble", str(a), "--out", str(out)]) == 2
+    assert ("Invalid value for MEMBERS: an ensemble needs at least two checkpoints, got 1"
+            in capsys.readouterr().err)
+    assert not out.exists()
+    with pytest.raises(InputError, match="an ensemble needs at least two checkpoints, got 1"):
+        make_ensemble([a], out)
 
 
 def test_a_damaged_ensemble_checkpoint_is_refused_naming_the_member(tmp_path):
