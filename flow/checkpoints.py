@@ -39,6 +39,7 @@ GRU, so the two functions are inverse bijections (princeton keys without ``modul
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -296,6 +297,29 @@ def detect_layout(state_dict: Mapping[str, Tensor]) -> str:
     )
 
 
+def _shapes(state_dict: Mapping[str, Tensor]) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape by key, without batch norm's ``num_batches_tracked`` counters."""
+    return {key: tuple(value.shape) for key, value in state_dict.items()
+            if not key.endswith("num_batches_tracked")}
+
+
+@functools.cache
+def _raft_variant_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
+    """The tensor shapes of raft-small and raft-large (built once, when first needed)."""
+    from flow.raft import raft_large, raft_small  # flow.raft is not needed to read a file
+
+    return {"raft-small": _shapes(raft_small().state_dict()),
+            "raft-large": _shapes(raft_large().state_dict())}
+
+
+def _raft_variant(state_dict: Mapping[str, Tensor]) -> str | None:
+    """``"raft-small"`` or ``"raft-large"`` when ``state_dict`` (torchvision layout) has
+    exactly the keys and shapes of that network of :mod:`flow.raft`, else None."""
+    shapes = _shapes(state_dict)
+    return next((name for name, known in _raft_variant_shapes().items() if known == shapes),
+                None)
+
+
 def _read_state_dict(
     checkpoint: str | Path | Mapping[str, Tensor], source: str
 ) -> Mapping[str, Tensor]:
@@ -350,7 +374,9 @@ def load_flow_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[str,
     Raises:
         FileNotFoundError: if the path does not exist.
         ValueError: if the layout is unknown, or keys are missing, unexpected or of the wrong
-            shape (the message lists the first few of each).
+            shape: the message names the network the checkpoint holds when it is the other
+            RAFT of :mod:`flow.raft` (raft-small weights for raft-large), else lists the first
+            few keys of each kind.
     """
     if source is None:
         source = str(checkpoint) if isinstance(checkpoint, (str, Path)) else "checkpoint"
@@ -372,6 +398,15 @@ def load_flow_checkpoint(model: nn.Module, checkpoint: str | Path | Mapping[str,
         for key, value in state_dict.items()
         if key in expected and value.shape != expected[key].shape
     ]
+    if missing or unexpected or mismatched:
+        held, target = _raft_variant(state_dict), _raft_variant(expected)
+        if held is not None and held != target:
+            # The usual mistake (raft-small weights for raft-large): no key list, the reason.
+            raise ValueError(
+                f"{source}: its weights do not fit this {target or type(model).__name__} "
+                f"network: it holds a {held} network ({len(missing)} tensors missing, "
+                f"{len(unexpected)} unexpected, {len(mismatched)} of another shape)"
+            )
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing keys: {_listed(missing)}")

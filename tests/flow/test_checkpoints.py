@@ -222,16 +222,34 @@ def test_missing_num_batches_tracked_is_tolerated() -> None:
     assert load_flow_checkpoint(raft_large(), state_dict) == "torchvision"
 
 
-def test_small_checkpoint_into_large_model_names_the_keys() -> None:
-    checkpoint = torchvision_to_princeton(raft_small().state_dict())
+def test_small_checkpoint_into_large_model_names_the_network_in_one_line(tmp_path) -> None:
+    path = tmp_path / "raft_small.pt"
+    torch.save(raft_small().state_dict(), path)
     with pytest.raises(ValueError) as error:
-        load_flow_checkpoint(raft_large(), checkpoint)
+        load_flow_checkpoint(raft_large(), path)
+    # The small model has no batch norm in its context encoder, no second GRU and no mask
+    # predictor; its bottleneck blocks have a third convolution.
+    assert str(error.value) == (
+        f"{path}: its weights do not fit this raft-large network: it holds a raft-small "
+        "network (72 tensors missing, 24 unexpected, 81 of another shape)")
+    # Either layout, either way round.
+    checkpoint = torchvision_to_princeton(raft_large().state_dict())
+    with pytest.raises(ValueError, match=r"^checkpoint: its weights do not fit this raft-small "
+                                         r"network: it holds a raft-large network \("):
+        load_flow_checkpoint(raft_small(), checkpoint)
+
+
+def test_weights_of_no_known_network_list_the_keys_that_differ() -> None:
+    state_dict = dict(raft_small().state_dict())
+    state_dict["feature_encoder.convnormrelu.0.weight"] = torch.zeros(16, 3, 7, 7)
+    del state_dict["feature_encoder.conv.bias"]
+    with pytest.raises(ValueError) as error:
+        load_flow_checkpoint(raft_small(), state_dict)
     message = str(error.value)
-    assert "princeton layout" in message
-    # The small model has no batch norm in its context encoder and no second GRU.
-    assert "missing keys: context_encoder.convnormrelu.1.weight" in message
-    assert "shape mismatches" in message
-    assert "feature_encoder.convnormrelu.0.weight (32, 3, 7, 7) vs model (64, 3, 7, 7)" in message
+    assert message.startswith("checkpoint (torchvision layout) does not fit RAFT (106 keys): ")
+    assert "1 missing keys: feature_encoder.conv.bias" in message
+    assert ("1 shape mismatches: feature_encoder.convnormrelu.0.weight (16, 3, 7, 7) vs model "
+            "(32, 3, 7, 7)") in message
 
 
 def test_unexpected_keys_are_listed() -> None:
