@@ -828,16 +828,22 @@ def _per_scene(path: str | None, name: str | None):
 
 
 def _echo_segment_summary(summary) -> None:
-    if summary.written == 0:
+    videos = [path for path in (summary.video, summary.overlay) if path is not None]
+    if summary.complete_before:
         click.echo(f"{summary.frames} masks in {summary.mask_dir} (already complete)")
+        for path in videos:
+            click.echo(f"{path} (already complete)")
+        return
+    if summary.written == 0:  # every mask was there; only the videos were missing
+        click.echo(f"{summary.frames} masks in {summary.mask_dir} (all kept from the earlier "
+                   "run)")
     elif summary.kept:
         click.echo(f"{summary.frames} masks in {summary.mask_dir} ({summary.written} new, "
                    f"{summary.kept} kept from the interrupted run; {summary.fps:.1f} frames/s)")
     else:
         click.echo(f"{summary.frames} masks in {summary.mask_dir} ({summary.fps:.1f} frames/s)")
-    for path in (summary.video, summary.overlay):
-        if path is not None:
-            click.echo(f"wrote {path}")
+    for path in videos:
+        click.echo(f"wrote {path}")
 
 
 def _model_flow_backend(segmentation, flow_name: str | None, flow_weights: str | None,

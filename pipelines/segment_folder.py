@@ -49,6 +49,8 @@ class SegmentSummary:
         written: masks written by this run (the others were kept from an interrupted one).
         video: the mask video written, if any.
         overlay: the overlay video written, if any.
+        complete_before: the folder already held this run, complete (videos included), so
+            nothing was done.
     """
 
     frames: int
@@ -57,6 +59,7 @@ class SegmentSummary:
     written: int = 0
     video: Path | None = None
     overlay: Path | None = None
+    complete_before: bool = False
 
     @property
     def kept(self) -> int:
@@ -304,7 +307,7 @@ def _segment_locked(source: Source, segmentation: SegmentationModel, out_dir: Pa
             and all(path is None or (manifest.get(kind) == str(path) and path.exists())
                     for kind, path in requested.items())):
         return SegmentSummary(frames=len(existing), seconds=0.0, mask_dir=out_dir, written=0,
-                              video=video, overlay=overlay)
+                              video=video, overlay=overlay, complete_before=True)
     for kind, path in requested.items():
         if path is not None:
             check_output_file(path, overwrite=overwrite, option=f"--{kind}")

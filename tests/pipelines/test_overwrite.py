@@ -335,3 +335,20 @@ def test_a_second_segment_run_into_a_live_runs_folder_is_refused(inputs, tmp_pat
     code, _, errors = run(capsys, "segment", inputs / "a.mp4", "--out", out, *base)
     assert code == 0 and errors == [], errors
     assert len(list(out.glob("bin*.png"))) == 5
+
+
+def test_a_segment_rerun_says_what_it_wrote_and_what_it_kept(inputs, tmp_path, capsys):
+    out, overlay, video = tmp_path / "masks", tmp_path / "overlay.mp4", tmp_path / "masks.mp4"
+    base = ["segment", inputs / "a.mp4", "--out", out, "--weights", inputs / "model.pt",
+            "--no-progress"]
+    code, stdout, _ = run(capsys, *base, "--overlay", overlay)
+    assert code == 0 and f"wrote {overlay}" in stdout
+    written = overlay.stat().st_mtime_ns
+    code, stdout, _ = run(capsys, *base, "--overlay", overlay)  # nothing to do
+    assert code == 0 and overlay.stat().st_mtime_ns == written
+    assert stdout.splitlines() == [f"5 masks in {out} (already complete)",
+                                   f"{overlay} (already complete)"]
+    code, stdout, _ = run(capsys, *base, "--video", video)  # the masks are kept, a video made
+    assert code == 0 and video.is_file()
+    assert stdout.splitlines() == [f"5 masks in {out} (all kept from the earlier run)",
+                                   f"wrote {video}"]
