@@ -172,8 +172,8 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys):
     (empty / "notes.txt").write_text("no video here")
     assert main([*run, "--stage", "video", "--data", str(empty)]) == 1
     assert "no video, frame folder or scene under it" in _one_error_line(capsys)
-    assert main([*run, "--stage", "video"]) == 1
-    assert "--stage video needs --data" in _one_error_line(capsys)
+    assert main([*run, "--stage", "video"]) == 2  # a usage error, as a bad option value
+    assert "Error: --stage video needs --data" in capsys.readouterr().err
     assert main([*run, "--stage", "synthetic", "--init", str(tmp_path / "absent.pt")]) == 1
     assert "absent.pt: no such checkpoint file" in _one_error_line(capsys)
     assert main([*run, "--stage", "synthetic", "--validate-middlebury", str(empty)]) == 1
