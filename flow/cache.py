@@ -248,7 +248,23 @@ class CacheInfo:
         machine (:func:`flow.backends.bf16_pays`), so a cache made on one machine serves
         another.
         """
-        return _identity(self) == _identity(other)
+        return self.difference(other) is None
+
+    def difference(self, other: CacheInfo) -> str | None:
+        """The first identity field (see :meth:`same_content_as`) in which a cache described by
+        ``self`` differs from ``other``, the one asked for now, as ``"strides: (1, 4, 8) in
+        the cache, (1, 2) now"``; None when they hold the same."""
+        for name, cached, wanted in zip(_IDENTITY_FIELDS, _identity(self), _identity(other),
+                                        strict=True):
+            if cached != wanted:
+                return f"{name}: {_shown(cached)} in the cache, {_shown(wanted)} now"
+        return None
+
+
+def _shown(value) -> str:
+    if isinstance(value, tuple) and all(isinstance(item, tuple) for item in value):
+        return repr(" ".join(f"{key}={item}" for key, item in value))  # flow settings
+    return repr(value)
 
 
 def settings_words(text: str) -> dict[str, str]:
@@ -266,6 +282,10 @@ def settings_words(text: str) -> dict[str, str]:
             raise ValueError(f"flow settings name {key!r} twice in {text!r}")
         words[key] = value
     return words
+
+
+_IDENTITY_FIELDS = ("source_path", "source_size", "source_mtime", "strides", "flow_backend",
+                    "weights_sha256", "flow_settings", "size")
 
 
 def _identity(info: CacheInfo) -> tuple:
@@ -736,6 +756,7 @@ class CacheReader:
         try:
             with h5py.File(self._path, "r") as file:
                 self._info, self._count = _check_complete(file, self._path)
+                expected = int(file.attrs.get("expected_frames", -1))
                 self._frame_numbers = file["frame_numbers"][:]
                 self._has_mask = file["has_mask"][:]
         except OSError as error:
@@ -743,6 +764,7 @@ class CacheReader:
                              f"({error})") from error
         self._frame_numbers.flags.writeable = False
         self._has_mask.flags.writeable = False
+        self._expected = None if expected < 0 else expected
         self._file: h5py.File | None = None
         self._pid: int | None = None
 
@@ -753,6 +775,12 @@ class CacheReader:
     @property
     def info(self) -> CacheInfo:
         return self._info
+
+    @property
+    def expected_frames(self) -> int | None:
+        """The frames its writer expected (the source's count, or fewer when told to stop
+        early), None when unknown; the cache holds fewer when the source had fewer."""
+        return self._expected
 
     @property
     def frame_numbers(self) -> np.ndarray:

@@ -9,6 +9,7 @@ every WORLD_SIZE-th video (one file per video, so no two ranks write the same fi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -42,7 +43,9 @@ from pipelines.sources import (
     MIN_FRAMES,
     FrameFolderSource,
     Source,
+    StreamSource,
     VideoSource,
+    is_stream_spec,
     list_image_files,
     source_identity,
 )
@@ -167,28 +170,28 @@ def preprocess_source(source: Source, cache_path: Path, *, backend, strides: Seq
                what=f"{source.path} at {format_size(source.frame_size)}",
                hint="choose a smaller --size or --batch-frames",
                device=getattr(backend, "device", "cpu"))
-    source_size, source_mtime = source_identity(source)
-    info = CacheInfo(strides=strides, backend=backend.name,
-                     weights_sha256=getattr(backend, "weights_sha256", ""),
-                     flow_settings=getattr(backend, "settings", ""),
-                     size=source.frame_size, source_path=str(source.path),
-                     source_size=source_size, source_mtime=source_mtime, fps=source.fps or 0.0,
-                     package_version=crossnet.__version__)
+    info = cache_info(source, backend=backend, strides=strides, size=source.frame_size)
+    expected = source.num_frames
+    if max_frames is not None and expected is not None:
+        expected = min(expected, max_frames)
     if is_complete(cache_path):
         if not overwrite:
             with CacheReader(cache_path) as reader:
-                if reader.info.same_content_as(info):
-                    return False
+                difference = cache_difference(reader.info, info)
+                if difference is None and None not in (reader.expected_frames, expected) \
+                        and reader.expected_frames != expected:
+                    difference = (f"frames expected: {reader.expected_frames} in the cache, "
+                                  f"{expected} now (--max-frames)")
+            if difference is None:
+                return False
             raise InputError(f"{cache_path}: exists, made from other settings or another "
-                             "version of the source; pass --overwrite to rebuild it")
+                             f"version of the source ({difference}); pass --overwrite to "
+                             "rebuild it")
     elif cache_path.exists():
         # Only a complete cache is ever renamed to this name, so this one was damaged since
         # (a truncated copy, a full disk): it is rebuilt, and replaced only once complete.
         logger.warning("%s: not a complete, readable cache (truncated or corrupt); rebuilding it",
                        cache_path)
-    expected = source.num_frames
-    if max_frames is not None and expected is not None:
-        expected = min(expected, max_frames)
     with CacheWriter.open(cache_path, info=info, expected_frames=expected) as writer:
         start = writer.frames_written
         pending: dict[int, object] = {}
@@ -215,6 +218,32 @@ def preprocess_source(source: Source, cache_path: Path, *, backend, strides: Seq
                              f"3D-HOP needs at least {MIN_FRAMES} (motion between frames)")
         writer.finish()  # os.replace: an old cache under --overwrite is swapped atomically
     return True
+
+
+def cache_info(source: Source, *, backend, strides: Sequence[int],
+               size: tuple[int, int]) -> CacheInfo:
+    """What the cache of ``source`` made by ``backend`` at ``size`` records: the source by its
+    absolute path (so ``clip.mp4`` typed in its folder and ``/data/clip.mp4`` typed elsewhere
+    name one cache), its bytes and mtime, the strides and how the flow was made."""
+    source_size, source_mtime = source_identity(source)
+    path = source.path if isinstance(source, StreamSource) else Path(source.path).resolve()
+    return CacheInfo(strides=tuple(strides), backend=backend.name,
+                     weights_sha256=getattr(backend, "weights_sha256", ""),
+                     flow_settings=getattr(backend, "settings", ""), size=size,
+                     source_path=str(path), source_size=source_size,
+                     source_mtime=source_mtime, fps=source.fps or 0.0,
+                     package_version=crossnet.__version__)
+
+
+def cache_difference(cached: CacheInfo, wanted: CacheInfo) -> str | None:
+    """How a cache made as ``cached`` says differs from what ``wanted`` asks for (see
+    :meth:`flow.cache.CacheInfo.difference`), None if it holds that. A relative source path
+    (caches written before paths were recorded absolute, 2026-11-25) is read from the current
+    folder, where such a rerun is typed."""
+    if not os.path.isabs(cached.source_path) and not is_stream_spec(cached.source_path):
+        cached = dataclasses.replace(cached,
+                                     source_path=str(Path(cached.source_path).resolve()))
+    return cached.difference(wanted)
 
 
 def with_roi(mask: np.ndarray | None, roi: np.ndarray | None) -> np.ndarray | None:

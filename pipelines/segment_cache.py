@@ -19,10 +19,9 @@ import cv2
 import numpy as np
 import torch
 
-import crossnet
-from flow.cache import CacheInfo, CacheReader, CacheWriter, cache_path_for, is_complete
+from flow.cache import CacheReader, CacheWriter, cache_path_for, is_complete
 from pipelines.errors import InputError
-from pipelines.preprocess import source_identity, with_roi
+from pipelines.preprocess import cache_difference, cache_info, with_roi
 from pipelines.sources import Frame, Source
 
 logger = logging.getLogger(__name__)
@@ -49,21 +48,17 @@ class SegmentCache:
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         path = cache_path_for(cache_dir, source.name)
-        source_size, source_mtime = source_identity(source)
-        info = CacheInfo(strides=tuple(strides), backend=backend.name,
-                         weights_sha256=getattr(backend, "weights_sha256", ""),
-                         flow_settings=getattr(backend, "settings", ""), size=size,
-                         source_path=str(source.path), source_size=source_size,
-                         source_mtime=source_mtime, fps=source.fps or 0.0,
-                         package_version=crossnet.__version__)
+        info = cache_info(source, backend=backend, strides=strides, size=size)
         roi = getattr(source, "roi", None)
         if is_complete(path):
             reader = CacheReader(path)
-            if reader.info.same_content_as(info):
+            difference = cache_difference(reader.info, info)
+            if difference is None:
                 return cls(path, reader=reader)
             reader.close()
             raise InputError(f"{path}: a cache made from other settings or another version of "
-                             "the source; remove it or use another --cache folder")
+                             f"the source ({difference}); remove it or use another --cache "
+                             "folder")
         writer = CacheWriter.open(path, info=info, expected_frames=source.num_frames)
         return cls(path, writer=writer, roi=roi)
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import cv2
+import h5py
 import numpy as np
 import pytest
 
@@ -249,3 +250,45 @@ def test_raft_caches_record_their_settings_and_are_reused_across_precisions(tmp_
     backend.num_flow_updates = 4  # other flow: refused, not silently reused
     other = preprocess([frames], out, backend=backend, strides=(1,), progress=False)
     assert len(other.failed) == 1 and "other settings" in other.failed[0][1]
+
+
+def test_a_cache_is_the_same_whatever_way_its_source_path_is_typed(tmp_path, monkeypatch):
+    frames = tmp_path / "data" / "clip"
+    _write_translating_frames(frames, 4)
+    backend, out = make_hop_backend("dis-ultrafast"), tmp_path / "out"
+    written = preprocess([frames], out, backend=backend, strides=(1,), progress=False).written
+    with CacheReader(written[0]) as reader:
+        assert reader.info.source_path == str(frames.resolve())
+    monkeypatch.chdir(tmp_path / "data")
+    for typed in ("clip", "./clip", "../data//clip"):
+        assert preprocess([typed], out, backend=backend, strides=(1,),
+                          progress=False).skipped == written, typed
+    # A cache written when paths were recorded as typed: read from the current folder.
+    with h5py.File(written[0], "r+") as file:
+        file.attrs["source_path"] = "clip"
+    assert preprocess([frames], out, backend=backend, strides=(1,),
+                      progress=False).skipped == written
+
+
+def test_another_max_frames_is_another_cache_and_the_refusal_names_it(tmp_path):
+    frames = tmp_path / "clip"
+    _write_translating_frames(frames, 6)
+    backend, out = make_hop_backend("dis-ultrafast"), tmp_path / "out"
+    first = preprocess([frames], out, backend=backend, strides=(1,), max_frames=3,
+                       progress=False)
+    assert preprocess([frames], out, backend=backend, strides=(1,), max_frames=3,
+                      progress=False).skipped == first.written
+    for max_frames, expected in ((4, 4), (None, 6)):
+        other = preprocess([frames], out, backend=backend, strides=(1,),
+                           max_frames=max_frames, progress=False)
+        assert [path for path, _ in other.failed] == [str(frames)]
+        assert ("(frames expected: 3 in the cache, "
+                f"{expected} now (--max-frames)); pass --overwrite") in other.failed[0][1]
+    # More than the source has changes nothing: the cache holds every frame already.
+    whole = preprocess([frames], tmp_path / "whole", backend=backend, strides=(1,),
+                       progress=False).written
+    assert preprocess([frames], tmp_path / "whole", backend=backend, strides=(1,),
+                      max_frames=50, progress=False).skipped == whole
+    other = preprocess([frames], out, backend=backend, strides=(1, 2), max_frames=3,
+                       progress=False)
+    assert "(strides: (1,) in the cache, (1, 2) now)" in other.failed[0][1]
