@@ -328,17 +328,23 @@ def preprocess(inputs: tuple[str, ...], out_dir: str, strides: tuple[int, ...], 
     backend = make_hop_backend(flow_name, weights=weights, device=device)
     summary = run_preprocess(inputs, out_dir, backend=backend, strides=strides, size=size,
                              max_frames=max_frames, batch_frames=batch_frames, preview=preview,
-                             overwrite=overwrite, progress=not no_progress)
-    for path in summary.written:
-        click.echo(f"wrote {path}")
-    for path in summary.skipped:
-        click.echo(f"skipped {path} (already complete)")
-    for _, reason in summary.failed:
-        click.echo(f"crossnet: error: {reason}", err=True)
+                             overwrite=overwrite, progress=not no_progress,
+                             on_result=_echo_preprocessed)
     click.echo(f"{len(summary.written)} written, {len(summary.skipped)} skipped, "
                f"{len(summary.failed)} failed")
     if summary.failed:
         raise click.exceptions.Exit(EXIT_ERROR)
+
+
+def _echo_preprocessed(kind: str, text: str) -> None:
+    """One line per input as it is done (above the progress bars, which tqdm redraws)."""
+    from tqdm import tqdm
+
+    if kind == "failed":
+        tqdm.write(f"crossnet: error: {text}", file=sys.stderr)
+    else:
+        tqdm.write(f"{kind} {text}" + (" (already complete)" if kind == "skipped" else ""),
+                   file=sys.stdout)
 
 
 @cli.command(name="pseudo-label")

@@ -13,7 +13,7 @@ import dataclasses
 import itertools
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -278,7 +278,9 @@ def write_preview(cache_path: Path, preview_path: Path) -> None:
 def preprocess(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *, backend,
                strides: Sequence[int] = (1, 4, 8), size: tuple[int, int] | None = None,
                max_frames: int | None = None, batch_frames: int = 8, preview: bool = False,
-               overwrite: bool = False, progress: bool = True) -> PreprocessSummary:
+               overwrite: bool = False, progress: bool = True,
+               on_result: Callable[[str, str], None] | None = None
+               ) -> PreprocessSummary:
     """Preprocess every input into ``out_dir``; failures are collected, not raised.
 
     Args:
@@ -292,6 +294,9 @@ def preprocess(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, 
         preview: also write ``<name>_preview.png`` per video.
         overwrite: rebuild caches that exist, even if complete.
         progress: show progress bars.
+        on_result: called as each input is done, with ``"wrote"`` or ``"skipped"`` and the
+            cache's path, or ``"failed"`` and the one-line reason, so that a caller reports as
+            the batch goes (an interrupted batch has said what it finished).
 
     Returns:
         The summary of this process's share of the inputs.
@@ -309,6 +314,9 @@ def preprocess(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, 
                    device=getattr(backend, "device", "cpu"))
     summary = PreprocessSummary()
     sources = collect_sources(inputs, size=size, failed=summary.failed, exclude=out_dir)
+    report = on_result or (lambda kind, text: None)
+    for _, reason in summary.failed:  # inputs that could not be opened
+        report("failed", reason)
     named = shard_for_rank(list(zip(sources, unique_cache_names(sources))))
     for source, name in tqdm(named, desc="videos", unit="video", disable=not progress):
         cache_path = cache_path_for(out_dir, name)
@@ -321,8 +329,10 @@ def preprocess(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, 
                 write_preview(cache_path, preview_path)
         except Exception as error:  # noqa: BLE001 - one failed video must not stop the batch
             summary.failed.append((str(source.path), _failure_line(error, source.path)))
+            report("failed", summary.failed[-1][1])
             continue
         (summary.written if written else summary.skipped).append(cache_path)
+        report("wrote" if written else "skipped", str(cache_path))
     return summary
 
 

@@ -292,3 +292,22 @@ def test_another_max_frames_is_another_cache_and_the_refusal_names_it(tmp_path):
     other = preprocess([frames], out, backend=backend, strides=(1, 2), max_frames=3,
                        progress=False)
     assert "(strides: (1,) in the cache, (1, 2) now)" in other.failed[0][1]
+
+
+def test_each_input_is_reported_when_it_is_done_not_after_the_batch(tmp_path, monkeypatch):
+    inputs = tmp_path / "inputs"
+    for name in ("a", "c"):
+        _write_translating_frames(inputs / name, 3)
+    (inputs / "b.mp4").write_text("not a video")
+    out = tmp_path / "out"
+    reports = []
+
+    def record(kind, text):  # what exists when a line is printed
+        reports.append((kind, Path(text).name if kind != "failed" else "b.mp4" in text,
+                        sorted(p.name for p in out.glob("*.h5"))))
+
+    preprocess([inputs], out, backend=make_hop_backend("dis-ultrafast"), strides=(1,),
+               progress=False, on_result=record)
+    # The unreadable video fails when the inputs are opened, before any flow.
+    assert reports == [("failed", True, []), ("wrote", "a.h5", ["a.h5"]),
+                       ("wrote", "c.h5", ["a.h5", "c.h5"])]
