@@ -61,8 +61,17 @@ class MethodReport:
     :meth:`ModelMethod.settings`."""
 
     def mean(self) -> dict[str, float]:
-        """The mean of every score over the scenes (NaN-aware, see :func:`mean_scores`)."""
-        return mean_scores({**result.scores, "fps": result.fps} for result in self.scenes)
+        """The mean of every score over the scenes (NaN-aware, see :func:`mean_scores`), except
+        ``frames``, the frames scored in all scenes together, and ``fps``, every frame the
+        method saw over all the time it took (a mean of rates would weigh a short scene as
+        much as a long one)."""
+        means = mean_scores({**result.scores, "fps": result.fps} for result in self.scenes)
+        means["frames"] = float(sum(result.scores["frames"] for result in self.scenes))
+        timed = [result for result in self.scenes if result.fps > 0]
+        seconds = sum(result.frames_seen / result.fps for result in timed)
+        means["fps"] = (sum(result.frames_seen for result in timed) / seconds if seconds > 0
+                        else math.nan)
+        return means
 
     def to_dict(self) -> dict:
         document = {

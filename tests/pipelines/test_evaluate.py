@@ -88,3 +88,18 @@ def test_bad_inputs_fail_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(missing) in err[0] and "Traceback" not in err[0]
     assert main(["evaluate", str(tmp_path), "--method", "vibe"]) == 2
+
+
+def test_the_mean_row_counts_all_frames_and_all_time():
+    from pipelines.evaluate import MethodReport, SceneResult
+
+    def scene(name, f, frames, seen, fps):
+        return SceneResult(scene=name, method="mog2", scores={"F": f, "frames": frames},
+                           fps=fps, frames_seen=seen)
+
+    # 100 frames in 1 s, then 10 frames in 1 s: 110 frames in 2 s, not (100 + 10) / 2 fps.
+    report = MethodReport("mog2", [scene("long", 0.5, 71, 100, 100.0),
+                                   scene("short", float("nan"), 1, 10, 10.0)])
+    mean = report.mean()
+    assert mean["F"] == 0.5  # an undefined score is left out of the mean of scores
+    assert mean["frames"] == 72.0 and mean["fps"] == pytest.approx(55.0)
