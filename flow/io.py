@@ -26,7 +26,7 @@ Windows when both names are on the same file system).
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 import cv2
@@ -78,12 +78,14 @@ def _check_flow_array(flow: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _write_bytes_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    handle, temporary_name = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    The temporary is opened with ``"xb"`` under a unique name (not ``tempfile.mkstemp``, which
+    creates mode 0600), so the file gets the usual umask permissions, as other outputs do.
+    """
+    temporary_name = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with os.fdopen(handle, "wb") as stream:
+        with open(temporary_name, "xb") as stream:
             stream.write(data)
         os.replace(temporary_name, path)
     except BaseException as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -191,3 +192,12 @@ def test_kitti_errors(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a png")
     with pytest.raises(ValueError, match=r"garbage\.png.*could not decode"):
         read_kitti_flow(garbage)
+
+
+def test_write_flo_gives_the_file_the_umasks_permissions(tmp_path: Path) -> None:
+    old_mask = os.umask(0o022)
+    try:
+        write_flo(tmp_path / "a.flo", _random_flow(2, 3))
+    finally:
+        os.umask(old_mask)
+    assert (tmp_path / "a.flo").stat().st_mode & 0o777 == 0o644  # mkstemp made it 0600
