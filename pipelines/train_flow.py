@@ -223,6 +223,13 @@ def train_flow(out_dir: str | os.PathLike, config: FlowTrainConfig, *,
         raise InputError("--stage video needs --data: folders of videos or frame folders")
     if config.loss.distillation_weight > 0 and init is None and not resume:
         raise InputError("distillation needs --init: the network to distil from")
+    if config.stage == "video" and init is None and not resume:
+        # Measured by an audit: from random weights every pixel fails the forward-backward
+        # check, so census and SSIM are 0 and only smoothness trains the network.
+        logger.warning("--stage video without --init starts from random weights, whose flow "
+                       "fails the occlusion check everywhere: only the smoothness term trains "
+                       "it. Pass --init (e.g. flow/weights/raft_small.pt, or a synthetic "
+                       "stage's weights.pt)")
     for path in data_dirs:
         if not Path(path).exists():
             raise InputError(f"{path}: no such file or folder")

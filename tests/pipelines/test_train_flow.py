@@ -4,6 +4,7 @@ A tiny RAFT (tests/flow/test_raft.py) replaces raft-small so that a run takes se
 """
 
 import json
+import logging
 import multiprocessing
 
 import cv2
@@ -195,3 +196,20 @@ def test_cli_runs_a_tiny_synthetic_stage(tmp_path, capsys):
     assert code == 0
     assert capsys.readouterr().out.strip().endswith(f"weights: {tmp_path / 'run' / 'weights.pt'}")
     assert _load(tmp_path / "run" / "last.pt")["train_config"]["num_flow_updates"] == 1
+
+
+def test_the_video_stage_from_random_weights_warns_that_only_smoothness_trains(
+        tmp_path, frame_folder, caplog):
+    config = _config(stage="video", steps=2)
+    with caplog.at_level(logging.WARNING, logger="pipelines.train_flow"):
+        train_flow(tmp_path / "random", config, data_dirs=[frame_folder], device="cpu",
+                   progress=False)
+    assert "--stage video without --init starts from random weights" in caplog.text
+    # What the warning says: no pixel passes the occlusion check, no photometric term acts.
+    line = json.loads((tmp_path / "random" / "log.jsonl").read_text().splitlines()[-1])
+    assert line["non_occluded"] == line["census"] == line["ssim"] == 0.0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pipelines.train_flow"):
+        train_flow(tmp_path / "video", config, data_dirs=[frame_folder], device="cpu",
+                   init=tmp_path / "random" / "weights.pt", progress=False)
+    assert "without --init" not in caplog.text
