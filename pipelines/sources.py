@@ -176,6 +176,14 @@ def number_files(files: Iterable[Path]) -> list[tuple[int, Path]]:
     numbered: dict[int, Path] = {}
     for file in files:
         number = trailing_integer(file.name)
+        if number is None and file.stem.lower() == "roi":
+            frames = next((name for name in ("in", "input") if (file.parent / name).is_dir()),
+                          None)
+            if frames is not None:  # a scene folder whose groundtruth/ is missing
+                raise InputError(
+                    f"{file.parent}: has {frames}/ and {file.name} as a scene folder does, but "
+                    f"no groundtruth/ folder; add it, or give {file.parent / frames} to use the "
+                    "frames without masks")
         if number is None:
             raise InputError(
                 f"{file}: image file without a frame number in its name (frames are ordered "

@@ -353,3 +353,18 @@ def test_a_mixed_size_folder_knows_its_largest_frame_from_the_file_headers(tmp_p
     # Frames resized to a size, or refused when they differ: the frame size is the largest.
     assert FrameFolderSource(folder, size=(64, 48)).max_frame_size == (64, 48)
     assert FrameFolderSource(folder).max_frame_size == (32, 24)
+
+
+def test_a_scene_folder_without_its_ground_truth_is_named_as_such(tmp_path):
+    scene = tmp_path / "rain"
+    (scene / "in").mkdir(parents=True)
+    for number in (1, 2):
+        cv2.imwrite(str(scene / "in" / f"in{number:06d}.png"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(scene / "ROI.bmp"), np.full((8, 8), 255, np.uint8))
+    with pytest.raises(InputError, match=r"rain: has in/ and ROI.bmp as a scene folder does, "
+                       r"but no groundtruth/ folder; add it, or give .*rain/in to use"):
+        FrameFolderSource(scene)
+    assert FrameFolderSource(scene / "in").num_frames == 2
+    (scene / "in").rename(scene / "frames")  # no frame folder beside it: the usual message
+    with pytest.raises(InputError, match="ROI.bmp: image file without a frame number"):
+        FrameFolderSource(scene)
