@@ -150,7 +150,8 @@ def test_caches_of_two_flow_backends_are_refused(caches, tmp_path):
 
 
 @pytest.mark.parametrize("weight_average", [0.0, 0.9])
-def test_resume_reproduces_the_uninterrupted_run(caches, tmp_path, monkeypatch, weight_average):
+def test_resume_reproduces_the_uninterrupted_run(caches, tmp_path, monkeypatch, weight_average,
+                                                 capsys):
     config = _config(weight_average=weight_average)
     train([caches], SPLIT, tmp_path / "whole", config, device="cpu", progress=False)
     whole = load_checkpoint(tmp_path / "whole" / "last.pt")
@@ -169,8 +170,11 @@ def test_resume_reproduces_the_uninterrupted_run(caches, tmp_path, monkeypatch, 
         train([caches], SPLIT, tmp_path / "cut", config, device="cpu", progress=False)
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
     monkeypatch.setattr(train_module, "validate", real_validate)
+    capsys.readouterr()
     train([caches], SPLIT, tmp_path / "cut", config, device="cpu", resume=True,
           progress=False)
+    assert capsys.readouterr().out.startswith(
+        f"resuming {tmp_path / 'cut' / 'last.pt'}: 1 of 2 epochs done, best validation F so far ")
     resumed = load_checkpoint(tmp_path / "cut" / "last.pt")
     assert resumed["epoch"] == 2
     _states_equal(resumed["model"], whole["model"])
