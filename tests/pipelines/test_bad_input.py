@@ -497,7 +497,7 @@ def test_full_disk_while_writing_outputs_of_flow_evaluate_and_synth(inputs, tmp_
     import pipelines.outputs
     import pipelines.synth
 
-    monkeypatch.setattr(flow.io.os, "fdopen", lambda fd, mode: _FullDisk()(fd, mode))
+    monkeypatch.setattr(flow.io, "open", _FullDisk(), raising=False)
     code, _, errors = run(capsys, "flow", inputs / "frames" / "in000001.png",
                           inputs / "frames" / "in000002.png", "--out", tmp_path / "f.flo")
     monkeypatch.undo()
