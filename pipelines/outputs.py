@@ -76,8 +76,8 @@ def folder_lock(folder: Path, *, what: str) -> Iterator[None]:
     """Hold ``folder`` for one writer: an exclusive ``flock`` on the folder itself, which the
     kernel drops when the process ends (however it ends), so no lock file is left behind.
 
-    Where ``fcntl`` does not exist (Windows), or the file system refuses locks, the run goes
-    on unlocked (logged at debug level).
+    Where ``fcntl`` does not exist (Windows) the run goes on unlocked; where the file system
+    refuses locks (some network file systems), too, with a warning.
 
     Raises:
         InputError: another live process holds the folder; ``what`` names that process in the
@@ -93,7 +93,8 @@ def folder_lock(folder: Path, *, what: str) -> Iterator[None]:
             raise InputError(f"{folder}: another {what} is writing into this folder; wait for "
                              "it to finish, or choose another output folder") from None
         except OSError as error:  # e.g. a network file system without flock
-            logger.debug("%s: not locked (%s)", folder, error)
+            logger.warning("%s: cannot lock the folder (%s); a second run into it would not "
+                           "be refused", folder, error.strerror or error)
     try:
         yield
     finally:

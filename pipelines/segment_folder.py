@@ -8,9 +8,12 @@ completed) and optional mp4s of the masks and of an overlay.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,8 @@ from pipelines.outputs import (
 )
 from pipelines.segment import SegmentationModel, segment_frames
 from pipelines.sources import MIN_FRAMES, Source, StreamSource
+
+logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "segment.json"
 """The record, in a mask folder, of what its masks were made from (see segment_to_folder)."""
@@ -239,19 +244,133 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
         OSError: a write failed (disk full...); the masks written so far are whole, and a
             rerun continues from them.
     """
-    created = not Path(out_dir).exists()
-    out_dir = prepare_output_folder(out_dir)
+    from tqdm import tqdm
+
+    from pipelines.imageio import read_label_mask, write_png_atomic
+
+    with _held_output_folder(out_dir) as folder:
+        remove_stale_temporaries(folder, _MASK_NAME)  # left by a killed run (none is live)
+        threshold = segmentation.threshold if threshold is None else float(threshold)
+        identity = run_identity(source, segmentation, backend=backend, size=size,
+                                threshold=threshold, precision=precision)
+        manifest_path = folder / MANIFEST_NAME
+        manifest = _read_manifest(manifest_path)
+        existing = _existing_masks(folder)
+        if not existing and manifest is not None and not manifest.get("complete"):
+            # A run that stopped before its first mask (bad input, a refused setting): nothing
+            # to resume or to protect, so its record does not hold the corrected rerun back.
+            manifest = None
+        if overwrite:
+            for number in existing:
+                mask_path(folder, number).unlink(missing_ok=True)
+            manifest_path.unlink(missing_ok=True)
+            existing, manifest = set(), None
+        elif existing or manifest is not None:
+            hint = "pass --overwrite to replace them, or choose another --out"
+            if isinstance(source, StreamSource):
+                raise InputError(f"{folder}: holds masks already, and a live stream cannot resume; "
+                                 f"{hint}")
+            if manifest is None:
+                raise InputError(f"{folder}: holds masks without a {MANIFEST_NAME} saying what "
+                                 f"made them; {hint}")
+            difference = _differing(manifest["identity"], identity)
+            if difference is not None:
+                raise InputError(f"{folder}: holds masks of another run ({difference}); {hint}")
+        requested = {"video": video, "overlay": overlay}
+        if (manifest is not None and manifest.get("complete")
+                and len(existing) == manifest.get("frames")
+                and all(path is None or (manifest.get(kind) == str(path) and path.exists())
+                        for kind, path in requested.items())):
+            return SegmentSummary(frames=len(existing), seconds=0.0, mask_dir=folder, written=0,
+                                  video=video, overlay=overlay, complete_before=True)
+        for kind, path in requested.items():
+            if path is not None:
+                check_output_file(path, overwrite=overwrite, option=f"--{kind}")
+        if source.num_frames is not None and source.num_frames < MIN_FRAMES:
+            raise InputError(f"{source.path}: {source.num_frames} frame(s); segmentation needs at "
+                             f"least {MIN_FRAMES} (motion between frames)")
+        processing = size or source.frame_size
+        check_fits(segment_bytes(segmentation.config, processing, batch_frames=batch_frames,
+                                 backend=backend.name,
+                                 native_size=getattr(source, "max_frame_size", None)
+                                 or getattr(source, "native_size", None)),
+                   what=f"segmenting {source.path} at {format_size(processing)}",
+                   hint="choose a smaller --size or --batch-size", device=device)
+        start = 0 if overwrite else _first_missing(source, existing)
+        _write_manifest(manifest_path, identity)
+
+        fps = source.fps or 25.0
+        width, height = source.frame_size
+        writers: dict[str, _VideoOut] = {}
+        frames = written = 0
+        started = time.perf_counter()
+        try:
+            for kind, path in requested.items():
+                if path is not None:
+                    # Masks stay 0/255 when a frame of another size is fitted; overlays smooth.
+                    writers[kind] = _VideoOut(path, fps, (width, height),
+                                              interpolation=cv2.INTER_NEAREST if kind == "video"
+                                              else cv2.INTER_AREA)
+            bar = tqdm(total=source.num_frames, desc=source.name, unit="frame",
+                       disable=not progress)
+            with bar:
+                for frame, mask in segment_frames(source, segmentation, backend=backend, size=size,
+                                                  threshold=threshold, batch_frames=batch_frames,
+                                                  device=device, start=start,
+                                                  cache_dir=cache_dir, precision=precision,
+                                                  overlap=overlap, compile_model=compile_model):
+                    path = mask_path(folder, frame.number)
+                    if mask is None or (not overwrite and path.exists()):
+                        if writers:  # the videos need it: read back the mask that is kept
+                            mask = read_label_mask(path)
+                            if mask.shape != frame.rgb.shape[:2]:
+                                raise InputError(f"{path}: mask size {mask.shape[1]}x"
+                                                 f"{mask.shape[0]} differs from the frame's "
+                                                 f"{frame.rgb.shape[1]}x{frame.rgb.shape[0]}; "
+                                                 "pass --overwrite")
+                    else:
+                        write_png_atomic(path, mask)
+                        written += 1
+                    if "video" in writers:
+                        writers["video"].write(cv2.cvtColor(mask, cv2.COLOR_GRAY2BGR))
+                    if "overlay" in writers:
+                        writers["overlay"].write(overlay_frame(frame.rgb, mask))
+                    frames += 1
+                    bar.update()
+            if frames < MIN_FRAMES:
+                raise InputError(f"{source.path}: {frames} frame(s) decoded; segmentation needs at "
+                                 f"least {MIN_FRAMES} (motion between frames)")
+            seconds = time.perf_counter() - started
+            while writers:  # a writer that fails its check removes its own file
+                writers.popitem()[1].close(complete=True)
+        except BaseException:
+            for writer in writers.values():
+                writer.close(complete=False)
+            raise
+        _write_manifest(manifest_path, identity, frames=frames, video=video, overlay=overlay)
+        return SegmentSummary(frames=frames, seconds=seconds, mask_dir=folder, written=written,
+                              video=video, overlay=overlay)
+
+
+@contextmanager
+def _held_output_folder(out_dir: Path) -> Iterator[Path]:
+    """``out_dir`` created if needed, checked and held (:func:`pipelines.outputs.folder_lock`)
+    while the block runs. When the block fails and this run created the folder, the folder is
+    removed again if it holds no mask (at most the run's record), still under the lock, so a
+    run refused by the lock, or one that starts meanwhile, never loses a live run's folder."""
     try:
-        with folder_lock(out_dir, what="crossnet segment"):
-            return _segment_locked(
-                source, segmentation, out_dir, backend=backend, size=size, threshold=threshold,
-                batch_frames=batch_frames, device=device, video=video, overlay=overlay,
-                overwrite=overwrite, progress=progress, cache_dir=cache_dir,
-                precision=precision, overlap=overlap, compile_model=compile_model)
-    except BaseException:
-        if created:
-            _remove_if_unused(out_dir)
-        raise
+        Path(out_dir).mkdir(parents=True)  # exclusive: of two runs only one creates it
+        created = True
+    except OSError:  # there already, or cannot be made: prepare_output_folder says which
+        created = False
+    out_dir = prepare_output_folder(out_dir)
+    with folder_lock(out_dir, what="crossnet segment"):
+        try:
+            yield out_dir
+        except BaseException:
+            if created:
+                _remove_if_unused(out_dir)
+            raise
 
 
 def _remove_if_unused(out_dir: Path) -> None:
@@ -262,115 +381,6 @@ def _remove_if_unused(out_dir: Path) -> None:
             for entry in entries:
                 entry.unlink()
             out_dir.rmdir()
-    except OSError:
-        pass  # a folder someone else wrote into meanwhile, or gone: leave it
+    except OSError as error:  # something else wrote into it meanwhile, or it is gone
+        logger.debug("%s: left in place (%s)", out_dir, error)
 
-
-def _segment_locked(source: Source, segmentation: SegmentationModel, out_dir: Path, *,
-                    backend, size, threshold, batch_frames, device, video, overlay, overwrite,
-                    progress, cache_dir, precision, overlap, compile_model) -> SegmentSummary:
-    """:func:`segment_to_folder` once ``out_dir`` exists and is held."""
-    from tqdm import tqdm
-
-    from pipelines.imageio import read_label_mask, write_png_atomic
-
-    remove_stale_temporaries(out_dir, _MASK_NAME)  # left by a killed run (none is live)
-    threshold = segmentation.threshold if threshold is None else float(threshold)
-    identity = run_identity(source, segmentation, backend=backend, size=size,
-                            threshold=threshold, precision=precision)
-    manifest_path = out_dir / MANIFEST_NAME
-    manifest = _read_manifest(manifest_path)
-    existing = _existing_masks(out_dir)
-    if not existing and manifest is not None and not manifest.get("complete"):
-        # A run that stopped before its first mask (bad input, a refused setting): nothing
-        # to resume or to protect, so its record does not hold the corrected rerun back.
-        manifest = None
-    if overwrite:
-        for number in existing:
-            mask_path(out_dir, number).unlink(missing_ok=True)
-        manifest_path.unlink(missing_ok=True)
-        existing, manifest = set(), None
-    elif existing or manifest is not None:
-        hint = "pass --overwrite to replace them, or choose another --out"
-        if isinstance(source, StreamSource):
-            raise InputError(f"{out_dir}: holds masks already, and a live stream cannot resume; "
-                             f"{hint}")
-        if manifest is None:
-            raise InputError(f"{out_dir}: holds masks without a {MANIFEST_NAME} saying what made "
-                             f"them; {hint}")
-        difference = _differing(manifest["identity"], identity)
-        if difference is not None:
-            raise InputError(f"{out_dir}: holds masks of another run ({difference}); {hint}")
-    requested = {"video": video, "overlay": overlay}
-    if (manifest is not None and manifest.get("complete")
-            and len(existing) == manifest.get("frames")
-            and all(path is None or (manifest.get(kind) == str(path) and path.exists())
-                    for kind, path in requested.items())):
-        return SegmentSummary(frames=len(existing), seconds=0.0, mask_dir=out_dir, written=0,
-                              video=video, overlay=overlay, complete_before=True)
-    for kind, path in requested.items():
-        if path is not None:
-            check_output_file(path, overwrite=overwrite, option=f"--{kind}")
-    if source.num_frames is not None and source.num_frames < MIN_FRAMES:
-        raise InputError(f"{source.path}: {source.num_frames} frame(s); segmentation needs at "
-                         f"least {MIN_FRAMES} (motion between frames)")
-    processing = size or source.frame_size
-    check_fits(segment_bytes(segmentation.config, processing, batch_frames=batch_frames,
-                             backend=backend.name,
-                             native_size=getattr(source, "max_frame_size", None)
-                             or getattr(source, "native_size", None)),
-               what=f"segmenting {source.path} at {format_size(processing)}",
-               hint="choose a smaller --size or --batch-size", device=device)
-    start = 0 if overwrite else _first_missing(source, existing)
-    _write_manifest(manifest_path, identity)
-
-    fps = source.fps or 25.0
-    width, height = source.frame_size
-    writers: dict[str, _VideoOut] = {}
-    frames = written = 0
-    started = time.perf_counter()
-    try:
-        for kind, path in requested.items():
-            if path is not None:
-                # Masks stay 0/255 when a frame of another size is fitted; overlays smooth.
-                writers[kind] = _VideoOut(path, fps, (width, height),
-                                          interpolation=cv2.INTER_NEAREST if kind == "video"
-                                          else cv2.INTER_AREA)
-        bar = tqdm(total=source.num_frames, desc=source.name, unit="frame", disable=not progress)
-        with bar:
-            for frame, mask in segment_frames(source, segmentation, backend=backend, size=size,
-                                              threshold=threshold, batch_frames=batch_frames,
-                                              device=device, start=start,
-                                              cache_dir=cache_dir, precision=precision,
-                                              overlap=overlap, compile_model=compile_model):
-                path = mask_path(out_dir, frame.number)
-                if mask is None or (not overwrite and path.exists()):
-                    if writers:  # the videos need it: read back the mask that is kept
-                        mask = read_label_mask(path)
-                        if mask.shape != frame.rgb.shape[:2]:
-                            raise InputError(f"{path}: mask size {mask.shape[1]}x"
-                                             f"{mask.shape[0]} differs from the frame's "
-                                             f"{frame.rgb.shape[1]}x{frame.rgb.shape[0]}; "
-                                             "pass --overwrite")
-                else:
-                    write_png_atomic(path, mask)
-                    written += 1
-                if "video" in writers:
-                    writers["video"].write(cv2.cvtColor(mask, cv2.COLOR_GRAY2BGR))
-                if "overlay" in writers:
-                    writers["overlay"].write(overlay_frame(frame.rgb, mask))
-                frames += 1
-                bar.update()
-        if frames < MIN_FRAMES:
-            raise InputError(f"{source.path}: {frames} frame(s) decoded; segmentation needs at "
-                             f"least {MIN_FRAMES} (motion between frames)")
-        seconds = time.perf_counter() - started
-        while writers:  # a writer that fails its check removes its own file
-            writers.popitem()[1].close(complete=True)
-    except BaseException:
-        for writer in writers.values():
-            writer.close(complete=False)
-        raise
-    _write_manifest(manifest_path, identity, frames=frames, video=video, overlay=overlay)
-    return SegmentSummary(frames=frames, seconds=seconds, mask_dir=out_dir, written=written,
-                          video=video, overlay=overlay)

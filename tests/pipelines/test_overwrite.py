@@ -352,3 +352,30 @@ def test_a_segment_rerun_says_what_it_wrote_and_what_it_kept(inputs, tmp_path, c
     assert code == 0 and video.is_file()
     assert stdout.splitlines() == [f"5 masks in {out} (all kept from the earlier run)",
                                    f"wrote {video}"]
+
+
+def test_a_run_refused_by_the_lock_never_removes_the_live_runs_folder(inputs, tmp_path, capsys,
+                                                                      monkeypatch):
+    import contextlib
+
+    import pipelines.segment_folder
+    from pipelines.outputs import folder_lock
+
+    out = tmp_path / "masks"
+    real_prepare = pipelines.segment_folder.prepare_output_folder
+    holder = contextlib.ExitStack()
+
+    def another_run_starts_meanwhile(path):  # between this run's mkdir and its lock
+        folder = real_prepare(path)
+        (folder / "segment.json").write_text('{"identity": {}, "complete": false}')
+        holder.enter_context(folder_lock(folder, what="crossnet segment"))
+        return folder
+
+    monkeypatch.setattr(pipelines.segment_folder, "prepare_output_folder",
+                        another_run_starts_meanwhile)
+    with holder:
+        code, _, errors = run(capsys, "segment", inputs / "a.mp4", "--out", out, "--weights",
+                              inputs / "model.pt", "--no-progress")
+        assert code == 1
+        _one_error(errors, f"{out}: another crossnet segment is writing into this folder")
+        assert (out / "segment.json").is_file()  # the live run's folder and record are intact
