@@ -48,7 +48,8 @@ strides             int64 (S,)       the strides k_s, positive, strictly increas
 flow_backend        str              name of the flow method (e.g. ``"dis-fast"``)
 weights_sha256      str              sha256 (hex) of the backend's weights file, "" if none
 size                int64 (2,)       stored size (W, H)
-source_path         str              the video / folder the frames came from, as given
+source_path         str              the video / folder the frames came from, absolute
+                                     (files written before 2026-11-25: as typed)
 source_size         int64            its size in bytes (sum of files for a folder)
 source_mtime        float64          its modification time, POSIX seconds
 fps                 float64          frame rate of the source, 0.0 when it has none
@@ -85,7 +86,8 @@ on resume; a resumed file keeps its original ``created`` time. What this does no
 operating system's page cache (a power cut): the writer does not ``fsync``.
 
 :meth:`CacheWriter.open` resumes a partial file whose identity (source path, size and mtime,
-strides, backend, weights sha256, flow settings other than precision, stored size) matches the requested :class:`CacheInfo`:
+strides, backend, weights sha256, flow settings other than precision, stored size) matches the
+requested :class:`CacheInfo`:
 
 - a partial file closed cleanly (an exception left the writer) opens for writing; its datasets
   are cut back to ``frames_written``;
@@ -254,10 +256,12 @@ class CacheInfo:
         """The first identity field (see :meth:`same_content_as`) in which a cache described by
         ``self`` differs from ``other``, the one asked for now, as ``"strides: (1, 4, 8) in
         the cache, (1, 2) now"``; None when they hold the same."""
-        for name, cached, wanted in zip(_IDENTITY_FIELDS, _identity(self), _identity(other),
-                                        strict=True):
+        for index, (cached, wanted) in enumerate(zip(_identity(self), _identity(other),
+                                                      strict=True)):
             if cached != wanted:
-                return f"{name}: {_shown(cached)} in the cache, {_shown(wanted)} now"
+                shown = _identity(self, as_recorded=True), _identity(other, as_recorded=True)
+                return (f"{_IDENTITY_FIELDS[index]}: {_shown(shown[0][index])} in the cache, "
+                        f"{_shown(shown[1][index])} now")
         return None
 
 
@@ -288,10 +292,17 @@ _IDENTITY_FIELDS = ("source_path", "source_size", "source_mtime", "strides", "fl
                     "weights_sha256", "flow_settings", "size")
 
 
-def _identity(info: CacheInfo) -> tuple:
+def _identity(info: CacheInfo, *, as_recorded: bool = False) -> tuple:
+    """The fields that decide what a cache holds. The source path is compared as the file it
+    names, so one file reached by a relative path, a symbolic link or ``..`` is one source (a
+    path that names nothing here, e.g. a stream's URL, compares as written);
+    ``as_recorded``: every field as written, for messages."""
     settings = settings_words(info.flow_settings)
     settings.pop("precision", None)
-    return (info.source_path, info.source_size, info.source_mtime, info.strides, info.backend,
+    path = info.source_path
+    if not as_recorded and os.path.exists(path):
+        path = os.path.realpath(path)
+    return (path, info.source_size, info.source_mtime, info.strides, info.backend,
             info.weights_sha256, tuple(sorted(settings.items())), info.size)
 
 

@@ -9,13 +9,13 @@ every WORLD_SIZE-th video (one file per video, so no two ranks write the same fi
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -45,12 +45,14 @@ from pipelines.sources import (
     Source,
     StreamSource,
     VideoSource,
-    is_stream_spec,
     list_image_files,
     source_identity,
 )
 
 logger = logging.getLogger(__name__)
+
+Outcome = Literal["wrote", "skipped", "failed"]
+"""What became of one input of a :func:`preprocess` batch."""
 
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
@@ -177,9 +179,8 @@ def preprocess_source(source: Source, cache_path: Path, *, backend, strides: Seq
     if is_complete(cache_path):
         if not overwrite:
             with CacheReader(cache_path) as reader:
-                difference = cache_difference(reader.info, info)
-                if difference is None and None not in (reader.expected_frames, expected) \
-                        and reader.expected_frames != expected:
+                difference = reader.info.difference(info)
+                if difference is None and not _holds_the_frames(reader, expected):
                     difference = (f"frames expected: {reader.expected_frames} in the cache, "
                                   f"{expected} now (--max-frames)")
             if difference is None:
@@ -220,11 +221,23 @@ def preprocess_source(source: Source, cache_path: Path, *, backend, strides: Seq
     return True
 
 
+def _holds_the_frames(reader: CacheReader, expected: int | None) -> bool:
+    """Whether a complete cache holds the frames a run expecting ``expected`` would write: the
+    same count expected, or a source that ran out before both counts (a video whose header
+    promises more frames than it decodes), or a count unknown to either."""
+    if reader.expected_frames is None or expected is None:
+        return True
+    held = len(reader)
+    ran_out = held < reader.expected_frames
+    return expected == reader.expected_frames or (ran_out and expected >= held)
+
+
 def cache_info(source: Source, *, backend, strides: Sequence[int],
                size: tuple[int, int]) -> CacheInfo:
     """What the cache of ``source`` made by ``backend`` at ``size`` records: the source by its
-    absolute path (so ``clip.mp4`` typed in its folder and ``/data/clip.mp4`` typed elsewhere
-    name one cache), its bytes and mtime, the strides and how the flow was made."""
+    absolute path (caches compare paths as the files they name, so ``clip.mp4`` typed in its
+    folder and ``/data/clip.mp4`` typed elsewhere are one cache), its bytes and mtime, the
+    strides and how the flow was made."""
     source_size, source_mtime = source_identity(source)
     path = source.path if isinstance(source, StreamSource) else Path(source.path).resolve()
     return CacheInfo(strides=tuple(strides), backend=backend.name,
@@ -233,17 +246,6 @@ def cache_info(source: Source, *, backend, strides: Sequence[int],
                      source_path=str(path), source_size=source_size,
                      source_mtime=source_mtime, fps=source.fps or 0.0,
                      package_version=crossnet.__version__)
-
-
-def cache_difference(cached: CacheInfo, wanted: CacheInfo) -> str | None:
-    """How a cache made as ``cached`` says differs from what ``wanted`` asks for (see
-    :meth:`flow.cache.CacheInfo.difference`), None if it holds that. A relative source path
-    (caches written before paths were recorded absolute, 2026-11-25) is read from the current
-    folder, where such a rerun is typed."""
-    if not os.path.isabs(cached.source_path) and not is_stream_spec(cached.source_path):
-        cached = dataclasses.replace(cached,
-                                     source_path=str(Path(cached.source_path).resolve()))
-    return cached.difference(wanted)
 
 
 def with_roi(mask: np.ndarray | None, roi: np.ndarray | None) -> np.ndarray | None:
@@ -279,7 +281,7 @@ def preprocess(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, 
                strides: Sequence[int] = (1, 4, 8), size: tuple[int, int] | None = None,
                max_frames: int | None = None, batch_frames: int = 8, preview: bool = False,
                overwrite: bool = False, progress: bool = True,
-               on_result: Callable[[str, str], None] | None = None
+               on_result: Callable[[Outcome, str], None] | None = None
                ) -> PreprocessSummary:
     """Preprocess every input into ``out_dir``; failures are collected, not raised.
 

@@ -21,7 +21,7 @@ import torch
 
 from flow.cache import CacheReader, CacheWriter, cache_path_for, is_complete
 from pipelines.errors import InputError
-from pipelines.preprocess import cache_difference, cache_info, with_roi
+from pipelines.preprocess import cache_info, with_roi
 from pipelines.sources import Frame, Source
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class SegmentCache:
         roi = getattr(source, "roi", None)
         if is_complete(path):
             reader = CacheReader(path)
-            difference = cache_difference(reader.info, info)
+            difference = reader.info.difference(info)
             if difference is None:
                 return cls(path, reader=reader)
             reader.close()

@@ -395,6 +395,25 @@ def test_caches_without_flow_settings_read_as_what_made_them(tmp_path, backend, 
                 make_info(backend=backend, flow_settings="updates=8 warm_updates=none"))
 
 
+def test_a_source_path_is_compared_as_the_file_it_names(tmp_path, monkeypatch):
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "disk" / "clip.avi").write_bytes(b"x")
+    (tmp_path / "data").symlink_to(tmp_path / "disk")
+    real = make_info(source_path=str(tmp_path / "disk" / "clip.avi"))
+    monkeypatch.chdir(tmp_path)
+    for typed in ("data/clip.avi", str(tmp_path / "data" / "clip.avi"), "disk/../disk/clip.avi"):
+        assert make_info(source_path=typed).same_content_as(real), typed
+    other = make_info(source_path="data/other.avi")  # names no file here: compared as written
+    assert other.difference(real) == (f"source_path: 'data/other.avi' in the cache, "
+                                      f"'{tmp_path / 'disk' / 'clip.avi'}' now")
+    # A partial file recorded with a relative path resumes when the same file is asked for.
+    path = tmp_path / "clip.h5"
+    with CacheWriter.open(path, info=make_info(source_path="data/clip.avi")) as writer:
+        writer.append(0, *make_frame(0))
+    with CacheWriter.open(path, info=real) as writer:
+        assert writer.frames_written == 1
+
+
 def test_info_checks_values():
     with pytest.raises(ValueError, match="strictly increasing"):
         make_info(strides=(4, 1))

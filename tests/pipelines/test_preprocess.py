@@ -292,6 +292,15 @@ def test_another_max_frames_is_another_cache_and_the_refusal_names_it(tmp_path):
     other = preprocess([frames], out, backend=backend, strides=(1, 2), max_frames=3,
                        progress=False)
     assert "(strides: (1,) in the cache, (1, 2) now)" in other.failed[0][1]
+    # A video that decodes fewer frames than its header says ran out before either count.
+    with h5py.File(whole[0], "r+") as file:
+        file.attrs["expected_frames"] = 9  # as if the header had promised 9
+    for max_frames in (None, 7, 20):
+        assert preprocess([frames], tmp_path / "whole", backend=backend, strides=(1,),
+                          max_frames=max_frames, progress=False).skipped == whole, max_frames
+    other = preprocess([frames], tmp_path / "whole", backend=backend, strides=(1,),
+                       max_frames=5, progress=False)  # fewer than it holds: another cache
+    assert "(frames expected: 9 in the cache, 5 now (--max-frames))" in other.failed[0][1]
 
 
 def test_each_input_is_reported_when_it_is_done_not_after_the_batch(tmp_path, monkeypatch):
