@@ -66,7 +66,7 @@ class MethodReport:
         method saw over all the time it took (a mean of rates would weigh a short scene as
         much as a long one)."""
         means = mean_scores({**result.scores, "fps": result.fps} for result in self.scenes)
-        means["frames"] = float(sum(result.scores["frames"] for result in self.scenes))
+        means["frames"] = int(sum(result.scores["frames"] for result in self.scenes))
         timed = [result for result in self.scenes if result.fps > 0]
         seconds = sum(result.frames_seen / result.fps for result in timed)
         means["fps"] = (sum(result.frames_seen for result in timed) / seconds if seconds > 0

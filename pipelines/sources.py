@@ -226,11 +226,16 @@ def _declared_size(file: Path) -> tuple[int, int] | None:
                 return width, abs(height)
             if head.startswith(b"\xff\xd8"):
                 handle.seek(2)
-                while len(segment := handle.read(4)) == 4 and segment[0] == 0xFF:
-                    if segment[1] in _JPEG_FRAME_MARKERS:
-                        height, width = struct.unpack(">xHH", handle.read(5))
+                while handle.read(1) == b"\xff":
+                    marker = handle.read(1)
+                    while marker == b"\xff":  # fill bytes may pad before a marker
+                        marker = handle.read(1)
+                    if not marker:
+                        return None
+                    if marker[0] in _JPEG_FRAME_MARKERS:
+                        height, width = struct.unpack(">xxxHH", handle.read(7))
                         return width, height
-                    length = struct.unpack(">H", segment[2:])[0]  # counts its own 2 bytes
+                    length = struct.unpack(">H", handle.read(2))[0]  # counts its own 2 bytes
                     if length < 2:
                         return None
                     handle.seek(length - 2, os.SEEK_CUR)

@@ -183,7 +183,10 @@ def test_every_new_processing_size_is_compiled_past_dynamos_recompile_limit(
     sizes = [(48, 32), (48, 32), (64, 32), (80, 32)]
     counts = []
     try:
-        with torch._dynamo.config.patch(recompile_limit=2):
+        # The setting's name since torch 2.6; before, cache_size_limit.
+        name = ("recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit")
+                else "cache_size_limit")
+        with torch._dynamo.config.patch(**{name: 2}):
             for size in sizes:
                 _masks(clip, segmentation, size=size, batch_frames=4, compile_model=True)
                 counts.append(len(graphs))

@@ -368,3 +368,15 @@ def test_a_scene_folder_without_its_ground_truth_is_named_as_such(tmp_path):
     (scene / "in").rename(scene / "frames")  # no frame folder beside it: the usual message
     with pytest.raises(InputError, match="ROI.bmp: image file without a frame number"):
         FrameFolderSource(scene)
+
+
+def test_a_jpeg_header_padded_with_fill_bytes_still_gives_its_size(tmp_path):
+    from pipelines.sources import _declared_size
+
+    encoded = cv2.imencode(".jpg", np.zeros((30, 50, 3), np.uint8))[1].tobytes()
+    padded = tmp_path / "padded.jpg"
+    padded.write_bytes(encoded[:2] + b"\xff\xff\xff" + encoded[2:])  # fill before a marker
+    assert cv2.imread(str(padded)).shape == (30, 50, 3)
+    assert _declared_size(padded) == (50, 30)
+    (tmp_path / "cut.jpg").write_bytes(encoded[:40])  # a header that ends early: unknown
+    assert _declared_size(tmp_path / "cut.jpg") is None
