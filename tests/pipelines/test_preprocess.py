@@ -109,7 +109,8 @@ def test_a_bad_video_is_reported_and_the_rest_still_finish(tmp_path, capsys):
     assert preview.shape == (72, 96 * 3, 3)  # frame | flow k=1 | flow k=2
     errors = [line for line in captured.err.splitlines() if line.startswith("crossnet: error")]
     assert len(errors) == 1 and "broken.mp4" in errors[0]
-    assert "1 written, 0 skipped, 1 failed" in captured.out
+    assert captured.out.splitlines() == [f"wrote {out / 'good.h5'}",
+                                         "1 written, 0 skipped, 1 failed"]
     assert "Traceback" not in captured.err
 
 
