@@ -176,14 +176,6 @@ def number_files(files: Iterable[Path]) -> list[tuple[int, Path]]:
     numbered: dict[int, Path] = {}
     for file in files:
         number = trailing_integer(file.name)
-        if number is None and file.stem.lower() == "roi":
-            frames = next((name for name in ("in", "input") if (file.parent / name).is_dir()),
-                          None)
-            if frames is not None:  # a scene folder whose groundtruth/ is missing
-                raise InputError(
-                    f"{file.parent}: has {frames}/ and {file.name} as a scene folder does, but "
-                    f"no groundtruth/ folder; add it, or give {file.parent / frames} to use the "
-                    "frames without masks")
         if number is None:
             raise InputError(
                 f"{file}: image file without a frame number in its name (frames are ordered "
@@ -208,6 +200,20 @@ def numbered_image_files(folder: str | os.PathLike) -> list[tuple[int, Path]]:
         InputError: an image has no integer in its name, or two images share a number.
     """
     return number_files(list_image_files(folder))
+
+
+def _refuse_a_scene_without_ground_truth(folder: Path) -> None:
+    """InputError when ``folder`` holds what a scene folder does (``in/`` or ``input/`` and an
+    ROI image) but no ``groundtruth/``: read as a frame folder, it would fail on the ROI
+    image's missing frame number, a message that names the wrong problem."""
+    frames = next((name for name in ("in", "input") if (folder / name).is_dir()), None)
+    if frames is None:
+        return
+    roi = next((file for file in list_image_files(folder) if file.stem.lower() == "roi"), None)
+    if roi is not None:
+        raise InputError(f"{folder}: has {frames}/ and {roi.name} as a scene folder does, but no "
+                         f"groundtruth/ folder; add it, or give {folder / frames} to use the "
+                         "frames without masks")
 
 
 def _declared_size(file: Path) -> tuple[int, int] | None:
@@ -380,6 +386,7 @@ class FrameFolderSource:
         self._mixed_sizes = mixed_sizes
         if not self._folder.is_dir():
             raise InputError(f"{self._folder}: no such folder")
+        _refuse_a_scene_without_ground_truth(self._folder)
         self._files = numbered_image_files(self._folder)
         if not self._files:
             raise InputError(f"{self._folder}: no image files in this folder")
