@@ -486,9 +486,8 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
             best_f = float(checkpoint["best_f"])
         history = list(checkpoint.get("history", []))
         if rank == 0:
-            tqdm.write(f"resuming {last_path}: {start_epoch} of {config.epochs} epochs done, "
-                       f"best validation F so far {best_f:.4f}" if best_f > -math.inf else
-                       f"resuming {last_path}: {start_epoch} of {config.epochs} epochs done")
+            best = f", best validation F so far {best_f:.4f}" if best_f > -math.inf else ""
+            tqdm.write(f"resuming {last_path}: {start_epoch} of {config.epochs} epochs done{best}")
     trained = torch.nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
 
     dataset, weights, parts = _build_training_set(train_caches, config, model_config)
