@@ -1,15 +1,59 @@
-"""What `train` and `train-flow --resume` share: checking that a run's ``last.pt`` can continue
-this run, and turning a failure while restoring it into one clear error line."""
+"""What `train` and `train-flow` share about their run folder: holding it for one process,
+checking that a run's ``last.pt`` can continue this run, and turning a failure while restoring
+it into one clear error line."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-from collections.abc import Collection, Iterator, Mapping
+import re
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pipelines.errors import InputError, one_line
+from pipelines.outputs import folder_lock, prepare_output_folder, remove_stale_temporaries
+
+
+@contextlib.contextmanager
+def held_run_folder(out_dir: Path, *, what: str, run_files: Sequence[str],
+                    checkpoints: Sequence[str], resume: bool, overwrite: bool
+                    ) -> Iterator[None]:
+    """Create ``out_dir`` if needed and hold it for this process while the run writes there.
+
+    Inside, this process owns the folder's ``run_files``: temporaries that a killed writer left
+    are deleted, and ``--overwrite`` may delete the files themselves. A second process into the
+    same folder (two commands started with one ``--out``) is refused before it touches a file
+    (:func:`pipelines.outputs.folder_lock`); without the lock it could delete the first one's
+    checkpoint temporaries mid-write or, with ``--overwrite``, its checkpoints.
+
+    Args:
+        out_dir: the run folder.
+        what: the command, for the refusal (e.g. ``"crossnet train"``).
+        run_files: the names a run writes there.
+        checkpoints: those that make the folder "hold a run" (``last.pt`` first: what
+            ``resume`` continues from).
+        resume: continue the run there; ``last.pt`` must exist.
+        overwrite: a run held there will be replaced (the caller deletes it when ready).
+
+    Raises:
+        InputError: another process holds the folder, it holds a run (without ``resume`` or
+            ``overwrite``), there is nothing to resume, or it cannot be created or written.
+    """
+    prepare_output_folder(out_dir)
+    with folder_lock(out_dir, what=what):
+        names = re.compile("|".join(re.escape(name) for name in run_files))
+        remove_stale_temporaries(out_dir, names)
+        held = [name for name in checkpoints if (out_dir / name).exists()]
+        if held and not resume and not overwrite:
+            raise InputError(f"{out_dir}: holds a run already ({', '.join(held)}); pass "
+                             "--resume to continue it, --overwrite to start over, or choose "
+                             "another --out")
+        last = out_dir / checkpoints[0]
+        if resume and not last.exists():
+            raise InputError(f"{last}: nothing to resume")
+        yield
 
 
 def check_resumable(path: str | os.PathLike, checkpoint: Mapping[str, Any], *,

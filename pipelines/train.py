@@ -17,12 +17,12 @@ samples (DistributedDataParallel; gloo on CPU, nccl on GPU); rank 0 validates an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,12 +50,10 @@ from flow.cache import CacheReader, is_complete
 from pipelines.errors import InputError, TrainingDiverged
 from pipelines.memory import check_fits, hofam_bytes
 from pipelines.outputs import (
-    prepare_output_folder,
-    remove_stale_temporaries,
     write_jsonl_atomic,
     write_text_atomic,
 )
-from pipelines.resume import check_resumable, restoring
+from pipelines.resume import check_resumable, held_run_folder, restoring
 
 logger = logging.getLogger(__name__)
 
@@ -351,13 +349,15 @@ def _build_training_set(train_caches: Sequence[Path], config: TrainConfig,
 
 RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "config.json")
 """What a run folder holds; ``--overwrite`` deletes these (and nothing else) before a new run."""
-_RUN_FILE_NAMES = re.compile("|".join(re.escape(name) for name in RUN_FILES))
 
 
 def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLike,
           out_dir: str | os.PathLike, config: TrainConfig, *, device: str = "auto",
           resume: bool = False, overwrite: bool = False, progress: bool = True) -> Path:
     """Train HOFAM; returns the path of the best checkpoint (``best.pt``).
+
+    While it trains, the process holds ``out_dir`` (the first process under ``torchrun``): a
+    second run into it is refused (:func:`pipelines.resume.held_run_folder`).
 
     Args:
         data_dirs: folders of caches from ``crossnet preprocess``.
@@ -373,18 +373,26 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
     Raises:
         InputError: no training caches, caches of two flow backends or of two RAFT networks,
             composites that cannot be made with the caches' flow (``config.composite_flow``
-            another backend, or RAFT caches), a run folder in the way, nothing to resume, a
-            checkpoint that cannot be resumed (or was trained on another network's flow), or a
-            request that would not fit in memory.
+            another backend, or RAFT caches), a run folder in the way or held by another
+            process, nothing to resume, a checkpoint that cannot be resumed (or was trained on
+            another network's flow), or a request that would not fit in memory.
         TrainingDiverged: the loss or the gradients became NaN or infinite (``last.pt`` and
             ``best.pt`` keep the last good epoch).
     """
+    with contextlib.ExitStack() as run_folder:
+        return _train(data_dirs, split, Path(out_dir), config, device=device, resume=resume,
+                      overwrite=overwrite, progress=progress, run_folder=run_folder)
+
+
+def _train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLike,
+           out_dir: Path, config: TrainConfig, *, device: str, resume: bool, overwrite: bool,
+           progress: bool, run_folder: contextlib.ExitStack) -> Path:
+    """:func:`train`, holding the run folder in ``run_folder`` once it is known."""
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other")
     if not isinstance(split, Split) and not Path(split).is_file():
         raise InputError(f"{split}: no such split file")
     split = split if isinstance(split, Split) else load_split(split)
-    out_dir = Path(out_dir)
     caches = find_caches(data_dirs)
     train_caches = split.select(caches, "train")
     validation_caches = split.select(caches, "validation")
@@ -423,19 +431,12 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
 
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if rank == 0:
-        prepare_output_folder(out_dir)
-        # Checkpoint temporaries of a run killed while writing (last.pt itself is whole).
-        remove_stale_temporaries(out_dir, _RUN_FILE_NAMES)
+        run_folder.enter_context(held_run_folder(
+            out_dir, what="crossnet train", run_files=RUN_FILES,
+            checkpoints=(last_path.name, best_path.name), resume=resume, overwrite=overwrite))
         if overwrite:
             for name in RUN_FILES:
                 (out_dir / name).unlink(missing_ok=True)
-        held = [path.name for path in (last_path, best_path) if path.exists()]
-        if held and not resume:
-            raise InputError(f"{out_dir}: holds a run already ({', '.join(held)}); pass "
-                             "--resume to continue it, --overwrite to start over, or choose "
-                             "another --out")
-        if resume and not last_path.exists():
-            raise InputError(f"{last_path}: nothing to resume")
     check_fits(hofam_bytes(model_config, (config.crop_size[1], config.crop_size[0]),
                            batch=config.batch_size, training=True),
                what=f"training on {config.crop_size[1]}x{config.crop_size[0]} crops in batches "

@@ -31,13 +31,13 @@ run with :class:`pipelines.errors.TrainingDiverged`, leaving the last checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,12 +69,10 @@ from pipelines.flow_batches import synthetic_batches
 from pipelines.flow_data import VideoPairSampler, load_clips, middlebury_pairs, texture_pool
 from pipelines.memory import check_fits, format_size, raft_training_bytes
 from pipelines.outputs import (
-    prepare_output_folder,
-    remove_stale_temporaries,
     write_jsonl_atomic,
     write_text_atomic,
 )
-from pipelines.resume import check_resumable, restoring
+from pipelines.resume import check_resumable, held_run_folder, restoring
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +173,6 @@ def _export_weights(path: Path, model: torch.nn.Module, config: FlowTrainConfig,
 
 RUN_FILES = ("last.pt", "weights.pt", "log.jsonl", "config.json")
 """What a run folder holds; ``--overwrite`` deletes these (and nothing else) before a new run."""
-_RUN_FILE_NAMES = re.compile("|".join(re.escape(name) for name in RUN_FILES))
 _RESUME_KEYS = ("model", "train_config", "optimizer", "scheduler", "step", "history")
 
 
@@ -201,23 +198,36 @@ def train_flow(out_dir: str | os.PathLike, config: FlowTrainConfig, *,
         overwrite: discard the run in ``out_dir`` (its :data:`RUN_FILES`) and start a new one;
             without it a folder holding ``last.pt`` or ``weights.pt`` is refused unless
             ``resume``. The old files are deleted only once the data and ``init`` have been
-            read, so a typo costs no run.
+            read, so a typo costs no run. While it trains, the process holds ``out_dir``: a
+            second run into it is refused (:func:`pipelines.resume.held_run_folder`).
         progress: show a progress bar.
         workers: synthetic stage: processes that make the coming steps' batches while the
             network trains (:mod:`pipelines.flow_batches`); the run is the same with any
             number. 0: made in this process, between steps.
 
     Raises:
-        InputError: bad data folders, a run folder in the way or not writable, nothing to
-            resume, a ``last.pt`` that cannot be resumed or was made with other settings, an
-            unreadable or foreign ``--init``, or a crop that cannot fit in memory.
+        InputError: bad data folders, a run folder in the way, held by another process or
+            not writable, nothing to resume, a ``last.pt`` that cannot be resumed or was made
+            with other settings, an unreadable or foreign ``--init``, or a crop that cannot fit
+            in memory.
         TrainingDiverged: the loss or the gradient became NaN or infinite.
         OSError: a checkpoint or log could not be written (a full disk); the message names the
             file, and the previous checkpoint is left whole.
     """
+    with contextlib.ExitStack() as run_folder:
+        return _train_flow(Path(out_dir), config, data_dirs=data_dirs, init=init,
+                           middlebury=middlebury, device=device, resume=resume,
+                           overwrite=overwrite, progress=progress, workers=workers,
+                           run_folder=run_folder)
+
+
+def _train_flow(out_dir: Path, config: FlowTrainConfig, *, data_dirs: Sequence[str | os.PathLike],
+                init: str | os.PathLike | None, middlebury: str | os.PathLike | None,
+                device: str, resume: bool, overwrite: bool, progress: bool, workers: int,
+                run_folder: contextlib.ExitStack) -> Path:
+    """:func:`train_flow`, holding the run folder in ``run_folder`` once it is known."""
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other")
-    out_dir = Path(out_dir)
     last_path, weights_path = out_dir / "last.pt", out_dir / "weights.pt"
     if config.stage == "video" and not data_dirs:
         raise InputError("--stage video needs --data: folders of videos or frame folders")
@@ -237,14 +247,9 @@ def train_flow(out_dir: str | os.PathLike, config: FlowTrainConfig, *,
         raise InputError(f"{init}: no such checkpoint file")
 
     # The run folder before any real work: a wrong --out fails within a second.
-    prepare_output_folder(out_dir)
-    remove_stale_temporaries(out_dir, _RUN_FILE_NAMES)  # left by a writer killed mid-write
-    held = [path.name for path in (last_path, weights_path) if path.exists()]
-    if held and not resume and not overwrite:
-        raise InputError(f"{out_dir}: holds a run already ({', '.join(held)}); pass --resume "
-                         "to continue it, --overwrite to start over, or choose another --out")
-    if resume and not last_path.exists():
-        raise InputError(f"{last_path}: nothing to resume")
+    run_folder.enter_context(held_run_folder(
+        out_dir, what="crossnet train-flow", run_files=RUN_FILES,
+        checkpoints=(last_path.name, weights_path.name), resume=resume, overwrite=overwrite))
     run_device = resolve_device(device)
     crop_width_height = (config.crop_size[1], config.crop_size[0])
     check_fits(raft_training_bytes(

@@ -291,6 +291,37 @@ def test_train_flow_out(tmp_path, capsys):
             ] == [1]
 
 
+
+def test_a_second_training_run_into_a_live_runs_folder_is_refused(inputs, tmp_path, capsys):
+    """A live run's folder is held: a second run into it, even with --overwrite, touches
+    nothing (before, --overwrite deleted the live run's checkpoints and the start of any run
+    deleted its checkpoint temporaries mid-write)."""
+    from pipelines.outputs import folder_lock
+
+    cache, split = training_caches(tmp_path, count=3)
+    runs = {"train": ["train", "--data", cache, "--split", split, "--epochs", "1",
+                      "--batch-size", "2", "--samples-per-epoch", "2", "--crop", "32x32",
+                      "--composite-fraction", "0", "--workers", "0"],
+            "train-flow": ["train-flow", "--stage", "synthetic", "--steps", "1",
+                           "--batch-size", "1", "--crop", "32x32", "--iters", "1",
+                           "--device", "cpu"]}
+    for command, args in runs.items():
+        out = tmp_path / command
+        args = [*args, "--out", out, "--no-progress"]
+        assert run(capsys, *args)[0] == 0
+        (out / ".last.pt.123.0123456789ab.tmp").write_bytes(b"a live writer's temporary")
+        held = {p.name: p.read_bytes() for p in out.iterdir()}
+        with folder_lock(out, what=f"crossnet {command}"):  # as a live run holds it
+            for extra in ([], ["--overwrite"], ["--resume"]):
+                code, _, errors = run(capsys, *args, *extra)
+                assert code == 1, (command, extra)
+                _one_error(errors, f"{out}: another crossnet {command} is writing into this "
+                                   "folder")
+                assert {p.name: p.read_bytes() for p in out.iterdir()} == held
+        code, _, errors = run(capsys, *args, "--overwrite")  # once it is free
+        assert code == 0, errors
+        assert not (out / ".last.pt.123.0123456789ab.tmp").exists()
+
 def test_a_run_that_failed_before_any_mask_does_not_block_the_corrected_rerun(
         inputs, tmp_path, capsys):
     out = tmp_path / "masks"
