@@ -33,8 +33,9 @@ logger = logging.getLogger(__name__)
 
 METHOD_NAMES = ("crossnet", *BASELINE_NAMES)
 
-# The columns printed in the table, in order; every score is in the JSON.
-_TABLE_COLUMNS = ("Re", "Pr", "F", "PWC", "fps")
+TABLE_COLUMNS = ("Re", "Pr", "F", "PWC", "fps")
+"""The columns of the score table, in order: printed, and in ``--report``'s report.md (every
+score is in the JSON)."""
 
 
 @dataclass
@@ -253,11 +254,11 @@ def _failure_line(error: Exception, scene: Scene) -> str:
 
 def format_table(reports: Sequence[MethodReport]) -> str:
     """A plain-text table: one row per scene and method, then each method's mean."""
-    header = f"{'scene':<28} {'method':<8} " + " ".join(f"{c:>7}" for c in _TABLE_COLUMNS)
+    header = f"{'scene':<28} {'method':<8} " + " ".join(f"{c:>7}" for c in TABLE_COLUMNS)
     lines = [header, "-" * len(header)]
 
     def row(scene: str, method: str, values: dict[str, float]) -> str:
-        cells = " ".join(_format_number(values.get(c, math.nan)) for c in _TABLE_COLUMNS)
+        cells = " ".join(_format_number(values.get(c, math.nan)) for c in TABLE_COLUMNS)
         return f"{scene:<28} {method:<8} {cells}"
 
     scene_names = [result.scene for result in reports[0].scenes] if reports else []

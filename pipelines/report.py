@@ -18,12 +18,11 @@ from pathlib import Path
 
 from pipelines.error_pictures import GREEN, RED
 from pipelines.errors import InputError
-from pipelines.evaluate import MethodReport
+from pipelines.evaluate import TABLE_COLUMNS, MethodReport
 from pipelines.imageio import write_png_atomic
 from pipelines.outputs import prepare_output_folder, write_text_atomic
 
 REPORT_NAME = "report.md"
-_COLUMNS = ("F", "Re", "Pr", "PWC", "fps")
 
 
 def _number(value: float, digits: int = 3) -> str:
@@ -31,20 +30,20 @@ def _number(value: float, digits: int = 3) -> str:
 
 
 def _scores_table(reports: Sequence[MethodReport]) -> list[str]:
-    lines = ["| scene | method | " + " | ".join(_COLUMNS) + " |",
-             "|---|---|" + "---:|" * len(_COLUMNS)]
+    lines = ["| scene | method | " + " | ".join(TABLE_COLUMNS) + " |",
+             "|---|---|" + "---:|" * len(TABLE_COLUMNS)]
     for index, first in enumerate(reports[0].scenes):
         for report in reports:
             result = report.scenes[index]
             values = {**result.scores, "fps": result.fps}
             lines.append(f"| {first.scene} | {report.method} | "
                          + " | ".join(_number(values.get(c, math.nan), 1 if c == "fps" else 3)
-                                    for c in _COLUMNS) + " |")
+                                    for c in TABLE_COLUMNS) + " |")
     for report in reports:
         mean = report.mean()
         lines.append(f"| **mean of {len(report.scenes)}** | {report.method} | "
                      + " | ".join(_number(mean.get(c, math.nan), 1 if c == "fps" else 3)
-                                for c in _COLUMNS) + " |")
+                                for c in TABLE_COLUMNS) + " |")
     return lines
 
 

@@ -141,6 +141,8 @@ def test_evaluate_report_writes_markdown_and_error_pictures(scene, tmp_path):
     assert code == 0
     text = (out / "report.md").read_text()
     assert "| crossnet |" in text and "| mog2 |" in text
+    # The columns of the table evaluate prints, in its order.
+    assert "| scene | method | Re | Pr | F | PWC | fps |" in text.splitlines()
     pictures = sorted(p.name for p in (out / scene.name).glob("*.png"))
     assert pictures == ["crossnet_000001.png", "crossnet_000009.png",
                         "mog2_000001.png", "mog2_000009.png"]
