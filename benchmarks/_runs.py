@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _report import REPO_ROOT, data_root, nan_mean
+from _report import data_root, nan_mean
 from _split import FLOW, fit_caches, split_scenes
 
 from crossnet.split import Split, load_split
@@ -58,7 +58,7 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, *, shared_with: str) -
     and the reused work folder are (``shared_with`` names the script whose runs it reuses),
     the seeds, and the recipe's epochs, samples per epoch and batch size."""
     parser.add_argument("--data", help="real scenes (default <repo>/../shared/data)")
-    parser.add_argument("--split", default=str(REPO_ROOT / "splits" / "cross_scene_v1.json"))
+    parser.add_argument("--split", default="cross_scene_v1")
     parser.add_argument("--work", default="/tmp/crossnet_ablation",
                         help=f"folder for caches and runs (reused; shared with {shared_with})")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])

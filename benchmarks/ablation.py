@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 from _report import (
-    REPO_ROOT,
     add_record_argument,
     data_root,
     environment,
@@ -102,7 +101,7 @@ def rows_matching_defaults() -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="real scenes (default <repo>/../shared/data)")
-    parser.add_argument("--split", default=str(REPO_ROOT / "splits" / "cross_scene_v1.json"))
+    parser.add_argument("--split", default="cross_scene_v1")
     parser.add_argument("--synthetic", action="append", default=[],
                         help="folder of synthetic caches (strides 1,4,8) to add to training; "
                              "used by the rows with the default strides")

@@ -46,7 +46,6 @@ from pathlib import Path
 
 from _camera import camera_speed
 from _report import (
-    REPO_ROOT,
     add_record_argument,
     data_root,
     environment,
@@ -76,7 +75,7 @@ CLIP_CAMERAS = (("still", {"num_frames": 30}),
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="real scenes (default <repo>/../shared/data)")
-    parser.add_argument("--split", default=str(REPO_ROOT / "splits" / "cross_scene_v1.json"))
+    parser.add_argument("--split", default="cross_scene_v1")
     parser.add_argument("--weights", nargs="*", default=[], help="more checkpoints to score")
     parser.add_argument("--clip-seeds", nargs="+", type=int, default=CLIP_SEEDS,
                         help=f"crossnet synth seeds of the synthetic clips (not {SYNTH_SEED}, "

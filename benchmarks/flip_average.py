@@ -18,7 +18,7 @@ import argparse
 import time
 from pathlib import Path
 
-from _report import REPO_ROOT, add_record_argument, data_root, environment, markdown_table, report
+from _report import add_record_argument, data_root, environment, markdown_table, report
 from _runs import baseline_rows, run_row, score_run, seed_means
 from _split import split_scenes
 
@@ -29,7 +29,7 @@ from crossnet.weights import bundled_weights
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="real scenes (default <repo>/../shared/data)")
-    parser.add_argument("--split", default=str(REPO_ROOT / "splits" / "cross_scene_v1.json"))
+    parser.add_argument("--split", default="cross_scene_v1")
     parser.add_argument("--work", default="/tmp/crossnet_ablation")
     parser.add_argument("--weights", nargs="*", help="more checkpoints to score")
     add_record_argument(parser)

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from _report import (
-    REPO_ROOT,
     add_record_argument,
     data_root,
     environment,
@@ -76,7 +75,7 @@ class ScaledBackend:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="real scenes (default <repo>/../shared/data)")
-    parser.add_argument("--split", default=str(REPO_ROOT / "splits" / "cross_scene_v1.json"))
+    parser.add_argument("--split", default="cross_scene_v1")
     parser.add_argument("--weights", help="checkpoint (default: the bundled weights)")
     parser.add_argument("--scales", nargs="+", type=float, default=[1.0, 0.75, 0.5],
                         help="factors the frames are resized by for the flow (1.0 required: "

@@ -42,7 +42,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 from _report import (
-    REPO_ROOT,
     add_record_argument,
     data_root,
     environment,
@@ -222,7 +221,7 @@ def score_sources(weights: Path, sources: dict[str, Path], chains: list[Variant]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="real scenes (default <repo>/../shared/data)")
-    parser.add_argument("--split", default=str(REPO_ROOT / "splits" / "cross_scene_v1.json"))
+    parser.add_argument("--split", default="cross_scene_v1")
     parser.add_argument("--weights", help="checkpoint (default: the bundled weights)")
     parser.add_argument("--test", action="store_true",
                         help="also score the split's test scenes (reported, never chosen on)")

@@ -1,7 +1,7 @@
 """Self-training: the bundled recipe retrained with pseudo-labelled unlabeled video added.
 
 The bundled weights (the teacher) label the unlabeled videos that the split names
-(``splits/cross_scene_v1_pseudo.json``: scenes ``pseudo_<video name>``, videos from
+(``crossnet/splits/cross_scene_v1_pseudo.json``: scenes ``pseudo_<video name>``, videos from
 ``<data>/videos``) with ``crossnet pseudo-label`` (forward and reversed runs averaged, confident
 pixels only, the first 300 frames), ``crossnet preprocess`` caches them, and the model card's
 recipe (whole 320x240 frames, 320x240 synthetic scenes, no dynamic filters) is trained on the
@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 from _report import (
-    REPO_ROOT,
     add_record_argument,
     data_root,
     environment,
@@ -87,7 +86,7 @@ def labelled_caches(videos: list[Path], work: Path, teacher: Path, tag: str, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_recipe_arguments(parser, shared_with="recipe_options.py")
-    parser.set_defaults(split=str(REPO_ROOT / "splits" / "cross_scene_v1_pseudo.json"),
+    parser.set_defaults(split="cross_scene_v1_pseudo",
                         synth_size=CROP)
     parser.add_argument("--teacher", help="the labelling checkpoint (default: the bundled "
                                           "weights)")

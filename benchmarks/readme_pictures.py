@@ -1,7 +1,7 @@
 """The README's pictures of real results: frame | ground truth | crossnet | MOG2, per test scene.
 
-For each scene given (default: four test scenes of ``splits/cross_scene_v1.json``, none trained
-on), runs crossnet (bundled weights) and MOG2 online over the scene, takes the middle scored
+For each scene given (default: four test scenes of the bundled split ``cross_scene_v1``, none
+trained on), runs crossnet (bundled weights) and MOG2 online over the scene, takes the middle scored
 frame and writes ``docs/images/<scene>.png``: the frame, its ground truth, then each method's
 prediction with false positives green and false negatives red (see
 :mod:`pipelines.error_pictures`), each panel labelled with the method's F on the whole scene.
@@ -44,7 +44,7 @@ def label(panel: np.ndarray, text: str) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="real scenes (default <repo>/../shared/data)")
-    parser.add_argument("--split", default=str(REPO_ROOT / "splits" / "cross_scene_v1.json"))
+    parser.add_argument("--split", default="cross_scene_v1")
     parser.add_argument("--scenes", nargs="*", default=list(DEFAULT_SCENES))
     parser.add_argument("--out", default=str(REPO_ROOT / "docs" / "images"))
     args = parser.parse_args()

@@ -1,10 +1,14 @@
 """The cross-scene split: which scenes train, which validate, which are only ever tested.
 
-A split is a JSON file (see ``splits/cross_scene_v1.json`` in the repository) with lists of
-scene names under ``"train"``, ``"validation"`` and ``"test"``, and optional ``"train_patterns"``
-(shell patterns, e.g. ``"scene_*"`` for synthetic scenes from ``crossnet synth``). A scene is
-named as ``crossnet preprocess`` names its cache (the file stem). Validation and test names are
-never trained on, even when a training pattern matches them.
+A split is a JSON file with lists of scene names under ``"train"``, ``"validation"`` and
+``"test"``, and optional ``"train_patterns"`` (shell patterns, e.g. ``"scene_*"`` for synthetic
+scenes from ``crossnet synth``). A scene is named as ``crossnet preprocess`` names its cache
+(the file stem). Validation and test names are never trained on, even when a training pattern
+matches them.
+
+The project's own splits ship inside the package (``crossnet/splits/*.json``), so
+``load_split("cross_scene_v1")`` and ``crossnet train --split cross_scene_v1`` work from a
+``pip install`` as from a checkout; :func:`bundled_split_names` lists them.
 """
 
 from __future__ import annotations
@@ -67,14 +71,40 @@ class Split:
                 "test": list(self.test), "train_patterns": list(self.train_patterns)}
 
 
-def load_split(path: str | os.PathLike) -> Split:
-    """Read a split file.
+BUNDLED_SPLITS = Path(__file__).parent / "splits"
+"""The folder of the splits that ship with the package."""
+
+
+def bundled_split_names() -> list[str]:
+    """The names of the bundled splits (their file stems), sorted."""
+    return sorted(path.stem for path in BUNDLED_SPLITS.glob("*.json"))
+
+
+def split_path(spec: str | os.PathLike) -> Path:
+    """The file a ``--split`` names: an existing file, else a bundled split's name.
 
     Raises:
+        FileNotFoundError: neither; the message lists the bundled names.
+    """
+    path = Path(spec)
+    if path.is_file():
+        return path
+    bundled = BUNDLED_SPLITS / f"{spec}.json"
+    if path.name == str(spec) and bundled.is_file():
+        return bundled
+    raise FileNotFoundError(f"{spec}: no such split file, nor a bundled split (bundled: "
+                            f"{', '.join(bundled_split_names())})")
+
+
+def load_split(spec: str | os.PathLike) -> Split:
+    """Read a split: a split file, or a bundled split by name (``"cross_scene_v1"``).
+
+    Raises:
+        FileNotFoundError: ``spec`` is neither a file nor a bundled split's name.
         ValueError: the file is not JSON, misses a part, or lists a scene in two parts.
         OSError: the file cannot be read.
     """
-    path = Path(path)
+    path = split_path(spec)
     try:
         document = json.loads(path.read_text())
     except json.JSONDecodeError as error:

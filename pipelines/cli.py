@@ -20,6 +20,7 @@ import click
 import numpy as np
 
 import crossnet
+from crossnet.split import bundled_split_names
 from pipelines.errors import InputError, Terminated, TrainingDiverged, one_line
 
 logger = logging.getLogger(__name__)
@@ -492,8 +493,10 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
 @cli.command()
 @click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(),
               help="Folder of caches from `crossnet preprocess` (repeatable; searched recursively).")
-@click.option("--split", "split_path", required=True, type=click.Path(dir_okay=False),
-              help="Cross-scene split JSON (e.g. splits/cross_scene_v1.json).")
+@click.option("--split", "split_path", required=True, metavar="NAME|FILE",
+              help="Cross-scene split: a split JSON file, or a bundled split by name "
+                   f"({', '.join(bundled_split_names())}; cross_scene_v1 is the bundled "
+                   "model's).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: last.pt, best.pt, log.jsonl, config.json.")
 @click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))

@@ -11,7 +11,8 @@ averages the two foreground probabilities and writes a CDnet-layout scene folder
 
 170 is CDnet's "unknown": neither scored nor trained on, so an uncertain pixel teaches nothing
 rather than something wrong. ``crossnet preprocess`` reads such a folder as any CDnet scene and
-``crossnet train`` trains on it when the split names it (``splits/cross_scene_v1_pseudo.json``).
+``crossnet train`` trains on it when the split names it (the bundled ``cross_scene_v1_pseudo``,
+``crossnet/splits/cross_scene_v1_pseudo.json``).
 
 Why both directions: the model's running background starts from the first frame it sees, so
 whatever stands in that frame is background to it until the estimate forgets it, and early

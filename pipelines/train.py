@@ -361,7 +361,8 @@ def train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathLi
 
     Args:
         data_dirs: folders of caches from ``crossnet preprocess``.
-        split: the cross-scene split, or the path of its JSON file.
+        split: the cross-scene split, the path of its JSON file, or a bundled split's name
+            (``"cross_scene_v1"``, :func:`crossnet.split.load_split`).
         out_dir: the run folder.
         config: how to train.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
@@ -390,9 +391,11 @@ def _train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathL
     """:func:`train`, holding the run folder in ``run_folder`` once it is known."""
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other")
-    if not isinstance(split, Split) and not Path(split).is_file():
-        raise InputError(f"{split}: no such split file")
-    split = split if isinstance(split, Split) else load_split(split)
+    if not isinstance(split, Split):
+        try:
+            split = load_split(split)
+        except FileNotFoundError as error:  # neither a file nor a bundled split's name
+            raise InputError(str(error)) from None
     caches = find_caches(data_dirs)
     train_caches = split.select(caches, "train")
     validation_caches = split.select(caches, "validation")
