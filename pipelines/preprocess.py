@@ -74,7 +74,8 @@ def collect_sources(inputs: Iterable[str | os.PathLike], *, size: tuple[int, int
     """Every video, frame folder and scene under ``inputs``, in a stable order.
 
     A file is a video; a folder is a scene (or several, for the HOFAM demo layout), a folder of
-    frames, or else a folder searched recursively for videos, scenes and frame folders. Inputs
+    frames (images and no video), or else a folder searched recursively for videos, scenes and
+    frame folders (images next to videos are left out, with a warning). Inputs
     that cannot be opened are appended to ``failed`` and left out. ``exclude`` (the output
     folder) is never searched: its preview pictures are not a folder of frames.
     """
@@ -107,8 +108,17 @@ def _sources_under(path: Path, *, size, top: bool, failed: list[tuple[str, str]]
         scenes = find_scenes([path], size=size, failed=failed)
         # A malformed scene is a failed input, not an empty folder.
         return scenes if scenes or len(failed) > before else []
-    if list_image_files(path):
-        return [_guarded(lambda: FrameFolderSource(path, size=size), path)]
+    images = list_image_files(path)
+    if images:
+        videos = [child.name for child in sorted(path.iterdir())
+                  if child.suffix.lower() in VIDEO_SUFFIXES and child.is_file()]
+        if not videos:
+            return [_guarded(lambda: FrameFolderSource(path, size=size), path)]
+        # Videos next to images: a cover picture or thumbnail must not turn the videos'
+        # folder into a frame folder and hide them.
+        logger.warning("%s: holds videos and %d image file(s) (%s); the videos are read, the "
+                       "images are not (a folder of frames holds frames only)", path,
+                       len(images), _first_names(images))
     found = []
     before = len(failed)
     for child in sorted(path.iterdir()):
@@ -121,6 +131,12 @@ def _sources_under(path: Path, *, size, top: bool, failed: list[tuple[str, str]]
     if top and not found and len(failed) == before:
         raise InputError(f"{path}: no video, frame folder or scene under it")
     return found
+
+
+def _first_names(files: Sequence[Path], count: int = 3) -> str:
+    """The first ``count`` file names, and how many more."""
+    names = ", ".join(file.name for file in files[:count])
+    return names + (f" and {len(files) - count} more" if len(files) > count else "")
 
 
 def _guarded(open_source, path: Path):

@@ -321,3 +321,26 @@ def test_each_input_is_reported_when_it_is_done_not_after_the_batch(tmp_path, mo
     # The unreadable video fails when the inputs are opened, before any flow.
     assert reports == [("failed", True, []), ("wrote", "a.h5", ["a.h5"]),
                        ("wrote", "c.h5", ["a.h5", "c.h5"])]
+
+
+def test_a_picture_next_to_videos_does_not_hide_them(tmp_path, caplog):
+    """A cover picture or thumbnail among videos used to make their folder a frame folder of
+    one image: the videos were never read. Images with no video beside them are still frames."""
+    from tests.pipelines.reliability_inputs import write_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_video(videos / "a.mp4", 4)
+    write_video(videos / "b.avi", 4, seed=1)
+    for name in ("cover.png", "thumb0001.jpg"):
+        cv2.imwrite(str(videos / name), np.zeros((8, 8, 3), np.uint8))
+    _write_translating_frames(tmp_path / "frames", 3)
+    with caplog.at_level("WARNING", logger="pipelines.preprocess"):
+        summary = preprocess([videos, tmp_path / "frames"], tmp_path / "out",
+                             backend=make_hop_backend("dis-ultrafast"), strides=(1,),
+                             progress=False)
+    assert summary.failed == []
+    assert sorted(path.name for path in summary.written) == ["a.h5", "b.h5", "frames.h5"]
+    warning = (f"{videos}: holds videos and 2 image file(s) (cover.png, thumb0001.jpg); the "
+               "videos are read, the images are not (a folder of frames holds frames only)")
+    assert [record.getMessage() for record in caplog.records] == [warning]
