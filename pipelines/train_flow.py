@@ -51,7 +51,7 @@ from tqdm import tqdm
 import crossnet
 from crossnet.checkpoint import CHECKPOINT_FORMAT as SEGMENTATION_CHECKPOINT_FORMAT
 from crossnet.checkpoint import FLOW_CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
-from flow.backends import file_sha256, resolve_device
+from flow.backends import RAFT_BACKEND_NAMES, file_sha256, resolve_device
 from flow.checkpoints import load_flow_checkpoint
 from flow.safe_load import load_weights_only
 from flow.self_supervised_loss import SelfSupervisedLossConfig
@@ -64,6 +64,7 @@ from flow.training import (
     self_supervised_step_loss,
     supervised_loss,
 )
+from flow.weights import bundled_weights_path
 from pipelines.errors import InputError, TrainingDiverged, one_line
 from pipelines.flow_batches import synthetic_batches
 from pipelines.flow_data import VideoPairSampler, load_clips, middlebury_pairs, texture_pool
@@ -190,8 +191,9 @@ def train_flow(out_dir: str | os.PathLike, config: FlowTrainConfig, *,
             stage: optional real images to crop textures from. Unreadable sources under a
             folder are skipped with a warning (:func:`pipelines.flow_data.load_clips`).
         init: a RAFT checkpoint to start from (any layout :func:`flow.checkpoints.
-            load_flow_checkpoint` reads, e.g. a previous run's ``weights.pt``); with
-            distillation on, also the teacher. Ignored on resume (the run's own state is used).
+            load_flow_checkpoint` reads, e.g. a previous run's ``weights.pt``), or a bundled
+            network's name (``"raft-small"``, :func:`init_path`); with distillation on, also
+            the teacher. Ignored on resume (the run's own state is used).
         middlebury: the Middlebury folder to report EPE on at every checkpoint, or None.
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         resume: continue the run in ``out_dir`` from its ``last.pt``.
@@ -238,13 +240,13 @@ def _train_flow(out_dir: Path, config: FlowTrainConfig, *, data_dirs: Sequence[s
         # check, so census and SSIM are 0 and only smoothness trains the network.
         logger.warning("--stage video without --init starts from random weights, whose flow "
                        "fails the occlusion check everywhere: only the smoothness term trains "
-                       "it. Pass --init (e.g. flow/weights/raft_small.pt, or a synthetic "
-                       "stage's weights.pt)")
+                       "it. Pass --init (e.g. raft-small, the bundled network, or a "
+                       "synthetic stage's weights.pt)")
     for path in data_dirs:
         if not Path(path).exists():
             raise InputError(f"{path}: no such file or folder")
-    if init is not None and not resume and not Path(init).is_file():
-        raise InputError(f"{init}: no such checkpoint file")
+    if init is not None and not resume:
+        init = init_path(init)
 
     # The run folder before any real work: a wrong --out fails within a second.
     run_folder.enter_context(held_run_folder(
@@ -411,6 +413,27 @@ def _exported_step(path: Path) -> int | None:
         return int(load_checkpoint(path, checkpoint_format=FLOW_CHECKPOINT_FORMAT)["step"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def init_path(init: str | os.PathLike) -> Path:
+    """The file ``--init`` names: a checkpoint file, or a bundled network by its backend name
+    (``raft-small``: ``flow/weights/raft_small.pt`` inside the installed package).
+
+    Raises:
+        InputError: neither.
+    """
+    path = Path(init)
+    if path.is_file():
+        return path
+    if str(init) in RAFT_BACKEND_NAMES:
+        bundled = bundled_weights_path(str(init))
+        if bundled.is_file():
+            return bundled
+        raise InputError(f"{init}: no bundled weights ({bundled.name} is not in "
+                         f"{bundled.parent}); name a checkpoint file")
+    shipped = [name for name in RAFT_BACKEND_NAMES if bundled_weights_path(name).is_file()]
+    raise InputError(f"{init}: no such checkpoint file (nor a bundled network: "
+                     f"{', '.join(shipped) or 'none'})")
 
 
 def _load_init(model: torch.nn.Module, path: Path) -> None:

@@ -213,3 +213,28 @@ def test_the_video_stage_from_random_weights_warns_that_only_smoothness_trains(
         train_flow(tmp_path / "video", config, data_dirs=[frame_folder], device="cpu",
                    init=tmp_path / "random" / "weights.pt", progress=False)
     assert "without --init" not in caplog.text
+
+
+def test_init_takes_the_bundled_network_by_name(tmp_path, monkeypatch, capsys):
+    """`--init raft-small` is the shipped network wherever the package is installed (a pip
+    user has no flow/weights/raft_small.pt relative to the working directory); other names
+    fail in one line."""
+    from flow.backends import file_sha256
+    from flow.training import build_flow_model
+    from flow.weights import bundled_weights_path
+
+    monkeypatch.setattr(train_flow_module, "build_flow_model", build_flow_model)  # not tiny
+    monkeypatch.chdir(tmp_path)
+    run = ["train-flow", "--stage", "synthetic", "--steps", "1", "--batch-size", "1",
+           "--crop", "32x32", "--iters", "1", "--device", "cpu", "--no-progress"]
+    assert main([*run, "--out", "a", "--init", "raft-small"]) == 0
+    bundled = bundled_weights_path("raft-small")
+    init = _load(tmp_path / "a" / "last.pt")["init"]
+    assert init["path"] == str(bundled) and init["sha256"] == file_sha256(bundled)
+    assert main([*run, "--out", "b", "--init", "raft-large"]) == 1
+    assert _one_error_line(capsys).endswith(
+        f"raft-large: no bundled weights (raft_large.pt is not in {bundled.parent}); name a "
+        "checkpoint file")
+    assert main([*run, "--out", "c", "--init", "raft-tiny"]) == 1
+    assert _one_error_line(capsys).endswith(
+        "raft-tiny: no such checkpoint file (nor a bundled network: raft-small)")
