@@ -630,8 +630,9 @@ def train(data_dirs, split_path, out_dir, epochs, batch_size, lr, samples_per_ep
               type=click.IntRange(min=1), help="Recurrent flow updates per pair.")
 @click.option("--checkpoint-every", default=200, show_default=True, type=click.IntRange(min=1),
               help="Steps between validation, log line and checkpoint.")
-@click.option("--init", "init_path", type=click.Path(dir_okay=False),
-              help="Start from this RAFT checkpoint (e.g. the synthetic run's weights.pt).")
+@click.option("--init", "init_path", metavar="FILE|raft-small",
+              help="Start from this RAFT checkpoint (e.g. the synthetic run's weights.pt), or "
+                   "from the bundled network: raft-small.")
 @click.option("--distill", "distillation_weight", default=0.0, show_default=True,
               type=FiniteFloatRange(min=0),
               help="Video stage: weight of an L1 pull towards the frozen --init network.")
@@ -859,7 +860,8 @@ def _model_flow_backend(segmentation, flow_name: str | None, flow_weights: str |
                         device):
     """The flow backend that feeds a segmentation model: ``--flow`` or the model's own, run by
     ``--flow-weights`` or the bundled network, checked against the model's record
-    (:func:`pipelines.segment.check_flow_weights`)."""
+    (:func:`pipelines.segment.check_flow_weights`); a warning where ``--flow`` is another
+    backend than the model was trained on."""
     from flow.backends import make_hop_backend
     from flow.classical import CLASSICAL_BACKEND_NAMES
     from flow.weights import bundled_weights_path
@@ -874,6 +876,11 @@ def _model_flow_backend(segmentation, flow_name: str | None, flow_weights: str |
             and not bundled_weights_path(name).is_file()):
         raise InputError(f"no trained weights are bundled for {name} ({chosen}); pass "
                          "--flow-weights PATH")
+    if name != segmentation.flow_backend:
+        # The user's call (it runs), but one a model card calls untested: say so once.
+        logger.warning("%s was trained on %s flow; --flow %s was never trained with, and how "
+                       "well the model does on it is not measured", segmentation.source,
+                       segmentation.flow_backend, name)
     backend = make_hop_backend(name, weights=flow_weights, device=str(device))
     check_flow_weights(segmentation, backend, weights_named=flow_weights is not None)
     return backend
