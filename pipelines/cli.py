@@ -205,6 +205,7 @@ def evaluate(scenes: tuple[str, ...], methods: tuple[str, ...], weights: str | N
     from pipelines.outputs import check_output_file
     from pipelines.report import check_report_folder
 
+    _drop_if_left_empty(report_dir, json_path and os.path.dirname(json_path) or None)
     if json_path:  # before any work: a wrong path must not cost the whole evaluation
         check_output_file(json_path, overwrite=overwrite, option="--json")
     if report_dir:
@@ -326,6 +327,7 @@ def preprocess(inputs: tuple[str, ...], out_dir: str, strides: tuple[int, ...], 
     from flow.backends import make_hop_backend
     from pipelines.preprocess import preprocess as run_preprocess
 
+    _drop_if_left_empty(out_dir)
     backend = make_hop_backend(flow_name, weights=weights, device=device)
     summary = run_preprocess(inputs, out_dir, backend=backend, strides=strides, size=size,
                              max_frames=max_frames, batch_frames=batch_frames, preview=preview,
@@ -335,6 +337,33 @@ def preprocess(inputs: tuple[str, ...], out_dir: str, strides: tuple[int, ...], 
                f"{len(summary.failed)} failed")
     if summary.failed:
         raise click.exceptions.Exit(EXIT_ERROR)
+
+
+def _drop_if_left_empty(*folders: str | os.PathLike | None) -> None:
+    """When the command ends, however it ends, remove each of ``folders`` that did not exist
+    before this call and is still empty: an output folder made before any work (to fail fast
+    on a wrong path) must not stay behind after a run that wrote nothing into it."""
+    from pathlib import Path
+
+    made: list[list[Path]] = []  # per folder, it and its missing parents, deepest first
+    for folder in folders:
+        chain = []
+        path = Path(folder).absolute() if folder is not None else None
+        while path is not None and not os.path.lexists(path) and path != path.parent:
+            chain.append(path)
+            path = path.parent
+        if chain:
+            made.append(chain)
+
+    def drop() -> None:
+        for chain in made:
+            for folder in chain:
+                if not (folder.is_dir() and not any(folder.iterdir())):
+                    break
+                folder.rmdir()
+
+    if made:
+        click.get_current_context().call_on_close(drop)
 
 
 def _echo_preprocessed(kind: str, text: str) -> None:
@@ -390,6 +419,7 @@ def pseudo_label(inputs: tuple[str, ...], out_dir: str, weights: str | None,
     from pipelines.segment import load_segmentation_model
     from pipelines.sources import is_stream_spec, open_source
 
+    _drop_if_left_empty(out_dir)
     prepare_output_folder(out_dir)  # before any work: a wrong --out must not cost a model run
     failed: list[str] = []
     sources, names = [], {}

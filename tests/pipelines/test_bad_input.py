@@ -627,6 +627,19 @@ def test_a_batch_whose_every_input_fails_writes_nothing(inputs, tmp_path, capsys
                                tmp_path / "s.json", "--no-progress")
     assert code == 1 and "0 scene(s) scored, 1 failed" in stdout
     assert not (tmp_path / "s.json").exists()
+    # Nor does it leave the empty output folders it made to check the paths before any work
+    # (and their missing parents); a folder that was there before stays.
+    made = tmp_path / "made"
+    (tmp_path / "mine").mkdir()
+    for args in (("evaluate", inputs / "gt_size", "--report", made / "a" / "report", "--json",
+                  made / "b" / "s.json"),
+                 ("preprocess", inputs / "notes.mp4", "--out", made / "cache"),
+                 ("pseudo-label", inputs / "notes.mp4", "--out", made / "labels"),
+                 ("preprocess", inputs / "notes.mp4", "--out", tmp_path / "mine")):
+        code, _, errors = run(capsys, *args, "--no-progress")
+        assert code == 1 and len(errors) == 1, (args, errors)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"], args
+        assert not any((tmp_path / "mine").iterdir())
 
 
 def test_frames_of_a_video_that_change_size_are_refused_naming_the_file(tmp_path):
