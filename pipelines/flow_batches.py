@@ -11,6 +11,9 @@ textures), far longer than a GPU step.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -27,6 +30,18 @@ _WORKER_STATE: dict[str, Any] = {}
 
 def _worker_start() -> None:
     torch.set_num_threads(1)  # one core per worker; the parent keeps its own threads
+    # A worker waits for tasks from its parent forever; if the parent is killed (SIGKILL, the
+    # out-of-memory killer) no shutdown reaches it, and an orphan would hold its memory and
+    # keep the run folder's lock alive. It ends itself once it has been orphaned.
+    parent = os.getppid()
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True,
+                     name="orphan-watch").start()
+
+
+def _exit_when_orphaned(parent: int, every: float = 0.5) -> None:
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _worker_batch(keys: tuple[int, ...]) -> dict[str, torch.Tensor]:

@@ -95,11 +95,29 @@ def folder_lock(folder: Path, *, what: str) -> Iterator[None]:
         except OSError as error:  # e.g. a network file system without flock
             logger.warning("%s: cannot lock the folder (%s); a second run into it would not "
                            "be refused", folder, error.strerror or error)
+        _HELD_LOCKS.add(descriptor)
     try:
         yield
     finally:
         if descriptor is not None:
+            _HELD_LOCKS.discard(descriptor)
             os.close(descriptor)  # closing the last descriptor releases the lock
+
+
+# The descriptors of the folder locks this process holds. A forked child (data-loader and
+# batch workers) gets copies of them, and an flock lasts until every copy is closed: a child
+# that outlived a killed parent would hold the folder. Children close their copies at once.
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for descriptor in _HELD_LOCKS:
+        os.close(descriptor)  # the child's copy only; the parent keeps the lock
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_inherited_locks)
 
 
 def check_output_file(path: str | os.PathLike, *, overwrite: bool,

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -55,3 +56,33 @@ def test_folder_lock_holds_against_another_process_until_it_dies(tmp_path):
         holder.wait()
     with folder_lock(tmp_path, what="crossnet segment"):
         assert list(tmp_path.iterdir()) == []  # and no lock file is left behind
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_does_not_keep_the_folder_locked(tmp_path):
+    """Data-loader and batch workers are forked while a run holds its folder; an flock lasts
+    until every copy of its descriptor is closed, so a worker that outlived a killed run kept
+    the folder locked, and the rerun was refused. Forked children close their copies."""
+    import multiprocessing
+
+    from pipelines.outputs import folder_lock
+
+    context = multiprocessing.get_context("fork")
+    started = context.Event()
+    with folder_lock(tmp_path, what="crossnet train"):
+        child = context.Process(target=_set_then_sleep, args=(started,))
+        child.start()
+        assert started.wait(30)  # the child runs: its fork handlers have run
+    try:
+        with folder_lock(tmp_path, what="crossnet train"):  # the child lives on, unlocked
+            assert child.is_alive()
+    finally:
+        child.kill()
+        child.join()
+
+
+def _set_then_sleep(event) -> None:
+    import time
+
+    event.set()
+    time.sleep(60)
