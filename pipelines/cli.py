@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import click
 import numpy as np
@@ -126,7 +127,13 @@ _CAMERA_MOTION_OPTION = click.option(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(crossnet.__version__, prog_name="crossnet")
+@click.version_option(
+    crossnet.__version__, prog_name="crossnet",
+    # Where the installed package keeps what --help texts cite (model cards, weights, splits):
+    # in a pip install, site-packages, not a checkout's folders.
+    message=(f"%(prog)s %(version)s\ninstalled in {Path(crossnet.__file__).parent.parent}: "
+             "bundled weights and model cards in crossnet/weights and flow/weights, "
+             "splits in crossnet/splits"))
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details (INFO level).")
 @click.option("--threads", type=click.IntRange(min=1),

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,7 +15,13 @@ from pipelines.cli import main, parse_size, parse_strides
 
 def test_version_and_help_list_the_commands(capsys):
     assert main(["--version"]) == 0
-    assert crossnet.__version__ in capsys.readouterr().out
+    version, where = capsys.readouterr().out.splitlines()
+    assert version == f"crossnet {crossnet.__version__}"
+    # It says where the files that --help texts cite are (site-packages in a pip install).
+    root = Path(where.removeprefix("installed in ").split(":")[0])
+    for cited in ("crossnet/weights/MODEL_CARD.md", "flow/weights/MODEL_CARD.md",
+                  "crossnet/splits/cross_scene_v1.json"):
+        assert cited.rsplit("/", 1)[0] in where and (root / cited).is_file(), cited
     assert main(["--help"]) == 0
     listed = capsys.readouterr().out
     for command in ("preprocess", "train", "segment", "evaluate", "synth", "flow"):
