@@ -21,7 +21,6 @@ import click
 import numpy as np
 
 import crossnet
-from crossnet.split import bundled_split_names
 from pipelines.errors import InputError, Terminated, TrainingDiverged, one_line
 
 logger = logging.getLogger(__name__)
@@ -131,8 +130,9 @@ _CAMERA_MOTION_OPTION = click.option(
     crossnet.__version__, prog_name="crossnet",
     # Where the installed package keeps what --help texts cite (model cards, weights, splits):
     # in a pip install, site-packages, not a checkout's folders.
-    message=(f"%(prog)s %(version)s\ninstalled in {Path(crossnet.__file__).parent.parent}: "
-             "bundled weights and model cards in crossnet/weights and flow/weights, "
+    message=("%(prog)s %(version)s\ninstalled in "
+             + str(Path(crossnet.__file__).parent.parent).replace("%", "%%")
+             + ": bundled weights and model cards in crossnet/weights and flow/weights, "
              "splits in crossnet/splits"))
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details (INFO level).")
@@ -349,9 +349,17 @@ def preprocess(inputs: tuple[str, ...], out_dir: str, strides: tuple[int, ...], 
 def _drop_if_left_empty(*folders: str | os.PathLike | None) -> None:
     """When the command ends, however it ends, remove each of ``folders`` that did not exist
     before this call and is still empty: an output folder made before any work (to fail fast
-    on a wrong path) must not stay behind after a run that wrote nothing into it."""
-    from pathlib import Path
+    on a wrong path) must not stay behind after a run that wrote nothing into it.
 
+    Args:
+        folders: output folders (None: none), each with the parents it will need.
+
+    Under ``torchrun`` nothing is removed: another process may be about to write into a
+    folder that this one left empty. A folder that another process fills or removes between
+    the check and the removal is left to it.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
     made: list[list[Path]] = []  # per folder, it and its missing parents, deepest first
     for folder in folders:
         chain = []
@@ -365,9 +373,10 @@ def _drop_if_left_empty(*folders: str | os.PathLike | None) -> None:
     def drop() -> None:
         for chain in made:
             for folder in chain:
-                if not (folder.is_dir() and not any(folder.iterdir())):
+                try:
+                    folder.rmdir()  # only an empty folder goes
+                except OSError:  # not empty (or gone, or not ours to remove): keep it
                     break
-                folder.rmdir()
 
     if made:
         click.get_current_context().call_on_close(drop)
@@ -532,8 +541,7 @@ def flow_command(image1: str, image2: str, backend_name: str, out_path: str,
               help="Folder of caches from `crossnet preprocess` (repeatable; searched recursively).")
 @click.option("--split", "split_path", required=True, metavar="NAME|FILE",
               help="Cross-scene split: a split JSON file, or a bundled split by name "
-                   f"({', '.join(bundled_split_names())}; cross_scene_v1 is the bundled "
-                   "model's).")
+                   "(cross_scene_v1, the bundled model's; cross_scene_v1_pseudo).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: last.pt, best.pt, log.jsonl, config.json.")
 @click.option("--epochs", default=20, show_default=True, type=click.IntRange(min=1))
@@ -913,13 +921,13 @@ def _model_flow_backend(segmentation, flow_name: str | None, flow_weights: str |
             and not bundled_weights_path(name).is_file()):
         raise InputError(f"no trained weights are bundled for {name} ({chosen}); pass "
                          "--flow-weights PATH")
-    if name != segmentation.flow_backend:
-        # The user's call (it runs), but one a model card calls untested: say so once.
-        logger.warning("%s was trained on %s flow; --flow %s was never trained with, and how "
-                       "well the model does on it is not measured", segmentation.source,
-                       segmentation.flow_backend, name)
     backend = make_hop_backend(name, weights=flow_weights, device=str(device))
     check_flow_weights(segmentation, backend, weights_named=flow_weights is not None)
+    if name != segmentation.flow_backend:
+        # The user's call (it runs), but one a model card calls untested: say so once.
+        logger.warning("%s was trained on %s flow, not on the %s flow it gets now: how well "
+                       "it does on that is not measured", segmentation.source,
+                       segmentation.flow_backend, name)
     return backend
 
 

@@ -28,17 +28,20 @@ from flow.synthetic_pairs import SyntheticPairConfig, generate_batch
 _WORKER_STATE: dict[str, Any] = {}
 
 
-def _worker_start() -> None:
+def _worker_start(parent: int) -> None:
+    """Set up a worker process; ``parent``: the pid of the process that made the pool."""
     torch.set_num_threads(1)  # one core per worker; the parent keeps its own threads
     # A worker waits for tasks from its parent forever; if the parent is killed (SIGKILL, the
     # out-of-memory killer) no shutdown reaches it, and an orphan would hold its memory and
     # keep the run folder's lock alive. It ends itself once it has been orphaned.
-    parent = os.getppid()
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True,
                      name="orphan-watch").start()
 
 
 def _exit_when_orphaned(parent: int, every: float = 0.5) -> None:
+    """End this process once its parent is no longer ``parent`` (it died; the orphan was
+    handed to another). The parent is passed in, not read here: one that died before the
+    worker started would be missed."""
     while os.getppid() == parent:
         time.sleep(every)
     os._exit(1)
@@ -71,7 +74,8 @@ def synthetic_batches(config: SyntheticPairConfig, keys: Sequence[tuple[int, ...
     context = multiprocessing.get_context("fork")
     remaining = iter(keys)
     pending: deque[Future] = deque()
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
+                               initargs=(os.getpid(),))
     try:
         for key in remaining:
             pending.append(pool.submit(_worker_batch, tuple(key)))

@@ -95,11 +95,13 @@ def folder_lock(folder: Path, *, what: str) -> Iterator[None]:
         except OSError as error:  # e.g. a network file system without flock
             logger.warning("%s: cannot lock the folder (%s); a second run into it would not "
                            "be refused", folder, error.strerror or error)
-        _HELD_LOCKS.add(descriptor)
+        _hold(descriptor)
     try:
         yield
     finally:
-        if descriptor is not None:
+        # Not ours any more in a forked child that unwinds through here: its copy was closed
+        # at the fork, and the number may name another file by now.
+        if descriptor is not None and descriptor in _HELD_LOCKS:
             _HELD_LOCKS.discard(descriptor)
             os.close(descriptor)  # closing the last descriptor releases the lock
 
@@ -108,16 +110,23 @@ def folder_lock(folder: Path, *, what: str) -> Iterator[None]:
 # batch workers) gets copies of them, and an flock lasts until every copy is closed: a child
 # that outlived a killed parent would hold the folder. Children close their copies at once.
 _HELD_LOCKS: set[int] = set()
+_FORK_HANDLER: list[bool] = []  # registered once, on the first lock (not at import)
+
+
+def _hold(descriptor: int) -> None:
+    """Record a held lock's descriptor, to be closed in forked children."""
+    if not _FORK_HANDLER and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_close_inherited_locks)
+        _FORK_HANDLER.append(True)
+    _HELD_LOCKS.add(descriptor)
 
 
 def _close_inherited_locks() -> None:
+    """In a forked child: close its copies of the parent's lock descriptors (the parent keeps
+    its locks)."""
     for descriptor in _HELD_LOCKS:
-        os.close(descriptor)  # the child's copy only; the parent keeps the lock
+        os.close(descriptor)
     _HELD_LOCKS.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_inherited_locks)
 
 
 def check_output_file(path: str | os.PathLike, *, overwrite: bool,

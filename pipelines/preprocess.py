@@ -111,14 +111,18 @@ def _sources_under(path: Path, *, size, top: bool, failed: list[tuple[str, str]]
     images = list_image_files(path)
     if images:
         videos = [child.name for child in sorted(path.iterdir())
-                  if child.suffix.lower() in VIDEO_SUFFIXES and child.is_file()]
+                  if child.suffix.lower() in VIDEO_SUFFIXES and not child.name.startswith(".")
+                  and child.is_file()]
         if not videos:
             return [_guarded(lambda: FrameFolderSource(path, size=size), path)]
         # Videos next to images: a cover picture or thumbnail must not turn the videos'
-        # folder into a frame folder and hide them.
+        # folder into a frame folder and hide them. (Only videos beside the images count: a
+        # frame folder may well hold subfolders, e.g. its masks.)
+        shown = ", ".join(image.name for image in images[:3]) + (", ..." if len(images) > 3
+                                                                  else "")
         logger.warning("%s: holds videos and %d image file(s) (%s); the videos are read, the "
                        "images are not (a folder of frames holds frames only)", path,
-                       len(images), _first_names(images))
+                       len(images), shown)
     found = []
     before = len(failed)
     for child in sorted(path.iterdir()):
@@ -131,12 +135,6 @@ def _sources_under(path: Path, *, size, top: bool, failed: list[tuple[str, str]]
     if top and not found and len(failed) == before:
         raise InputError(f"{path}: no video, frame folder or scene under it")
     return found
-
-
-def _first_names(files: Sequence[Path], count: int = 3) -> str:
-    """The first ``count`` file names, and how many more."""
-    names = ", ".join(file.name for file in files[:count])
-    return names + (f" and {len(files) - count} more" if len(files) > count else "")
 
 
 def _guarded(open_source, path: Path):

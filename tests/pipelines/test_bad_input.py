@@ -622,7 +622,8 @@ def test_an_output_folder_inside_the_input_folder_is_not_read_as_input(inputs, t
     assert code == 0 and errors == [] and "1 skipped" in stdout
 
 
-def test_a_batch_whose_every_input_fails_writes_nothing(inputs, tmp_path, capsys):
+def test_a_batch_whose_every_input_fails_writes_nothing(inputs, tmp_path, capsys,
+                                                       monkeypatch):
     code, stdout, _ = run(capsys, "evaluate", inputs / "gt_size", "--json",
                                tmp_path / "s.json", "--no-progress")
     assert code == 1 and "0 scene(s) scored, 1 failed" in stdout
@@ -640,6 +641,11 @@ def test_a_batch_whose_every_input_fails_writes_nothing(inputs, tmp_path, capsys
         assert code == 1 and len(errors) == 1, (args, errors)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"], args
         assert not any((tmp_path / "mine").iterdir())
+    # Under torchrun another process may be about to write there: nothing is removed.
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, _, _ = run(capsys, "preprocess", inputs / "notes.mp4", "--out", made / "cache",
+                     "--no-progress")
+    assert code == 1 and (made / "cache").is_dir()
 
 
 def test_frames_of_a_video_that_change_size_are_refused_naming_the_file(tmp_path):

@@ -1,5 +1,6 @@
 """The CLI layer: version, help, one-line errors, and the small commands end to end."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import crossnet
+from crossnet.split import bundled_split_names
 from flow.io import read_flo
 from pipelines.cli import main, parse_size, parse_strides
 
@@ -22,6 +24,10 @@ def test_version_and_help_list_the_commands(capsys):
     for cited in ("crossnet/weights/MODEL_CARD.md", "flow/weights/MODEL_CARD.md",
                   "crossnet/splits/cross_scene_v1.json"):
         assert cited.rsplit("/", 1)[0] in where and (root / cited).is_file(), cited
+    assert main(["train", "--help"]) == 0
+    train_help = " ".join(capsys.readouterr().out.split())
+    named = set(re.findall(r"cross_scene_\w+", train_help.split("--split", 1)[1]))
+    assert set(bundled_split_names()) <= named  # --split's help names every bundled split
     assert main(["--help"]) == 0
     listed = capsys.readouterr().out
     for command in ("preprocess", "train", "segment", "evaluate", "synth", "flow"):

@@ -132,7 +132,6 @@ def test_flow_weights_name_the_network(runs, tmp_path, command):
     assert made and all(path.is_file() for path in made)
 
 
-
 def test_another_backend_than_the_models_runs_with_one_warning(runs, tmp_path, caplog):
     """`--flow` naming another backend than the model's is the user's call: it runs, and a
     warning says the pairing was never trained (before, it ran silently)."""
@@ -143,9 +142,10 @@ def test_another_backend_than_the_models_runs_with_one_warning(runs, tmp_path, c
         assert cli(["segment", scene, "--out", str(tmp_path / "own"), "--flow", "raft-small",
                     "--flow-weights", str(runs["a"]), "--weights", str(runs["best"]),
                     "--no-progress"]) == 0
-    warning = (f"{runs['best']} was trained on raft-small flow; --flow dis-ultrafast was never "
-               "trained with, and how well the model does on it is not measured")
+    warning = (f"{runs['best']} was trained on raft-small flow, not on the dis-ultrafast flow "
+               "it gets now: how well it does on that is not measured")
     assert [record.getMessage() for record in caplog.records] == [warning]
+
 
 def test_flow_weights_are_refused_where_they_cannot_apply(runs, tmp_path, capsys):
     scene = str(runs["root"] / "scenes" / "scene_000")

@@ -86,3 +86,27 @@ def _set_then_sleep(event) -> None:
 
     event.set()
     time.sleep(60)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_leaving_a_lock_closes_none_of_its_own_files(tmp_path):
+    """The child's copy of the lock is closed at the fork, so its number may name another
+    file of the child's by the time the child leaves the lock's block: that one stays open."""
+    from pipelines import outputs
+
+    pid = None
+    try:
+        with outputs.folder_lock(tmp_path, what="test"):
+            held = set(outputs._HELD_LOCKS)
+            pid = os.fork()
+            if pid == 0:
+                reused = os.open(os.devnull, os.O_RDONLY)  # the lowest free number: the lock's
+        if pid == 0:
+            os.fstat(reused)  # raises (exit 1) if leaving the block closed it
+            os._exit(0 if reused in held else 2)
+    except BaseException:
+        if pid == 0:
+            os._exit(1)
+        raise
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -291,7 +291,6 @@ def test_train_flow_out(tmp_path, capsys):
             ] == [1]
 
 
-
 def test_a_second_training_run_into_a_live_runs_folder_is_refused(inputs, tmp_path, capsys):
     """A live run's folder is held: a second run into it, even with --overwrite, touches
     nothing (before, --overwrite deleted the live run's checkpoints and the start of any run
@@ -321,6 +320,7 @@ def test_a_second_training_run_into_a_live_runs_folder_is_refused(inputs, tmp_pa
         code, _, errors = run(capsys, *args, "--overwrite")  # once it is free
         assert code == 0, errors
         assert not (out / ".last.pt.123.0123456789ab.tmp").exists()
+
 
 def test_a_run_that_failed_before_any_mask_does_not_block_the_corrected_rerun(
         inputs, tmp_path, capsys):

@@ -335,6 +335,10 @@ def test_a_picture_next_to_videos_does_not_hide_them(tmp_path, caplog):
     for name in ("cover.png", "thumb0001.jpg"):
         cv2.imwrite(str(videos / name), np.zeros((8, 8, 3), np.uint8))
     _write_translating_frames(tmp_path / "frames", 3)
+    # A hidden video (macOS's ._ files) and a subfolder do not make a frame folder a container.
+    (tmp_path / "frames" / "._clip.mp4").write_bytes(b"resource fork")
+    (tmp_path / "frames" / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "frames" / "masks" / "bin000001.png"), np.zeros((8, 8), np.uint8))
     with caplog.at_level("WARNING", logger="pipelines.preprocess"):
         summary = preprocess([videos, tmp_path / "frames"], tmp_path / "out",
                              backend=make_hop_backend("dis-ultrafast"), strides=(1,),

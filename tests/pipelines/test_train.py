@@ -305,7 +305,6 @@ def test_camera_pan_is_a_share_and_needs_the_ema_background():
                                                   background_estimator="median"))
 
 
-
 class _LeftThird(torch.nn.Module):
     """Foreground on the left third of every frame, whatever the inputs: not symmetric."""
 
