@@ -191,8 +191,8 @@ def set_threads(count: int) -> None:
               help="Also write the scores to this JSON file.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
               help="Also write a markdown report with error pictures per scene to this folder.")
-@click.option("--pictures", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Error pictures per scene and method in --report.")
+@click.option("--pictures", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Error pictures per scene and method in --report (0: the scores only).")
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing --json file or --report.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")

@@ -45,6 +45,7 @@ from pipelines.sources import (
     Source,
     StreamSource,
     VideoSource,
+    is_stream_spec,
     list_image_files,
     source_identity,
 )
@@ -68,6 +69,10 @@ class PreprocessSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input, one-line reason)
 
 
+STREAM_NOT_CACHED = ("a camera or live stream: preprocess caches video files, frame folders "
+                     "and scenes (crossnet segment reads streams)")
+
+
 def collect_sources(inputs: Iterable[str | os.PathLike], *, size: tuple[int, int] | None,
                     failed: list[tuple[str, str]],
                     exclude: str | os.PathLike | None = None) -> list[Source]:
@@ -75,13 +80,19 @@ def collect_sources(inputs: Iterable[str | os.PathLike], *, size: tuple[int, int
 
     A file is a video; a folder is a scene (or several, for the HOFAM demo layout), a folder of
     frames (images and no video), or else a folder searched recursively for videos, scenes and
-    frame folders (images next to videos are left out, with a warning). Inputs
-    that cannot be opened are appended to ``failed`` and left out. ``exclude`` (the output
-    folder) is never searched: its preview pictures are not a folder of frames.
+    frame folders (images next to videos are left out, with a warning). An input given twice
+    (or found under two inputs) is kept once; a camera index or stream URL is a failed input
+    (:data:`STREAM_NOT_CACHED`). Inputs that cannot be opened are appended to ``failed`` and
+    left out. ``exclude`` (the output folder) is never searched: its preview pictures are not a
+    folder of frames.
     """
     sources: list[Source] = []
+    seen: set[tuple[Path, str]] = set()
     skip = Path(exclude).resolve() if exclude is not None else None
     for spec in inputs:
+        if is_stream_spec(spec):  # before Path() folds the URL's "//"
+            failed.append((str(spec), f"{spec}: {STREAM_NOT_CACHED}"))
+            continue
         try:
             found = _sources_under(Path(spec), size=size, top=True, failed=failed, skip=skip)
         except (InputError, OSError) as error:
@@ -90,8 +101,14 @@ def collect_sources(inputs: Iterable[str | os.PathLike], *, size: tuple[int, int
         for item in found:
             if isinstance(item, tuple):
                 failed.append(item)
-            else:
-                sources.append(item)
+                continue
+            key = (Path(item.path).resolve(), item.name)
+            if key in seen:  # the same input named twice (or found under two inputs)
+                logger.warning("%s: already included by an earlier input; cached once",
+                               item.path)
+                continue
+            seen.add(key)
+            sources.append(item)
     return sources
 
 
@@ -334,7 +351,8 @@ def preprocess(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, 
     for _, reason in summary.failed:  # inputs that could not be opened
         report("failed", reason)
     named = shard_for_rank(list(zip(sources, unique_cache_names(sources))))
-    for source, name in tqdm(named, desc="videos", unit="video", disable=not progress):
+    for source, name in tqdm(named, desc="videos", unit="video",
+                             disable=not progress or not named):
         cache_path = cache_path_for(out_dir, name)
         preview_path = out_dir / f"{name}_preview.png"
         try:

@@ -352,7 +352,16 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
         The source's frame and its mask, (H, W) uint8, 255 foreground and 0 background (with
         ``probabilities``: (H, W) float32 in [0, 1]); ``None`` for the frames before
         ``start``.
+
+    Raises:
+        TypeError: ``backend`` given as a name instead of a backend.
+        ValueError: a threshold outside (0, 1), a negative ``start`` or an unknown precision.
+        InputError: the model's own flow backend run by other network weights
+            (:func:`check_flow_weights`), or an unreadable source.
     """
+    if isinstance(backend, str | os.PathLike):  # an easy slip, and a confusing TypeError later
+        raise TypeError(f"backend must be a flow backend, e.g. flow.backends.make_hop_backend("
+                        f"{str(backend)!r}), not its name")
     threshold = segmentation.threshold if threshold is None else threshold
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")

@@ -530,7 +530,8 @@ def is_stream_spec(spec: str | os.PathLike) -> bool:
 
 
 def open_source(
-    spec: str | os.PathLike, *, size: tuple[int, int] | None = None, mixed_sizes: bool = False
+    spec: str | os.PathLike | int, *, size: tuple[int, int] | None = None,
+    mixed_sizes: bool = False
 ) -> Source:
     """Opens whatever the user pointed at as a frame source.
 
@@ -541,7 +542,8 @@ def open_source(
     (:class:`FrameFolderSource`).
 
     Args:
-        spec: camera index, URL, video file, scene folder or frame folder.
+        spec: camera index (an int or a string of digits), URL, video file, scene folder or
+            frame folder.
         size: optional (width, height) processing size.
         mixed_sizes: a video or frame folder yields frames of differing sizes at their own
             sizes (see :class:`FrameFolderSource`); scenes and streams are unaffected.
@@ -555,6 +557,8 @@ def open_source(
     # Imported here because scenes builds on this module (Frame, resizing, file numbering).
     from pipelines import scenes
 
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        spec = str(spec)  # a camera index, as the command line gives it
     if is_stream_spec(spec):
         return StreamSource(str(spec), size=size)
     path = Path(spec)

@@ -93,6 +93,11 @@ SINGLE_INPUT_FAILURES = {
                                     "--out {out}"), ["absent.pt: no such checkpoint file"]),
     "preprocess/empty folder": ("preprocess {root}/empty --out {out}",
                                 ["empty: no video, frame folder or scene under it"]),
+    "preprocess/stream": ("preprocess rtsp://127.0.0.1:9/x --out {out}",
+                          [("crossnet: error: rtsp://127.0.0.1:9/x: a camera or live stream: "
+                           "preprocess caches video files")]),
+    "preprocess/camera": ("preprocess 0 --out {out}", [("crossnet: error: 0: a camera or live "
+                                                        "stream")]),
     "segment/empty folder": ("segment {root}/empty --out {out}", ["empty: the folder is empty"]),
     "evaluate/empty folder": ("evaluate {root}/empty",
                               ["empty: no benchmark scene folder under it"]),

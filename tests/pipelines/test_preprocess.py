@@ -348,3 +348,17 @@ def test_a_picture_next_to_videos_does_not_hide_them(tmp_path, caplog):
     warning = (f"{videos}: holds videos and 2 image file(s) (cover.png, thumb0001.jpg); the "
                "videos are read, the images are not (a folder of frames holds frames only)")
     assert [record.getMessage() for record in caplog.records] == [warning]
+
+
+def test_an_input_given_twice_is_cached_once(tmp_path, caplog):
+    """It used to be cached twice, as <name>.h5 and <name>_2.h5 (an identical copy)."""
+    _write_translating_frames(tmp_path / "clip", 3)
+    with caplog.at_level("WARNING", logger="pipelines.preprocess"):
+        summary = preprocess([tmp_path / "clip", tmp_path / ".." / tmp_path.name / "clip"],
+                             tmp_path / "out", backend=make_hop_backend("dis-ultrafast"),
+                             strides=(1,), progress=False)
+    assert [path.name for path in summary.written] == ["clip.h5"] and summary.failed == []
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["clip.h5"]
+    assert [record.getMessage() for record in caplog.records] == [
+        (f"{tmp_path / '..' / tmp_path.name / 'clip'}: already included by an earlier input; "
+        "cached once")]

@@ -148,6 +148,11 @@ def test_evaluate_report_writes_markdown_and_error_pictures(scene, tmp_path):
                         "mog2_000001.png", "mog2_000009.png"]
     for name in pictures:
         assert f"({scene.name}/{name})" in text
+    # --pictures 0: the scores alone.
+    assert main(["evaluate", str(scene), "--method", "mog2", "--report", str(tmp_path / "r0"),
+                 "--pictures", "0", "--no-progress"]) == 0
+    assert [p.name for p in (tmp_path / "r0").iterdir()] == ["report.md"]
+    assert "| mog2 |" in (tmp_path / "r0" / "report.md").read_text()
 
 
 def test_segment_cache_is_written_then_reused_with_the_same_masks(scene, tmp_path, monkeypatch):
@@ -415,3 +420,16 @@ def test_camera_modes_set_the_models_inputs():
     with pytest.raises(ValueError, match="unknown camera motion 'pan', expected one of none, "
                                          "affine, affine\\+background"):
         with_camera_mode(config, "pan")
+
+
+def test_the_api_takes_a_camera_index_as_an_int_and_refuses_a_backend_name(scene):
+    from crossnet.weights import bundled_weights
+    from pipelines.errors import InputError
+    from pipelines.sources import open_source
+
+    # As "7" on the command line: a camera (none here); it used to be a TypeError about paths.
+    with pytest.raises(InputError, match="^7: could not open the camera"):
+        open_source(7)
+    segmentation = load_segmentation_model(bundled_weights())
+    with pytest.raises(TypeError, match=r"make_hop_backend\('dis-fast'\), not its name"):
+        next(segment_frames(open_source(scene), segmentation, backend="dis-fast"))
