@@ -203,8 +203,9 @@ class DISFlow(_OpenCVFlow):
             # OpenCV would stop with an assertion, or crash, deep inside DIS; say what to
             # change instead.
             raise ValueError(f"{self.name}: frames of {width}x{height} pixels; DIS needs them "
-                             f"at least {DIS_SAFE_SIDE} high (or at most {DIS_SAFE_SIDE} wide "
-                             f"and {DIS_MIN_SIDE} high); use larger frames or --size")
+                             f"at least {DIS_SAFE_SIDE} high, or else at most {DIS_SAFE_SIDE} "
+                             f"wide with a side of at least {DIS_MIN_SIDE}; use larger frames "
+                             "or --size")
         dis = cv2.DISOpticalFlow_create(_DIS_PRESETS[self.preset])
         return dis.calc(first_gray, second_gray, None)
 

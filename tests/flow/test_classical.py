@@ -185,10 +185,11 @@ def test_dis_names_its_minimum_frame_size_instead_of_failing_inside_opencv():
     for height, width in ((24, 80), (8, 8), (12, 640), (31, 33)):
         frame = np.zeros((height, width, 3), dtype=np.uint8)
         with pytest.raises(ValueError, match=rf"dis-fast: frames of {width}x{height} pixels; "
-                                             r"DIS needs them at least 32 high"):
+                                             r"DIS needs them at least 32 high, or else at "
+                                             r"most 32 wide with a side of at least 12;"):
             DISFlow("fast").compute_flow(frame, frame)
     rng = np.random.default_rng(0)
-    for height, width in ((32, 640), (24, 32), (8, 12), (640, 16)):
+    for height, width in ((32, 640), (24, 32), (8, 12), (640, 16), (13, 32), (12, 20)):
         smallest = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         for preset in ("ultrafast", "fast", "medium"):
             flow = DISFlow(preset).compute_flow(smallest, smallest)
