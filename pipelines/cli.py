@@ -347,39 +347,25 @@ def preprocess(inputs: tuple[str, ...], out_dir: str, strides: tuple[int, ...], 
 
 
 def _drop_if_left_empty(*folders: str | os.PathLike | None) -> None:
-    """When the command ends, however it ends, remove each of ``folders`` that did not exist
-    before this call and is still empty: an output folder made before any work (to fail fast
-    on a wrong path) must not stay behind after a run that wrote nothing into it.
+    """Create each of ``folders`` (None: none) now, with the parents it needs, and when the
+    command ends, however it ends, remove again what was created here if the run wrote nothing
+    into it (:func:`pipelines.outputs.remove_unused_folders`): an output folder made before any
+    work, to fail fast on a wrong path, must not stay behind after a run that wrote nothing.
 
-    Args:
-        folders: output folders (None: none), each with the parents it will need.
-
-    Under ``torchrun`` nothing is removed: another process may be about to write into a
-    folder that this one left empty. A folder that another process fills or removes between
-    the check and the removal is left to it.
+    Under ``torchrun`` nothing is created or removed here: another process may be about to
+    write into a folder that this one left empty.
     """
+    from pipelines.outputs import create_missing_folder, remove_unused_folders
+
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return
-    made: list[list[Path]] = []  # per folder, it and its missing parents, deepest first
-    for folder in folders:
-        chain = []
-        path = Path(folder).absolute() if folder is not None else None
-        while path is not None and not os.path.lexists(path) and path != path.parent:
-            chain.append(path)
-            path = path.parent
-        if chain:
-            made.append(chain)
+    made = [create_missing_folder(folder) for folder in folders if folder is not None]
 
     def drop() -> None:
-        for chain in made:
-            for folder in chain:
-                try:
-                    folder.rmdir()  # only an empty folder goes
-                except OSError:  # not empty (or gone, or not ours to remove): keep it
-                    break
+        for created in reversed(made):  # the last made first: it may sit in an earlier one
+            remove_unused_folders(created)
 
-    if made:
-        click.get_current_context().call_on_close(drop)
+    click.get_current_context().call_on_close(drop)
 
 
 def _echo_preprocessed(kind: str, text: str) -> None:

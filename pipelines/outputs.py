@@ -71,6 +71,42 @@ def prepare_output_folder(path: str | os.PathLike) -> Path:
     return folder
 
 
+def create_missing_folder(folder: str | os.PathLike) -> list[Path]:
+    """Create ``folder`` and its missing parents; return the folders this call created,
+    deepest first, for :func:`remove_unused_folders` ([] when the folder was there already, or
+    cannot be made: :func:`prepare_output_folder` then says why). The creation is exclusive:
+    of two runs that start together, only one has made the folder."""
+    missing, path = [], Path(folder).absolute()
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    if not missing:
+        return []
+    try:
+        Path(folder).mkdir(parents=True)
+    except OSError:  # made by another run meanwhile, or cannot be made
+        return []
+    return missing
+
+
+def remove_unused_folders(created: list[Path], *, disposable: frozenset[str] = frozenset()
+                          ) -> None:
+    """Remove folders a run created (:func:`create_missing_folder`, deepest first) that hold
+    nothing but files named in ``disposable``, so that a run that wrote nothing leaves no empty
+    output folder behind; stop at the first that holds more, is gone or cannot be removed."""
+    for folder in created:
+        try:
+            entries = list(folder.iterdir())
+            if any(entry.name not in disposable for entry in entries):
+                return
+            for entry in entries:
+                entry.unlink()
+            folder.rmdir()
+        except OSError as error:  # something else wrote into it meanwhile, or it is gone
+            logger.debug("%s: left in place (%s)", folder, error)
+            return
+
+
 @contextmanager
 def folder_lock(folder: Path, *, what: str) -> Iterator[None]:
     """Hold ``folder`` for one writer: an exclusive ``flock`` on the folder itself, which the

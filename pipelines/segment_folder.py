@@ -8,7 +8,6 @@ completed) and optional mp4s of the masks and of an overlay.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import time
@@ -27,15 +26,15 @@ from pipelines.errors import InputError
 from pipelines.memory import check_fits, format_size, segment_bytes
 from pipelines.outputs import (
     check_output_file,
+    create_missing_folder,
     folder_lock,
     prepare_output_folder,
     remove_stale_temporaries,
+    remove_unused_folders,
     write_text_atomic,
 )
 from pipelines.segment import SegmentationModel, segment_frames
 from pipelines.sources import MIN_FRAMES, Source, StreamSource
-
-logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "segment.json"
 """The record, in a mask folder, of what its masks were made from (see segment_to_folder)."""
@@ -358,29 +357,12 @@ def _held_output_folder(out_dir: Path) -> Iterator[Path]:
     while the block runs. When the block fails and this run created the folder, the folder is
     removed again if it holds no mask (at most the run's record), still under the lock, so a
     run refused by the lock, or one that starts meanwhile, never loses a live run's folder."""
-    try:
-        Path(out_dir).mkdir(parents=True)  # exclusive: of two runs only one creates it
-        created = True
-    except OSError:  # there already, or cannot be made: prepare_output_folder says which
-        created = False
+    created = create_missing_folder(out_dir)[:1]  # the folder; parents it made stay
     out_dir = prepare_output_folder(out_dir)
     with folder_lock(out_dir, what="crossnet segment"):
         try:
             yield out_dir
         except BaseException:
-            if created:
-                _remove_if_unused(out_dir)
+            remove_unused_folders(created, disposable=frozenset({MANIFEST_NAME}))
             raise
-
-
-def _remove_if_unused(out_dir: Path) -> None:
-    """Remove a folder this run created when it holds no mask: at most the run's record."""
-    try:
-        entries = list(out_dir.iterdir())
-        if all(entry.name == MANIFEST_NAME for entry in entries):
-            for entry in entries:
-                entry.unlink()
-            out_dir.rmdir()
-    except OSError as error:  # something else wrote into it meanwhile, or it is gone
-        logger.debug("%s: left in place (%s)", out_dir, error)
 
