@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from crossnet.metrics import VideoScorer, mean_scores
 from pipelines.baselines import BASELINE_NAMES, OpenCVSubtractor
 from pipelines.error_pictures import error_picture, picture_frame_numbers
 from pipelines.errors import InputError, one_line
 from pipelines.outputs import json_safe, write_text_atomic
+from pipelines.progress import progress_bar
 from pipelines.scenes import Scene, find_scenes
 from pipelines.sources import MIN_FRAMES
 
@@ -147,8 +147,8 @@ def evaluate_scene(scene: Scene, method: str, *, model: ModelMethod | None = Non
     pictures: dict[int, np.ndarray] = {}
     seconds = 0.0
     frames_seen = 0
-    bar = tqdm(total=scene.num_frames, desc=f"{method} {scene.name}", unit="frame",
-               leave=False, disable=not progress)
+    bar = progress_bar(total=scene.num_frames, desc=f"{method} {scene.name}", unit="frame",
+                       leave=False, disable=not progress)
     with bar:
         while True:
             # Time the method (reading frames included for both kinds: the sources are shared).
@@ -209,7 +209,8 @@ def evaluate(paths: Iterable[str | os.PathLike], methods: Sequence[str], *,
     scenes = find_scenes(paths, failed=failed)
     reports = [MethodReport(method, settings=model.settings() if method == "crossnet" else None)
                for method in methods]
-    for scene in tqdm(scenes, desc="scenes", unit="scene", disable=not progress or len(scenes) < 2):
+    for scene in progress_bar(scenes, desc="scenes", unit="scene",
+                              disable=not progress or len(scenes) < 2):
         numbers = [f.number for f in scene.files if f.ground_truth is not None]
         chosen = set(picture_frame_numbers(numbers, scene.temporal_roi, pictures_per_scene))
         try:

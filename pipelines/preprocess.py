@@ -20,7 +20,6 @@ from typing import Literal
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 import crossnet
 from crossnet.metrics import OUTSIDE_ROI
@@ -38,6 +37,7 @@ from pipelines.errors import InputError, failure_line, one_line
 from pipelines.imageio import write_png_atomic
 from pipelines.memory import check_fits, flow_bytes, format_size
 from pipelines.outputs import prepare_output_folder
+from pipelines.progress import progress_bar
 from pipelines.scenes import find_scenes, is_scene
 from pipelines.sources import (
     MIN_FRAMES,
@@ -234,8 +234,8 @@ def preprocess_source(source: Source, cache_path: Path, *, backend, strides: Seq
                     pending[index] = frame
                 yield torch.from_numpy(np.ascontiguousarray(frame.rgb)).permute(2, 0, 1)
 
-        bar = tqdm(total=expected, initial=start, desc=source.name, unit="frame", leave=False,
-                   disable=not progress)
+        bar = progress_bar(total=expected, initial=start, desc=source.name, unit="frame",
+                           leave=False, disable=not progress)
         with bar:
             for index, stack in build_hops(frames(), backend, strides, batch_frames=batch_frames,
                                            start=start):
@@ -351,8 +351,8 @@ def preprocess(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, 
     for _, reason in summary.failed:  # inputs that could not be opened
         report("failed", reason)
     named = shard_for_rank(list(zip(sources, unique_cache_names(sources))))
-    for source, name in tqdm(named, desc="videos", unit="video",
-                             disable=not progress or not named):
+    for source, name in progress_bar(named, desc="videos", unit="video",
+                                     disable=not progress or not named):
         cache_path = cache_path_for(out_dir, name)
         preview_path = out_dir / f"{name}_preview.png"
         try:

@@ -46,6 +46,7 @@ from pipelines.errors import InputError
 from pipelines.imageio import write_png_atomic
 from pipelines.memory import check_fits, format_size, segment_bytes
 from pipelines.outputs import prepare_output_folder, temporary_name, write_text_atomic
+from pipelines.progress import progress_bar
 from pipelines.segment import SegmentationModel, segment_frames
 from pipelines.sources import MIN_FRAMES, Frame, Source, StreamSource, source_identity
 
@@ -163,8 +164,8 @@ def pseudo_label(source: Source, out: str | os.PathLike, segmentation: Segmentat
                          f"{MIN_FRAMES}")
     clip = _Frames(source.name, source.path, source.fps, source.frame_size, source.native_size,
                    frames)
-    bar = tqdm(total=2 * len(frames), desc=f"pseudo-label {source.name}", unit="frame",
-               leave=False, disable=not progress)
+    bar = progress_bar(total=2 * len(frames), desc=f"pseudo-label {source.name}",
+                       unit="frame", leave=False, disable=not progress)
     with bar:
         forward = _probabilities(clip, segmentation, backend, device, bar)
         backward = _probabilities(clip.reversed(), segmentation, backend, device, bar)[::-1]

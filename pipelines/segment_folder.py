@@ -243,9 +243,8 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
         OSError: a write failed (disk full...); the masks written so far are whole, and a
             rerun continues from them.
     """
-    from tqdm import tqdm
-
     from pipelines.imageio import read_label_mask, write_png_atomic
+    from pipelines.progress import progress_bar
 
     with _held_output_folder(out_dir) as folder:
         remove_stale_temporaries(folder, _MASK_NAME)  # left by a killed run (none is live)
@@ -310,8 +309,8 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
                     writers[kind] = _VideoOut(path, fps, (width, height),
                                               interpolation=cv2.INTER_NEAREST if kind == "video"
                                               else cv2.INTER_AREA)
-            bar = tqdm(total=source.num_frames, desc=source.name, unit="frame",
-                       disable=not progress)
+            bar = progress_bar(total=source.num_frames, desc=source.name, unit="frame",
+                               disable=not progress)
             with bar:
                 for frame, mask in segment_frames(source, segmentation, backend=backend, size=size,
                                                   threshold=threshold, batch_frames=batch_frames,

@@ -31,12 +31,12 @@ from pathlib import Path
 import cv2
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from crossnet import __version__
 from pipelines.errors import InputError
 from pipelines.memory import check_fits
 from pipelines.outputs import prepare_output_folder
+from pipelines.progress import progress_bar
 from pipelines.synth_config import SynthConfig
 from pipelines.synth_render import SynthFrame, render_spec
 from pipelines.synth_scene import random_scene_spec
@@ -127,8 +127,8 @@ def write_scene(out_dir: str | os.PathLike, config: SynthConfig, seed: int, *,
         with h5py.File(temporary / "flow.h5", "w") as file:
             flow = _create_flow_dataset(file, config=config, seed=seed)
             frames = render_spec(spec, strides=config.strides)
-            for frame in tqdm(frames, total=config.num_frames, desc=out_dir.name, unit="frame",
-                              disable=not progress):
+            for frame in progress_bar(frames, total=config.num_frames, desc=out_dir.name,
+                                      unit="frame", disable=not progress):
                 bgr = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR)
                 _imwrite(temporary / "input" / f"in{frame.number:06d}.png", bgr)
                 _imwrite(temporary / "groundtruth" / f"gt{frame.number:06d}.png", frame.mask)

@@ -53,6 +53,7 @@ from pipelines.outputs import (
     write_jsonl_atomic,
     write_text_atomic,
 )
+from pipelines.progress import progress_bar
 from pipelines.resume import check_resumable, held_run_folder, restoring
 
 logger = logging.getLogger(__name__)
@@ -519,8 +520,9 @@ def _train(data_dirs: Sequence[str | os.PathLike], split: Split | str | os.PathL
             _generator(config.seed, epoch, rank, 1).initial_seed())
         trained.train()
         losses = []
-        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
-                   unit="step", leave=False, disable=not progress or rank != 0)
+        bar = progress_bar(loader, total=steps_per_epoch,
+                           desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False,
+                           disable=not progress or rank != 0)
         for batch in bar:
             batch = {k: v.to(run_device) if torch.is_tensor(v) else v for k, v in batch.items()}
             batch = augment_batch(batch, config.augment, augment_generator)

@@ -73,6 +73,7 @@ from pipelines.outputs import (
     write_jsonl_atomic,
     write_text_atomic,
 )
+from pipelines.progress import progress_bar
 from pipelines.resume import check_resumable, held_run_folder, restoring
 
 logger = logging.getLogger(__name__)
@@ -314,8 +315,9 @@ def _train_flow(out_dir: Path, config: FlowTrainConfig, *, data_dirs: Sequence[s
 
     running: dict[str, list[float]] = {}
     started = time.perf_counter()
-    bar = tqdm(range(start_step, config.steps), total=config.steps, initial=start_step,
-               desc=f"train-flow ({config.stage})", unit="step", disable=not progress)
+    bar = progress_bar(range(start_step, config.steps), total=config.steps,
+                       initial=start_step, desc=f"train-flow ({config.stage})", unit="step",
+                       disable=not progress)
     batches = (synthetic_batches(config.synthetic,
                                  [(_TRAIN_STREAM, config.seed, step)
                                   for step in range(start_step, config.steps)],
