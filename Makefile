@@ -31,8 +31,8 @@ lint: install
 # The main job: make a synthetic clip with exact ground truth, segment it with the bundled
 # weights (masks + overlay video), score crossnet next to MOG2/KNN on it, and cache its 3D-HOP
 # with a preview picture; with ../shared/data present, also score the real UCSD scenes.
-# Rerunning it is safe: the scene, masks and caches made the same way are kept (synth, segment
-# and preprocess skip or resume them) and the score files are rewritten (--overwrite).
+# Rerunning it is safe: the scene and caches made the same way are kept (synth and preprocess
+# skip or resume them); the masks, overlay and score files are made again (--overwrite).
 demo: install
 	$(BIN)/crossnet synth $(DEMO_DIR)/synth --scenes 1 --frames 150 --size 320x240 --seed 0 --no-progress
 	$(BIN)/crossnet segment $(DEMO_DIR)/synth/scene_000/scene_000.mp4 --out $(DEMO_DIR)/masks --overlay $(DEMO_DIR)/overlay.mp4 --overwrite

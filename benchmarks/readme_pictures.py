@@ -1,9 +1,9 @@
 """The README's pictures of real results: frame | ground truth | crossnet | MOG2, per test scene.
 
 For each scene given (default: four test scenes of the bundled split ``cross_scene_v1``, none
-trained on), runs crossnet (bundled weights) and MOG2 online over the scene, takes the middle scored
-frame and writes ``docs/images/<scene>.png``: the frame, its ground truth, then each method's
-prediction with false positives green and false negatives red (see
+trained on), runs crossnet (bundled weights, the commands' default camera handling) and MOG2 online
+over the scene, takes the middle scored frame and writes ``docs/images/<scene>.png``: the frame, its
+ground truth, then each method's prediction with false positives green and false negatives red (see
 :mod:`pipelines.error_pictures`), each panel labelled with the method's F on the whole scene.
 
 Usage (from the repository root)::
@@ -28,7 +28,7 @@ from pipelines.error_pictures import SEPARATOR
 from pipelines.evaluate import ModelMethod, evaluate
 from pipelines.imageio import write_png_atomic
 from pipelines.scenes import find_scenes
-from pipelines.segment import load_segmentation_model
+from pipelines.segment import DEFAULT_CAMERA_MOTION, load_segmentation_model
 
 DEFAULT_SCENES = ("CAVIAR1", "HighwayI", "birds", "traffic")
 
@@ -54,7 +54,9 @@ def main() -> None:
         raise SystemExit(f"not test scenes of {split.name} (pictures show unseen scenes only): "
                          f"{', '.join(unseen)}")
     scenes = {scene.name: Path(scene.path) for scene in find_scenes([data_root(args.data)])}
-    segmentation = load_segmentation_model(bundled_weights())
+    # As `crossnet segment` and `crossnet evaluate` run it by default.
+    segmentation = load_segmentation_model(bundled_weights(),
+                                           camera_motion=DEFAULT_CAMERA_MOTION)
     model = ModelMethod(segmentation=segmentation,
                         backend=make_hop_backend(segmentation.flow_backend))
     reports = evaluate([scenes[name] for name in args.scenes], ["crossnet", "mog2"],

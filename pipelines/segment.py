@@ -290,7 +290,8 @@ def overlap_by_default(device: str | torch.device) -> bool:
     different hardware. Not when the model runs on the CPU: there both stages want the same
     cores, and on the 2-core machine of ``benchmarks/RESULTS.md`` the background thread gave no
     steady gain ("segment throughput": slower in five records in a row, e.g. 54.6 against 58.5
-    frames/s; side by side in rotated rounds a speed-up of 1.05, 0.90 to 1.19 per round)."""
+    frames/s; side by side in rotated rounds, the latest record a speed-up of 0.84, 0.76 to 0.87
+    per round)."""
     return torch.device(device).type != "cpu"
 
 
@@ -333,7 +334,8 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
             :func:`overlap_by_default` for ``device``.
         precision: ``"fp32"``, or ``"bf16"`` to run HOFAM under bfloat16 autocast (meant for
             CPUs with AVX512-BF16 or AMX and for GPUs; on the AVX512-BF16 CPU of
-            ``benchmarks/RESULTS.md`` about 1.09x, not steadily; masks agree with fp32 on all
+            ``benchmarks/RESULTS.md`` about 1.13x, 0.91 to 1.21 per round, not steadily;
+            masks agree with fp32 on all
             but a few pixels at object edges, see ``tests/pipelines/test_segment_speedups.py``).
         probabilities: yield each frame's foreground probability instead of its mask
             (``threshold`` is then unused; the mask is ``probability > threshold``).
@@ -355,7 +357,8 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
 
     Raises:
         TypeError: ``backend`` given as a name instead of a backend.
-        ValueError: a threshold outside (0, 1), a negative ``start`` or an unknown precision.
+        ValueError: a threshold outside (0, 1), a negative ``start``, ``batch_frames`` below 1
+            or an unknown precision.
         InputError: the model's own flow backend run by other network weights
             (:func:`check_flow_weights`), or an unreadable source.
     """
