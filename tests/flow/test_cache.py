@@ -1,5 +1,6 @@
 """HDF5 cache: round trip, random access, resume after abandon and after SIGKILL, bad files."""
 
+import errno
 import logging
 import multiprocessing
 import os
@@ -15,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
+import flow.cache as flow_cache
 from flow.cache import (
     FORMAT_VERSION,
     CacheBusyError,
@@ -167,6 +169,36 @@ def test_resume_after_abandon(tmp_path):
     with CacheReader(path) as reader:
         check_contents(reader, numbers)
         assert reader.info.created != "ignored"  # a resumed file keeps its creation time
+
+
+def test_a_full_disk_refuses_the_frame_and_the_file_resumes(tmp_path, monkeypatch):
+    # HDF5 hitting a full disk mid-flush leaves a file h5py cannot close, and the process dies
+    # with a segmentation fault at exit; so the writer checks the free space before each frame.
+    path = tmp_path / "clip.h5"
+    real_usage = flow_cache.shutil.disk_usage
+    free = {"bytes": None}
+
+    def disk_usage(folder):
+        usage = real_usage(folder)
+        return usage if free["bytes"] is None else usage._replace(free=free["bytes"])
+
+    monkeypatch.setattr(flow_cache.shutil, "disk_usage", disk_usage)
+    frame_bytes = WIDTH * HEIGHT * 3 + len(STRIDES) * 2 * WIDTH * HEIGHT * 2 + WIDTH * HEIGHT
+    with CacheWriter.open(path, info=make_info()) as writer:
+        for number in range(3):
+            writer.append(number, *make_frame(number))
+        free["bytes"] = frame_bytes + flow_cache.SPACE_MARGIN - 1
+        with pytest.raises(OSError, match="No space left on device") as refused:
+            writer.append(3, *make_frame(3))
+        assert refused.value.errno == errno.ENOSPC
+        assert refused.value.filename == str(partial_path_for(path))
+        assert writer.frames_written == 3
+    free["bytes"] = frame_bytes + flow_cache.SPACE_MARGIN  # just enough
+    with CacheWriter.open(path, info=make_info()) as writer:
+        assert writer.frames_written == 3
+        writer.append(3, *make_frame(3))
+        writer.finish()
+    check_contents(CacheReader(path), [0, 1, 2, 3])
 
 
 def test_resume_discards_uncommitted_data(tmp_path):
