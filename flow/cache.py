@@ -254,6 +254,11 @@ class CacheInfo:
         """
         return self.difference(other) is None
 
+    def same_source_path(self, other: CacheInfo) -> bool:
+        """Whether both name one source file (compared as the file it names, as in
+        :meth:`same_content_as`), whatever its version or the flow settings."""
+        return _identity(self)[0] == _identity(other)[0]
+
     def difference(self, other: CacheInfo) -> str | None:
         """The first identity field (see :meth:`same_content_as`) in which a cache described by
         ``self`` differs from ``other``, the one asked for now, as ``"strides: (1, 4, 8) in

@@ -1,11 +1,14 @@
 """`crossnet segment --cache DIR`: reuse a source's HDF5 cache, or write it while segmenting.
 
 The cache is the one `crossnet preprocess` writes (layout in :mod:`flow.cache`), named after the
-source in DIR, at the processing size. A complete cache made from the same source with the same
-strides, flow backend, weights and size supplies the 3D-HOP of every frame, so a second run skips
-the flow entirely. Otherwise the flow is computed and each frame is appended to the cache as it
-is segmented; an interrupted run leaves a partial file that the next run resumes (frames already
-in it are not written twice), and only a finished run turns it into a complete cache.
+source in DIR, at the processing size. Two sources of one name (``a/clip.avi``, ``b/clip.avi``) get
+``clip.h5`` and ``clip_2.h5`` from one preprocess run, in input order; each finds its own here by
+the source file the cache records (:func:`source_cache_path`). A complete cache made from the same
+source with the same strides, flow backend, weights and size supplies the 3D-HOP of every frame, so
+a second run skips the flow entirely. Otherwise the flow is computed and each frame is appended to
+the cache as it is segmented; an interrupted run leaves a partial file that the next run resumes
+(frames already in it are not written twice), and only a finished run turns it into a complete
+cache.
 """
 
 from __future__ import annotations
@@ -19,12 +22,29 @@ import cv2
 import numpy as np
 import torch
 
-from flow.cache import CacheReader, CacheWriter, cache_path_for, is_complete
+from flow.cache import CacheInfo, CacheReader, CacheWriter, cache_path_for, is_complete
 from pipelines.errors import InputError
 from pipelines.preprocess import cache_info, with_roi
 from pipelines.sources import Frame, Source
 
 logger = logging.getLogger(__name__)
+
+
+def source_cache_path(cache_dir: Path, name: str, info: CacheInfo) -> Path:
+    """The cache file of the source ``info`` describes in ``cache_dir``: ``<name>.h5``, or
+    ``<name>_2.h5``, ``<name>_3.h5``... (:func:`pipelines.preprocess.unique_cache_names`) when
+    the names before hold complete caches of other source files; the first name free of them.
+    A complete cache of this source file under a name is returned whatever its settings, so
+    that a stale one is reported rather than passed over."""
+    index = 1
+    while True:
+        path = cache_path_for(cache_dir, name if index == 1 else f"{name}_{index}")
+        if not is_complete(path):
+            return path
+        with CacheReader(path) as reader:
+            if reader.info.same_source_path(info):
+                return path
+        index += 1
 
 
 class SegmentCache:
@@ -38,8 +58,9 @@ class SegmentCache:
     @classmethod
     def open(cls, cache_dir: str | os.PathLike, source: Source, *, backend,
              strides, size: tuple[int, int]) -> SegmentCache:
-        """Open ``cache_dir/<source name>.h5`` for reading when it is complete and matches, else
-        for writing (resuming a partial file that matches).
+        """Open the source's cache in ``cache_dir`` (:func:`source_cache_path`: ``<source
+        name>.h5`` unless that is another source's) for reading when it is complete and
+        matches, else for writing (resuming a partial file that matches).
 
         Raises:
             InputError: a complete cache made with other settings (or from another version of
@@ -47,19 +68,21 @@ class SegmentCache:
         """
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        path = cache_path_for(cache_dir, source.name)
         info = cache_info(source, backend=backend, strides=strides, size=size)
+        path = source_cache_path(cache_dir, source.name, info)
         roi = getattr(source, "roi", None)
         if is_complete(path):
             reader = CacheReader(path)
             difference = reader.info.difference(info)
             if difference is None:
+                logger.info("%s: complete; the 3D-HOP is read from it, no flow runs", path)
                 return cls(path, reader=reader)
             reader.close()
             raise InputError(f"{path}: a cache made from other settings or another version of "
                              f"the source ({difference}); remove it or use another --cache "
                              "folder")
         writer = CacheWriter.open(path, info=info, expected_frames=source.num_frames)
+        logger.info("%s: written while segmenting", path)
         return cls(path, writer=writer, roi=roi)
 
     @property

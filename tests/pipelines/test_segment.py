@@ -186,6 +186,42 @@ def test_segment_cache_is_written_then_reused_with_the_same_masks(scene, tmp_pat
     assert main(other) == 1  # a cache of another size is in the way: one clear error
 
 
+def test_two_videos_of_one_name_each_find_their_own_cache(scene, tmp_path, monkeypatch):
+    import shutil
+
+    from flow.cache import CacheReader, is_complete
+
+    clips = []
+    for folder in ("a", "b", "c"):
+        (tmp_path / folder).mkdir()
+        clips.append(tmp_path / folder / "clip.mp4")
+        shutil.copyfile(scene / f"{scene.name}.mp4", clips[-1])
+    cache = tmp_path / "cache"
+    size = ["--size", "48x36", "--no-progress"]
+    assert main(["preprocess", str(clips[0]), str(clips[1]), "--out", str(cache), *size]) == 0
+    sources = {}
+    for name in ("clip", "clip_2"):
+        with CacheReader(cache / f"{name}.h5") as reader:
+            sources[name] = reader.info.source_path
+    assert sources == {"clip": str(clips[0]), "clip_2": str(clips[1])}
+
+    def no_flow(*args, **kwargs):
+        raise AssertionError("the flow ran although the cache was complete")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("pipelines.segment.build_hops", no_flow)
+        for clip in clips[:2]:  # b/clip.mp4 used to find a/clip.mp4's clip.h5 and stop there
+            assert main(["segment", str(clip), "--cache", str(cache), "--out",
+                         str(clip.parent / "masks"), *size]) == 0
+            assert (clip.parent / "masks" / "bin000009.png").exists()
+    # A third clip.mp4 gets a cache of its own, next to the two.
+    assert main(["segment", str(clips[2]), "--cache", str(cache), "--out",
+                 str(tmp_path / "c" / "masks"), *size]) == 0
+    with CacheReader(cache / "clip_3.h5") as reader:
+        assert reader.info.source_path == str(clips[2])
+    assert is_complete(cache / "clip.h5") and is_complete(cache / "clip_2.h5")
+
+
 def test_a_resumed_run_reads_the_right_frames_from_the_cache(scene, tmp_path):
     from crossnet.weights import bundled_weights
 
