@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 MIN_FRAMES = 2
 """Fewest frames a source needs for segmentation or a 3D-HOP: one frame has no motion."""
 
+TRUNCATED_SHARE = 0.9
+"""A video that decodes fewer than this share of the frames its container announces is reported
+as truncated or damaged (and still used: the frames that decode are whole)."""
+
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _DIGITS = re.compile(r"\d+")
 # JPEG start-of-frame markers (SOF0-SOF15 but DHT, JPG and DAC), which carry the image size.
@@ -352,9 +356,15 @@ class VideoSource:
         if number == 0:
             raise InputError(f"{self._file}: not a readable video (OpenCV decoded no frame)")
         if self.num_frames is not None and number < self.num_frames:
+            # A frame or two short is common in real footage (containers count a damaged tail:
+            # the staged highway video decodes 748 of 750); far fewer means lost video, which
+            # an operator reading the log must be able to tell from that.
+            lost = number < TRUNCATED_SHARE * self.num_frames
             logger.warning(
-                "%s: decoding stopped after %d of the %d frames the container announces",
+                "%s: decoding stopped after %d of the %d frames the container announces%s",
                 self._file, number, self.num_frames,
+                "; the file looks truncated or damaged, only those frames are used" if lost
+                else "",
             )
 
     def __repr__(self) -> str:

@@ -200,6 +200,7 @@ def test_a_truncated_video_keeps_the_frames_that_decode_with_a_warning(inputs, t
     assert code == 0 and errors == []
     warnings = [r.message for r in caplog.records if "decoding stopped" in r.message]
     assert len(warnings) == 1 and "truncated.avi" in warnings[0] and "of the 30" in warnings[0]
+    assert warnings[0].endswith("the file looks truncated or damaged, only those frames are used")
     with CacheReader(tmp_path / "truncated.h5") as reader:
         assert 2 <= len(reader) < 30
         np.testing.assert_array_equal(reader.frame_numbers, np.arange(1, len(reader) + 1))
