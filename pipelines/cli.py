@@ -138,8 +138,10 @@ _CAMERA_MOTION_OPTION = click.option(
 @click.option("-v", "--verbose", is_flag=True, help="Log progress details (INFO level).")
 @click.option("--threads", type=click.IntRange(min=1),
               help="CPU threads for torch and OpenCV in every command (default: their own "
-                   "choice, one per core). Set 1 on a machine other jobs share: threads that "
-                   "wait for a busy core slow everything down.")
+                   "choice, one per core). On a machine other jobs share, set 1 (or the "
+                   "environment variable OMP_WAIT_POLICY=PASSIVE): threads that wait for a "
+                   "busy core made segment 2.3x slower beside one busy process "
+                   "(benchmarks/RESULTS.md).")
 def cli(debug: bool, verbose: bool, threads: int | None) -> None:
     """Cross-scene background subtraction: from raw video to foreground masks."""
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
