@@ -301,6 +301,7 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
         width, height = source.frame_size
         writers: dict[str, _VideoOut] = {}
         frames = written = 0
+        new_masks: list[Path] = []
         started = time.perf_counter()
         try:
             for kind, path in requested.items():
@@ -329,6 +330,8 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
                     else:
                         write_png_atomic(path, mask)
                         written += 1
+                        if len(new_masks) < MIN_FRAMES:  # all that the check below may remove
+                            new_masks.append(path)
                     if "video" in writers:
                         writers["video"].write(cv2.cvtColor(mask, cv2.COLOR_GRAY2BGR))
                     if "overlay" in writers:
@@ -336,6 +339,10 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
                     frames += 1
                     bar.update()
             if frames < MIN_FRAMES:
+                # A video whose container announced more frames than the one that decoded: its
+                # mask is no result (no motion was seen), so it does not stay behind as one.
+                for path in new_masks:
+                    path.unlink(missing_ok=True)
                 raise InputError(f"{source.path}: {frames} frame(s) decoded; segmentation needs at "
                                  f"least {MIN_FRAMES} (motion between frames)")
             seconds = time.perf_counter() - started

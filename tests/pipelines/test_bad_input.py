@@ -206,6 +206,32 @@ def test_a_truncated_video_keeps_the_frames_that_decode_with_a_warning(inputs, t
         np.testing.assert_array_equal(reader.frame_numbers, np.arange(1, len(reader) + 1))
 
 
+def test_a_video_that_decodes_one_frame_leaves_no_mask_folder(inputs, tmp_path, capsys):
+    from pipelines.errors import InputError
+    from pipelines.sources import VideoSource
+
+    # The longest cut of the 30-frame MJPG avi that still decodes exactly one frame: the
+    # container announces 30, so segment finds out only after writing that frame's mask.
+    data = (inputs / "long.avi").read_bytes()
+    video = tmp_path / "one.avi"
+    for cut in range(len(data) // 3, 0, -len(data) // 120):
+        video.write_bytes(data[:cut])
+        try:
+            if sum(1 for _ in VideoSource(video)) == 1:
+                break
+        except InputError:  # nothing decodes
+            continue
+    else:
+        pytest.fail("no cut of long.avi decodes exactly one frame")
+    assert VideoSource(video).num_frames == 30
+    out = tmp_path / "masks"
+    code, _, errors = run(capsys, "segment", video, "--out", out, "--weights",
+                          inputs / "model.pt", "--no-progress")
+    assert code == 1
+    _one_error(errors, "1 frame(s) decoded; segmentation needs at least 2")
+    assert not out.exists()  # it used to keep bin000001.png and an unfinished segment.json
+
+
 def test_frames_of_differing_sizes_work_with_a_processing_size(inputs, tmp_path, capsys):
     code, _, errors = run(capsys, "preprocess", inputs / "mixed", "--out", tmp_path, "--size",
                           "32x24", "--strides", "1", "--flow", "dis-ultrafast", "--no-progress")
