@@ -318,6 +318,22 @@ def _identity(info: CacheInfo, *, as_recorded: bool = False) -> tuple:
 _LEGACY_RAFT_SETTINGS = "updates=12 warm_updates=none"
 
 
+def numbered_name(source_name: str, index: int) -> str:
+    """The ``index``-th cache name of sources named ``source_name``: the name itself, then
+    ``<name>_2``, ``<name>_3``... (what tells two same-named videos' caches apart)."""
+    return source_name if index == 1 else f"{source_name}_{index}"
+
+
+def recorded_info(path: str | os.PathLike[str]) -> CacheInfo | None:
+    """What the cache file ``path`` (complete or partial) says it was made from, or None when it
+    cannot be read as a cache. Never raises."""
+    try:
+        with h5py.File(path, "r") as file:
+            return _read_info(file, Path(path))
+    except Exception:  # noqa: BLE001 - any failure means "no usable record"
+        return None
+
+
 def cache_path_for(out_dir: str | os.PathLike[str], source_name: str) -> Path:
     """The cache file of a source: ``<out_dir>/<source_name>.h5``."""
     if not source_name or "/" in source_name or "\\" in source_name or source_name in (".", ".."):
@@ -541,7 +557,7 @@ def _unlock(descriptor: int | None) -> None:
 SPACE_MARGIN = 1 << 20
 
 
-def _check_space(path: Path, needed: int) -> None:
+def _check_space(path: Path, needed: int, what: str = "a frame") -> None:
     """Raise ``OSError(ENOSPC)`` naming ``path`` when its file system has less than ``needed``
     bytes free.
 
@@ -550,12 +566,13 @@ def _check_space(path: Path, needed: int) -> None:
     decrement id ref count") and the process dies with a segmentation fault at exit, taking
     the rest of a batch with it (found by an audit with a 3 MB tmpfs). Refused here, nothing
     of the frame is written, the file holds every frame committed so far, and it closes
-    normally for a later resume.
+    normally for a later resume. The same holds for creating, resuming and finishing the file,
+    which write too.
     """
     free = shutil.disk_usage(path.parent).free
     if free < needed:
-        raise OSError(errno.ENOSPC, f"No space left on device ({free / 2**20:.1f} MB free, "
-                      f"{needed / 2**20:.1f} MB needed to write a frame)", str(path))
+        raise OSError(errno.ENOSPC, f"No space left on device ({free / 2**20:.1f} MiB free, "
+                      f"{needed / 2**20:.1f} MiB needed to write {what})", str(path))
 
 
 def _as_array(name: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -608,6 +625,7 @@ class CacheWriter:
         if expected_frames is not None and expected_frames < 0:
             raise ValueError(f"expected_frames must be >= 0 or None, got {expected_frames}")
         partial = partial_path_for(path)
+        _check_space(partial, SPACE_MARGIN, "the cache's header")
         file = None
         if partial.exists():
             _check_not_busy(partial)
@@ -724,6 +742,7 @@ class CacheWriter:
         self._require_open()
         self.close()
         partial = self.partial_path
+        _check_space(partial, SPACE_MARGIN, "the cache's end")
         with h5py.File(partial, "r+", libver=_LIBVER) as file:
             count = _frames_written(file, partial)
             for name in _PER_FRAME_DATASETS:

@@ -30,6 +30,7 @@ from flow.cache import (
     CacheWriter,
     cache_path_for,
     is_complete,
+    numbered_name,
 )
 from flow.colour import flow_to_colour
 from flow.hop import build_hops, check_strides
@@ -163,13 +164,18 @@ def _guarded(open_source, path: Path):
 
 
 def unique_cache_names(sources: Sequence[Source]) -> list[str]:
-    """Cache names from source names; a repeated name gets ``_2``, ``_3``... in input order."""
-    seen: dict[str, int] = {}
+    """Cache names from source names; a name already given gets ``_2``, ``_3``... in input
+    order (:func:`flow.cache.numbered_name`), so ``a/clip``, ``b/clip``, ``c/clip_2`` get
+    ``clip``, ``clip_2``, ``clip_2_2``. ``segment --cache`` finds each one's own the same way
+    (:func:`pipelines.segment_cache.source_cache_path`)."""
+    taken: set[str] = set()
     names = []
     for source in sources:
-        count = seen.get(source.name, 0) + 1
-        seen[source.name] = count
-        names.append(source.name if count == 1 else f"{source.name}_{count}")
+        index = 1
+        while numbered_name(source.name, index) in taken:
+            index += 1
+        names.append(numbered_name(source.name, index))
+        taken.add(names[-1])
     return names
 
 

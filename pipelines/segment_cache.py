@@ -22,7 +22,16 @@ import cv2
 import numpy as np
 import torch
 
-from flow.cache import CacheInfo, CacheReader, CacheWriter, cache_path_for, is_complete
+from flow.cache import (
+    CacheInfo,
+    CacheReader,
+    CacheWriter,
+    cache_path_for,
+    is_complete,
+    numbered_name,
+    partial_path_for,
+    recorded_info,
+)
 from pipelines.errors import InputError
 from pipelines.preprocess import cache_info, with_roi
 from pipelines.sources import Frame, Source
@@ -31,19 +40,34 @@ logger = logging.getLogger(__name__)
 
 
 def source_cache_path(cache_dir: Path, name: str, info: CacheInfo) -> Path:
-    """The cache file of the source ``info`` describes in ``cache_dir``: ``<name>.h5``, or
-    ``<name>_2.h5``, ``<name>_3.h5``... (:func:`pipelines.preprocess.unique_cache_names`) when
-    the names before hold complete caches of other source files; the first name free of them.
-    A complete cache of this source file under a name is returned whatever its settings, so
-    that a stale one is reported rather than passed over."""
-    index = 1
+    """The cache file of the source ``info`` describes in ``cache_dir``.
+
+    Sources of one name get ``<name>.h5``, ``<name>_2.h5``, ``<name>_3.h5``...
+    (:func:`flow.cache.numbered_name`, as :func:`pipelines.preprocess.unique_cache_names`
+    gives them). Every such name that holds a cache, complete or partial, is read for the
+    source file it records: the first made from this file is returned whatever its settings
+    (so a stale one is reported, a partial one resumed). Otherwise the first name that holds no
+    readable cache of another source is returned, for writing: unused, or a damaged file,
+    which is rebuilt as ``preprocess`` rebuilds one. A cache made from a file of the same size
+    and time at another path (a moved data folder) is passed over with a warning.
+    """
+    free, index = None, 1
     while True:
-        path = cache_path_for(cache_dir, name if index == 1 else f"{name}_{index}")
-        if not is_complete(path):
-            return path
-        with CacheReader(path) as reader:
-            if reader.info.same_source_path(info):
+        path = cache_path_for(cache_dir, numbered_name(name, index))
+        files = [file for file in (path, partial_path_for(path)) if file.exists()]
+        if not files:
+            return path if free is None else free
+        records = [recorded_info(file) for file in files]
+        for record in records:
+            if record is not None and record.same_source_path(info):
                 return path
+            if (record is not None and (record.source_size, record.source_mtime)
+                    == (info.source_size, info.source_mtime)):
+                logger.warning("%s: made from %s, a file of the same size and time as %s; "
+                               "passed over (remove it if the data folder moved)", path,
+                               record.source_path, info.source_path)
+        if free is None and all(record is None for record in records):
+            free = path
         index += 1
 
 

@@ -201,6 +201,36 @@ def test_a_full_disk_refuses_the_frame_and_the_file_resumes(tmp_path, monkeypatc
     check_contents(CacheReader(path), [0, 1, 2, 3])
 
 
+def test_a_full_disk_refuses_to_start_or_finish_a_cache(tmp_path, monkeypatch):
+    # Creating a file and finishing it write to the disk as well (HDF5 failing there crashed
+    # the process the same way as mid-frame).
+    path = tmp_path / "clip.h5"
+    real_usage = flow_cache.shutil.disk_usage
+    full = {"now": True}
+
+    def disk_usage(folder):
+        usage = real_usage(folder)
+        return usage._replace(free=0) if full["now"] else usage
+
+    monkeypatch.setattr(flow_cache.shutil, "disk_usage", disk_usage)
+    with pytest.raises(OSError, match="needed to write the cache's header") as refused:
+        CacheWriter.open(path, info=make_info())
+    assert refused.value.errno == errno.ENOSPC and not partial_path_for(path).exists()
+    full["now"] = False
+    with CacheWriter.open(path, info=make_info()) as writer:
+        for number in range(2):
+            writer.append(number, *make_frame(number))
+        full["now"] = True
+        with pytest.raises(OSError, match="needed to write the cache's end"):
+            writer.finish()
+    assert not path.exists() and partial_path_for(path).exists()
+    full["now"] = False
+    with CacheWriter.open(path, info=make_info()) as writer:
+        assert writer.frames_written == 2
+        writer.finish()
+    check_contents(CacheReader(path), [0, 1])
+
+
 def test_resume_discards_uncommitted_data(tmp_path):
     path = tmp_path / "clip.h5"
     with CacheWriter.open(path, info=make_info()) as writer:

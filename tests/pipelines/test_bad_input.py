@@ -431,7 +431,10 @@ def test_full_disk_while_preprocessing_fails_that_input_and_the_rerun_resumes(in
 
     def append(self, *args, **kwargs):
         full["now"] = self.path.stem == "good" and self.frames_written == 3
-        real_append(self, *args, **kwargs)
+        try:
+            real_append(self, *args, **kwargs)
+        finally:
+            full["now"] = False
 
     def disk_usage(folder):
         usage = real_usage(folder)

@@ -221,6 +221,26 @@ def test_two_videos_of_one_name_each_find_their_own_cache(scene, tmp_path, monke
         assert reader.info.source_path == str(clips[2])
     assert is_complete(cache / "clip.h5") and is_complete(cache / "clip_2.h5")
 
+    # a/clip.mp4's cache only partly written: b/clip.mp4 still finds clip_2.h5 beyond it (it
+    # used to take the free name clip.h5, delete a's partial file and run the flow again).
+    partial = cache / "clip.h5.partial"
+    (cache / "clip.h5").rename(partial)
+    with monkeypatch.context() as patch:
+        patch.setattr("pipelines.segment.build_hops", no_flow)
+        assert main(["segment", str(clips[1]), "--cache", str(cache), "--out",
+                     str(tmp_path / "b" / "again"), *size]) == 0
+    assert partial.exists()
+
+
+def test_cache_names_of_same_named_sources_never_repeat():
+    from types import SimpleNamespace
+
+    from pipelines.preprocess import unique_cache_names
+
+    named = [SimpleNamespace(name=name) for name in ("clip", "clip", "clip_2", "clip")]
+    # The third is a source literally named clip_2: it used to get the second one's name.
+    assert unique_cache_names(named) == ["clip", "clip_2", "clip_2_2", "clip_3"]
+
 
 def test_a_resumed_run_reads_the_right_frames_from_the_cache(scene, tmp_path):
     from crossnet.weights import bundled_weights
