@@ -7,8 +7,8 @@ on it, and a whole run slows down many times over. This script runs the real com
 ``crossnet segment <clip> --size 320x240`` in a subprocess, with 0, 1 and 2 busy-loop
 processes ("hogs", one core's worth each) beside it, in four ways:
 
-- ``OpenMP default``: torch imported before the CLI starts, so OpenMP reads the environment
-  before crossnet could set anything (what every run did before ``OMP_WAIT_POLICY=PASSIVE``);
+- ``OpenMP default``: no wait policy set (torch is imported before the CLI starts, so this
+  arm stays OpenMP's default even if the CLI ever sets one);
 - ``OMP_WAIT_POLICY=PASSIVE``: idle threads sleep at once;
 - ``GOMP_SPINCOUNT=10000``: idle threads spin for 10,000 iterations, not libgomp's 300,000,
   then sleep;

@@ -54,7 +54,11 @@ def held_run_folder(out_dir: Path, *, what: str, run_files: Sequence[str],
     created = create_missing_folder(out_dir)
     try:
         prepare_output_folder(out_dir)
-        with folder_lock(out_dir, what=what):
+    except BaseException:
+        remove_unused_folders(created)
+        raise
+    with folder_lock(out_dir, what=what):
+        try:
             names = re.compile("|".join(re.escape(name) for name in run_files))
             remove_stale_temporaries(out_dir, names)
             held = [name for name in checkpoints if (out_dir / name).exists()]
@@ -66,9 +70,10 @@ def held_run_folder(out_dir: Path, *, what: str, run_files: Sequence[str],
             if resume and not last.exists():
                 raise InputError(f"{last}: nothing to resume")
             yield
-    except BaseException:
-        remove_unused_folders(created)
-        raise
+        except BaseException:
+            # Still under the lock: a run that starts meanwhile cannot lose its folder.
+            remove_unused_folders(created)
+            raise
 
 
 def check_resumable(path: str | os.PathLike, checkpoint: Mapping[str, Any], *,

@@ -219,6 +219,24 @@ def test_video_source_without_frames(tmp_path):
         VideoSource(empty)
 
 
+@pytest.mark.parametrize(("announced", "called_truncated"), [(21, False), (22, False),
+                                                             (23, True), (40, True)])
+def test_only_a_large_shortfall_is_called_truncated(tmp_path, caplog, announced,
+                                                    called_truncated):
+    # 20 frames decode; below 90 % of what the container announces the log says so.
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 12.0, (32, 24))
+    for value in range(20):
+        writer.write(np.full((24, 32, 3), value * 10, np.uint8))
+    writer.release()
+    source = VideoSource(video)
+    source.num_frames = announced  # what a container that over-counts would say
+    with caplog.at_level(logging.WARNING, logger="pipelines.sources"):
+        assert sum(1 for _ in source) == 20
+    assert f"decoding stopped after 20 of the {announced} frames" in caplog.text
+    assert ("looks truncated or damaged" in caplog.text) == called_truncated
+
+
 def test_video_source_truncated_file_ends_early_with_warning(tmp_path, caplog):
     whole = tmp_path / "whole.avi"
     rng = np.random.default_rng(0)
