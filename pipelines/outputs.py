@@ -149,6 +149,36 @@ _HELD_LOCKS: set[int] = set()
 _FORK_HANDLER: list[bool] = []  # registered once, on the first lock (not at import)
 
 
+@contextmanager
+def held_folder(folder: str | os.PathLike, *, what: str,
+                disposable: frozenset[str] = frozenset(),
+                remove_parents: bool = True) -> Iterator[Path]:
+    """``folder`` created if needed (:func:`create_missing_folder`), checked
+    (:func:`prepare_output_folder`) and held (:func:`folder_lock`) while the block runs; yields
+    the checked path.
+
+    When the block fails, the folders this call created are removed again if they hold nothing
+    but files named in ``disposable`` (:func:`remove_unused_folders`), still under the lock, so
+    a run that starts meanwhile never loses its folder and a run that wrote nothing leaves no
+    empty folder behind. ``remove_parents=False``: only ``folder`` itself, never the parents
+    this call made.
+    """
+    created = create_missing_folder(folder)
+    if not remove_parents:
+        created = created[:1]
+    try:
+        folder = prepare_output_folder(folder)
+    except BaseException:
+        remove_unused_folders(created)
+        raise
+    with folder_lock(folder, what=what):
+        try:
+            yield folder
+        except BaseException:
+            remove_unused_folders(created, disposable=disposable)
+            raise
+
+
 def _hold(descriptor: int) -> None:
     """Record a held lock's descriptor, to be closed in forked children."""
     if not _FORK_HANDLER and hasattr(os, "register_at_fork"):

@@ -13,13 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import InputError, one_line
-from pipelines.outputs import (
-    create_missing_folder,
-    folder_lock,
-    prepare_output_folder,
-    remove_stale_temporaries,
-    remove_unused_folders,
-)
+from pipelines.outputs import held_folder, remove_stale_temporaries
 
 
 @contextlib.contextmanager
@@ -45,35 +39,24 @@ def held_run_folder(out_dir: Path, *, what: str, run_files: Sequence[str],
 
     A run that fails before writing anything there (a request refused for memory, a bad
     input found after the folder was made) removes the folders this call created, so that it
-    leaves no empty run folder behind (:func:`pipelines.outputs.remove_unused_folders`).
+    leaves no empty run folder behind (:func:`pipelines.outputs.held_folder`).
 
     Raises:
         InputError: another process holds the folder, it holds a run (without ``resume`` or
             ``overwrite``), there is nothing to resume, or it cannot be created or written.
     """
-    created = create_missing_folder(out_dir)
-    try:
-        prepare_output_folder(out_dir)
-    except BaseException:
-        remove_unused_folders(created)
-        raise
-    with folder_lock(out_dir, what=what):
-        try:
-            names = re.compile("|".join(re.escape(name) for name in run_files))
-            remove_stale_temporaries(out_dir, names)
-            held = [name for name in checkpoints if (out_dir / name).exists()]
-            if held and not resume and not overwrite:
-                raise InputError(f"{out_dir}: holds a run already ({', '.join(held)}); pass "
-                                 "--resume to continue it, --overwrite to start over, or choose "
-                                 "another --out")
-            last = out_dir / checkpoints[0]
-            if resume and not last.exists():
-                raise InputError(f"{last}: nothing to resume")
-            yield
-        except BaseException:
-            # Still under the lock: a run that starts meanwhile cannot lose its folder.
-            remove_unused_folders(created)
-            raise
+    with held_folder(out_dir, what=what):
+        names = re.compile("|".join(re.escape(name) for name in run_files))
+        remove_stale_temporaries(out_dir, names)
+        held = [name for name in checkpoints if (out_dir / name).exists()]
+        if held and not resume and not overwrite:
+            raise InputError(f"{out_dir}: holds a run already ({', '.join(held)}); pass "
+                             "--resume to continue it, --overwrite to start over, or choose "
+                             "another --out")
+        last = out_dir / checkpoints[0]
+        if resume and not last.exists():
+            raise InputError(f"{last}: nothing to resume")
+        yield
 
 
 def check_resumable(path: str | os.PathLike, checkpoint: Mapping[str, Any], *,

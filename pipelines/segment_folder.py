@@ -11,8 +11,6 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +24,8 @@ from pipelines.errors import InputError
 from pipelines.memory import check_fits, format_size, segment_bytes
 from pipelines.outputs import (
     check_output_file,
-    create_missing_folder,
-    folder_lock,
-    prepare_output_folder,
+    held_folder,
     remove_stale_temporaries,
-    remove_unused_folders,
     write_text_atomic,
 )
 from pipelines.segment import SegmentationModel, segment_frames
@@ -246,7 +241,10 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
     from pipelines.imageio import read_label_mask, write_png_atomic
     from pipelines.progress import progress_bar
 
-    with _held_output_folder(out_dir) as folder:
+    # Held while masks are written; a failed run that made the folder and wrote no mask (at most
+    # its record) removes it again, and leaves the parents it made.
+    with held_folder(out_dir, what="crossnet segment", disposable=frozenset({MANIFEST_NAME}),
+                     remove_parents=False) as folder:
         remove_stale_temporaries(folder, _MASK_NAME)  # left by a killed run (none is live)
         threshold = segmentation.threshold if threshold is None else float(threshold)
         identity = run_identity(source, segmentation, backend=backend, size=size,
@@ -355,20 +353,4 @@ def segment_to_folder(source: Source, segmentation: SegmentationModel, out_dir: 
         _write_manifest(manifest_path, identity, frames=frames, video=video, overlay=overlay)
         return SegmentSummary(frames=frames, seconds=seconds, mask_dir=folder, written=written,
                               video=video, overlay=overlay)
-
-
-@contextmanager
-def _held_output_folder(out_dir: Path) -> Iterator[Path]:
-    """``out_dir`` created if needed, checked and held (:func:`pipelines.outputs.folder_lock`)
-    while the block runs. When the block fails and this run created the folder, the folder is
-    removed again if it holds no mask (at most the run's record), still under the lock, so a
-    run refused by the lock, or one that starts meanwhile, never loses a live run's folder."""
-    created = create_missing_folder(out_dir)[:1]  # the folder; parents it made stay
-    out_dir = prepare_output_folder(out_dir)
-    with folder_lock(out_dir, what="crossnet segment"):
-        try:
-            yield out_dir
-        except BaseException:
-            remove_unused_folders(created, disposable=frozenset({MANIFEST_NAME}))
-            raise
 

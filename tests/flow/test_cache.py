@@ -171,10 +171,9 @@ def test_resume_after_abandon(tmp_path):
         assert reader.info.created != "ignored"  # a resumed file keeps its creation time
 
 
-def test_a_full_disk_refuses_the_frame_and_the_file_resumes(tmp_path, monkeypatch):
-    # HDF5 hitting a full disk mid-flush leaves a file h5py cannot close, and the process dies
-    # with a segmentation fault at exit; so the writer checks the free space before each frame.
-    path = tmp_path / "clip.h5"
+@pytest.fixture
+def free_space(monkeypatch) -> dict:
+    """``free_space["bytes"]``: the free space the cache writer sees (None: the real one)."""
     real_usage = flow_cache.shutil.disk_usage
     free = {"bytes": None}
 
@@ -183,17 +182,24 @@ def test_a_full_disk_refuses_the_frame_and_the_file_resumes(tmp_path, monkeypatc
         return usage if free["bytes"] is None else usage._replace(free=free["bytes"])
 
     monkeypatch.setattr(flow_cache.shutil, "disk_usage", disk_usage)
+    return free
+
+
+def test_a_full_disk_refuses_the_frame_and_the_file_resumes(tmp_path, free_space):
+    # HDF5 hitting a full disk mid-flush leaves a file h5py cannot close, and the process dies
+    # with a segmentation fault at exit; so the writer checks the free space before each frame.
+    path = tmp_path / "clip.h5"
     frame_bytes = WIDTH * HEIGHT * 3 + len(STRIDES) * 2 * WIDTH * HEIGHT * 2 + WIDTH * HEIGHT
     with CacheWriter.open(path, info=make_info()) as writer:
         for number in range(3):
             writer.append(number, *make_frame(number))
-        free["bytes"] = frame_bytes + flow_cache.SPACE_MARGIN - 1
+        free_space["bytes"] = frame_bytes + flow_cache.SPACE_MARGIN - 1
         with pytest.raises(OSError, match="No space left on device") as refused:
             writer.append(3, *make_frame(3))
         assert refused.value.errno == errno.ENOSPC
         assert refused.value.filename == str(partial_path_for(path))
         assert writer.frames_written == 3
-    free["bytes"] = frame_bytes + flow_cache.SPACE_MARGIN  # just enough
+    free_space["bytes"] = frame_bytes + flow_cache.SPACE_MARGIN  # just enough
     with CacheWriter.open(path, info=make_info()) as writer:
         assert writer.frames_written == 3
         writer.append(3, *make_frame(3))
@@ -201,30 +207,23 @@ def test_a_full_disk_refuses_the_frame_and_the_file_resumes(tmp_path, monkeypatc
     check_contents(CacheReader(path), [0, 1, 2, 3])
 
 
-def test_a_full_disk_refuses_to_start_or_finish_a_cache(tmp_path, monkeypatch):
+def test_a_full_disk_refuses_to_start_or_finish_a_cache(tmp_path, free_space):
     # Creating a file and finishing it write to the disk as well (HDF5 failing there crashed
     # the process the same way as mid-frame).
     path = tmp_path / "clip.h5"
-    real_usage = flow_cache.shutil.disk_usage
-    full = {"now": True}
-
-    def disk_usage(folder):
-        usage = real_usage(folder)
-        return usage._replace(free=0) if full["now"] else usage
-
-    monkeypatch.setattr(flow_cache.shutil, "disk_usage", disk_usage)
+    free_space["bytes"] = 0
     with pytest.raises(OSError, match="needed to write the cache's header") as refused:
         CacheWriter.open(path, info=make_info())
     assert refused.value.errno == errno.ENOSPC and not partial_path_for(path).exists()
-    full["now"] = False
+    free_space["bytes"] = None
     with CacheWriter.open(path, info=make_info()) as writer:
         for number in range(2):
             writer.append(number, *make_frame(number))
-        full["now"] = True
+        free_space["bytes"] = 0
         with pytest.raises(OSError, match="needed to write the cache's end"):
             writer.finish()
     assert not path.exists() and partial_path_for(path).exists()
-    full["now"] = False
+    free_space["bytes"] = None
     with CacheWriter.open(path, info=make_info()) as writer:
         assert writer.frames_written == 2
         writer.finish()

@@ -389,11 +389,11 @@ def test_a_run_refused_by_the_lock_never_removes_the_live_runs_folder(inputs, tm
                                                                       monkeypatch):
     import contextlib
 
-    import pipelines.segment_folder
+    import pipelines.outputs
     from pipelines.outputs import folder_lock
 
     out = tmp_path / "masks"
-    real_prepare = pipelines.segment_folder.prepare_output_folder
+    real_prepare = pipelines.outputs.prepare_output_folder
     holder = contextlib.ExitStack()
 
     def another_run_starts_meanwhile(path):  # between this run's mkdir and its lock
@@ -402,7 +402,7 @@ def test_a_run_refused_by_the_lock_never_removes_the_live_runs_folder(inputs, tm
         holder.enter_context(folder_lock(folder, what="crossnet segment"))
         return folder
 
-    monkeypatch.setattr(pipelines.segment_folder, "prepare_output_folder",
+    monkeypatch.setattr(pipelines.outputs, "prepare_output_folder",
                         another_run_starts_meanwhile)
     with holder:
         code, _, errors = run(capsys, "segment", inputs / "a.mp4", "--out", out, "--weights",
