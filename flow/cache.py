@@ -52,6 +52,8 @@ source_path         str              the video / folder the frames came from, ab
                                      (files written before 2026-11-25: as typed)
 source_size         int64            its size in bytes (sum of files for a folder)
 source_mtime        float64          its modification time, POSIX seconds
+source_sha256       str              sha256 (hex) of its bytes, "" for a stream (optional,
+                                     see below)
 fps                 float64          frame rate of the source, 0.0 when it has none
 package_version     str              version of the code that created the file
 created             str              creation time, ISO 8601 in UTC
@@ -66,6 +68,12 @@ warm starts and arithmetic, e.g. ``"updates=12 warm_updates=none precision=bf16"
 written before the attribute existed lack it and read as "" for classical flow and as
 ``"updates=12 warm_updates=none"`` for RAFT (every such file was made with those; its
 precision is unknown). Readers that predate it ignore it, so ``format_version`` stays 1.
+
+``source_sha256`` (:func:`pipelines.sources.source_sha256`) is not compared like the other
+source fields: it lets a source whose bytes are unchanged but whose mtime is not (a copied or
+re-provisioned data folder, a ``touch``) still match its cache, hashed only when the times
+differ (:func:`pipelines.preprocess.recognise_source`). Files written before it existed read
+as "" and match on the mtime alone.
 
 Writing, atomicity and resuming
 ===============================
@@ -198,6 +206,8 @@ class CacheInfo:
         created: creation time, ISO 8601 UTC; "" lets :meth:`CacheWriter.open` stamp it.
         flow_settings: how the backend made the flow beyond ``backend`` and
             ``weights_sha256`` (the ``flow_settings`` attribute; ``backend.settings``).
+        source_sha256: sha256 (64 lowercase hex digits) of the source's bytes, "" if not
+            known; not an identity field (see the module docstring).
     """
 
     strides: tuple[int, ...]
@@ -211,6 +221,7 @@ class CacheInfo:
     package_version: str
     created: str = ""
     flow_settings: str = ""
+    source_sha256: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "strides", check_strides(self.strides))
@@ -223,6 +234,10 @@ class CacheInfo:
         if self.weights_sha256 and not _SHA256.fullmatch(self.weights_sha256):
             raise ValueError(
                 f"weights_sha256 must be 64 lowercase hex digits or '', got {self.weights_sha256!r}"
+            )
+        if self.source_sha256 and not _SHA256.fullmatch(self.source_sha256):
+            raise ValueError(
+                f"source_sha256 must be 64 lowercase hex digits or '', got {self.source_sha256!r}"
             )
         if int(self.source_size) < 0:
             raise ValueError(f"source_size must be >= 0, got {self.source_size}")
@@ -367,6 +382,7 @@ def _write_info(attrs: h5py.AttributeManager, info: CacheInfo, expected_frames: 
     attrs["expected_frames"] = np.int64(expected_frames)
     attrs["flow_convention"] = _FLOW_CONVENTION
     attrs["flow_settings"] = info.flow_settings
+    attrs["source_sha256"] = info.source_sha256
 
 
 def _flow_settings(attrs: h5py.AttributeManager) -> str:
@@ -398,6 +414,7 @@ def _read_info(file: h5py.File, path: Path) -> CacheInfo:
             package_version=str(attrs["package_version"]),
             created=str(attrs["created"]),
             flow_settings=_flow_settings(attrs),
+            source_sha256=str(attrs.get("source_sha256", "")),
         )
     except (KeyError, ValueError, TypeError) as error:
         raise ValueError(f"{path}: bad cache attributes ({error})") from error

@@ -9,6 +9,7 @@ every WORLD_SIZE-th video (one file per video, so no two ranks write the same fi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
@@ -31,6 +32,8 @@ from flow.cache import (
     cache_path_for,
     is_complete,
     numbered_name,
+    partial_path_for,
+    recorded_info,
 )
 from flow.colour import flow_to_colour
 from flow.hop import build_hops, check_strides
@@ -49,6 +52,7 @@ from pipelines.sources import (
     is_stream_spec,
     list_image_files,
     source_identity,
+    source_sha256,
 )
 
 logger = logging.getLogger(__name__)
@@ -216,6 +220,7 @@ def preprocess_source(source: Source, cache_path: Path, *, backend, strides: Seq
     if is_complete(cache_path):
         if not overwrite:
             with CacheReader(cache_path) as reader:
+                info = recognise_source(reader.info, info, source, cache_path)
                 difference = reader.info.difference(info)
                 if difference is None and not _holds_the_frames(reader, expected):
                     difference = (f"frames expected: {reader.expected_frames} in the cache, "
@@ -230,6 +235,7 @@ def preprocess_source(source: Source, cache_path: Path, *, backend, strides: Seq
         # (a truncated copy, a full disk): it is rebuilt, and replaced only once complete.
         logger.warning("%s: not a complete, readable cache (truncated or corrupt); rebuilding it",
                        cache_path)
+    info = info_to_write(cache_path, info, source)
     with CacheWriter.open(cache_path, info=info, expected_frames=expected) as writer:
         start = writer.frames_written
         pending: dict[int, object] = {}
@@ -283,6 +289,44 @@ def cache_info(source: Source, *, backend, strides: Sequence[int],
                      source_path=str(path), source_size=source_size,
                      source_mtime=source_mtime, fps=source.fps or 0.0,
                      package_version=crossnet.__version__)
+
+
+def recognise_source(recorded: CacheInfo, info: CacheInfo, source: Source,
+                     cache_path: Path) -> CacheInfo:
+    """``info`` (what a cache of ``source`` would record now), taking the mtime the cache
+    ``cache_path`` recorded (``recorded``) when only that differs and the source's bytes are
+    the ones it was made from: a copied, re-provisioned or touched source still matches.
+
+    The source is hashed (:func:`pipelines.sources.source_sha256`) only in that case, and
+    only when the cache recorded a hash; the result carries the hash, so a second call hashes
+    nothing. Anything else returns ``info`` unchanged, for the caller's usual comparison.
+    """
+    if (not recorded.source_sha256 or recorded.source_mtime == info.source_mtime
+            or recorded.difference(dataclasses.replace(info,
+                                                       source_mtime=recorded.source_mtime))):
+        return info
+    digest = info.source_sha256 or source_sha256(source)
+    info = dataclasses.replace(info, source_sha256=digest)
+    if digest != recorded.source_sha256:
+        return info
+    logger.info("%s: %s has another modification time but the bytes the cache was made from",
+                cache_path, info.source_path)
+    return dataclasses.replace(info, source_mtime=recorded.source_mtime)
+
+
+def info_to_write(cache_path: Path, info: CacheInfo, source: Source) -> CacheInfo:
+    """What a writer of ``cache_path`` records for ``source``: ``info`` recognised against a
+    partial file there (:func:`recognise_source`), which then resumes with what it recorded;
+    otherwise ``info`` with the source's sha256, for a new file."""
+    partial = partial_path_for(cache_path)
+    recorded = recorded_info(partial) if partial.exists() else None
+    if recorded is not None:
+        info = recognise_source(recorded, info, source, partial)
+        if recorded.same_content_as(info):
+            return dataclasses.replace(info, source_sha256=recorded.source_sha256)
+    if not info.source_sha256:
+        info = dataclasses.replace(info, source_sha256=source_sha256(source))
+    return info
 
 
 def with_roi(mask: np.ndarray | None, roi: np.ndarray | None) -> np.ndarray | None:

@@ -33,7 +33,7 @@ from flow.cache import (
     recorded_info,
 )
 from pipelines.errors import InputError
-from pipelines.preprocess import cache_info, with_roi
+from pipelines.preprocess import cache_info, info_to_write, recognise_source, with_roi
 from pipelines.sources import Frame, Source
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,11 @@ class SegmentCache:
         roi = getattr(source, "roi", None)
         if is_complete(path):
             reader = CacheReader(path)
+            try:
+                info = recognise_source(reader.info, info, source, path)
+            except BaseException:
+                reader.close()
+                raise
             difference = reader.info.difference(info)
             if difference is None:
                 logger.info("%s: complete; the 3D-HOP is read from it, no flow runs", path)
@@ -105,6 +110,7 @@ class SegmentCache:
             raise InputError(f"{path}: a cache made from other settings or another version of "
                              f"the source ({difference}); remove it or use another --cache "
                              "folder")
+        info = info_to_write(path, info, source)
         writer = CacheWriter.open(path, info=info, expected_frames=source.num_frames)
         logger.info("%s: written while segmenting", path)
         return cls(path, writer=writer, roi=roi)

@@ -456,6 +456,25 @@ def test_caches_without_flow_settings_read_as_what_made_them(tmp_path, backend, 
                 make_info(backend=backend, flow_settings="updates=8 warm_updates=none"))
 
 
+def test_the_source_sha256_is_recorded_but_is_not_an_identity_field(tmp_path):
+    digest = "3c" * 32
+    path = write_cache(tmp_path / "clip.h5", [0, 1], make_info(source_sha256=digest))
+    with h5py.File(path, "r") as file:
+        assert file.attrs["source_sha256"] == digest
+    with CacheReader(path) as reader:
+        assert reader.info.source_sha256 == digest
+        # Compared by the caller only when the mtimes differ (pipelines.preprocess).
+        assert reader.info.same_content_as(make_info(source_sha256="4d" * 32))
+        assert not reader.info.same_content_as(make_info(source_sha256=digest,
+                                                         source_mtime=1.7e9 + 1.0))
+    with h5py.File(path, "r+") as file:  # as written before the attribute existed
+        del file.attrs["source_sha256"]
+    with CacheReader(path) as reader:
+        assert reader.info.source_sha256 == ""
+    with pytest.raises(ValueError, match="source_sha256 must be 64 lowercase hex"):
+        make_info(source_sha256="ABC")
+
+
 def test_a_source_path_is_compared_as_the_file_it_names(tmp_path, monkeypatch):
     (tmp_path / "disk").mkdir()
     (tmp_path / "disk" / "clip.avi").write_bytes(b"x")

@@ -1,5 +1,6 @@
 """`crossnet preprocess`: known motion in, known 3D-HOP out; skip, resume, failures, sharding."""
 
+import os
 from pathlib import Path
 
 import cv2
@@ -11,6 +12,7 @@ from flow.backends import make_hop_backend
 from flow.cache import CacheReader, CacheWriter, cache_path_for, is_complete
 from pipelines.cli import main
 from pipelines.preprocess import preprocess, shard_for_rank
+from pipelines.sources import open_source
 
 SHIFT = 1.0  # pixels per frame, +x: the scene moves right, so flow to an EARLIER frame is -k
 
@@ -208,8 +210,6 @@ def test_roi_is_folded_into_the_cached_masks_as_outside_roi():
 
 
 def test_a_cache_is_stale_when_a_file_it_reads_changes_not_when_another_is_added(tmp_path):
-    import os
-
     from pipelines.synth import SynthConfig, generate_scenes
 
     config = SynthConfig(size=(64, 48), num_frames=6, strides=(1, 2))
@@ -230,10 +230,89 @@ def test_a_cache_is_stale_when_a_file_it_reads_changes_not_when_another_is_added
 
     gt = scene / "groundtruth" / "gt000003.png"
     later = gt.stat().st_mtime + 10
-    os.utime(gt, (later, later))  # a GT mask edited after the cache was made
+    os.utime(gt, (later, later))  # touched, the same bytes: still the cache's source
+    assert run().skipped == first.written
+    cv2.imwrite(str(gt), 255 - cv2.imread(str(gt), cv2.IMREAD_GRAYSCALE))
+    os.utime(gt, (later + 10, later + 10))  # a GT mask edited after the cache was made
     stale = run()
     assert stale.skipped == [] and len(stale.failed) == 1
     assert "--overwrite" in stale.failed[0][1]
+
+
+def _write_bmp_frames(folder: Path, count: int) -> None:
+    """Frames ``in00000<n>.bmp``: a BMP's size depends only on the frame's, so one can be
+    edited without its size changing."""
+    folder.mkdir(parents=True)
+    texture = _texture(48, 64)
+    for index in range(count):
+        cv2.imwrite(str(folder / f"in{index + 1:06d}.bmp"), np.roll(texture, 2 * index, axis=1))
+
+
+def _touch_all(folder: Path, seconds: float) -> None:
+    for file in folder.iterdir():
+        later = file.stat().st_mtime + seconds
+        os.utime(file, (later, later))
+
+
+def test_a_copied_source_with_the_same_bytes_still_matches_its_cache(tmp_path, monkeypatch):
+    from pipelines import sources
+
+    frames = tmp_path / "clip"
+    _write_bmp_frames(frames, 4)
+    backend, out = make_hop_backend("dis-ultrafast"), tmp_path / "out"
+    written = preprocess([frames], out, backend=backend, strides=(1,), progress=False).written
+    with CacheReader(written[0]) as reader:
+        recorded = reader.info.source_sha256
+    assert recorded == sources.source_sha256(open_source(frames))
+
+    hashed = []
+    monkeypatch.setattr("pipelines.preprocess.source_sha256",
+                        lambda source: hashed.append(source) or sources.source_sha256(source))
+    assert preprocess([frames], out, backend=backend, strides=(1,),
+                      progress=False).skipped == written
+    assert hashed == []  # same mtime: nothing is hashed
+
+    _touch_all(frames, 3600)  # a copy, a re-provisioned disk: new times, the same bytes
+    assert preprocess([frames], out, backend=backend, strides=(1,),
+                      progress=False).skipped == written
+    assert len(hashed) == 1
+
+    # An edit that keeps the size: the bytes differ, so the cache is stale.
+    image = cv2.imread(str(frames / "in000002.bmp"))
+    cv2.imwrite(str(frames / "in000002.bmp"), 255 - image)
+    _touch_all(frames, 3600)
+    stale = preprocess([frames], out, backend=backend, strides=(1,), progress=False)
+    assert stale.skipped == [] and len(stale.failed) == 1
+    assert "source_mtime" in stale.failed[0][1] and "--overwrite" in stale.failed[0][1]
+
+
+def test_a_partial_cache_of_a_copied_source_resumes(tmp_path):
+    from flow.cache import partial_path_for
+    from pipelines.preprocess import cache_info, info_to_write
+
+    frames = tmp_path / "clip"
+    _write_bmp_frames(frames, 4)
+    backend, path = make_hop_backend("dis-ultrafast"), tmp_path / "out" / "clip.h5"
+    path.parent.mkdir()
+    source = open_source(frames)
+    info = info_to_write(path, cache_info(source, backend=backend, strides=(1,),
+                                          size=source.frame_size), source)
+    with CacheWriter.open(path, info=info) as writer:  # interrupted after two frames
+        for number in (1, 2):
+            writer.append(number, np.zeros((48, 64, 3), np.uint8),
+                          np.zeros((1, 2, 48, 64), np.float16))
+    _touch_all(frames, 3600)
+    again = cache_info(source, backend=backend, strides=(1,), size=source.frame_size)
+    assert again.source_mtime != info.source_mtime
+    resumed = info_to_write(path, again, source)
+    assert resumed.source_mtime == info.source_mtime
+    assert resumed.source_sha256 == info.source_sha256
+    summary = preprocess([frames], tmp_path / "out", backend=backend, strides=(1,),
+                         progress=False)
+    assert summary.written == [path] and not partial_path_for(path).exists()
+    with CacheReader(path) as reader:  # the two frames kept, the rest appended
+        assert len(reader) == 4 and not reader.frame(0).any()
+        assert reader.frame(2).any()
 
 
 def test_raft_caches_record_their_settings_and_are_reused_across_precisions(tmp_path):

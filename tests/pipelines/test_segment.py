@@ -232,6 +232,32 @@ def test_two_videos_of_one_name_each_find_their_own_cache(scene, tmp_path, monke
     assert partial.exists()
 
 
+def test_segment_reuses_the_cache_of_a_copied_video(scene, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    clip, cache = tmp_path / "clip.mp4", tmp_path / "cache"
+    shutil.copyfile(scene / f"{scene.name}.mp4", clip)
+    base = ["segment", str(clip), "--size", "48x36", "--no-progress", "--cache", str(cache)]
+    assert main([*base, "--out", str(tmp_path / "first")]) == 0
+    later = clip.stat().st_mtime + 3600
+    os.utime(clip, (later, later))  # copied again, or restored: new time, the same bytes
+
+    def no_flow(*args, **kwargs):
+        raise AssertionError("the flow ran although the cache holds this video")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("pipelines.segment.build_hops", no_flow)
+        assert main([*base, "--out", str(tmp_path / "second")]) == 0
+    with open(clip, "r+b") as file:  # an edit that keeps the size: the cache is stale
+        file.seek(-1, os.SEEK_END)
+        last = file.read(1)
+        file.seek(-1, os.SEEK_END)
+        file.write(bytes([last[0] ^ 0xFF]))
+    os.utime(clip, (later + 1, later + 1))
+    assert main([*base, "--out", str(tmp_path / "third")]) == 1
+
+
 def test_cache_names_of_same_named_sources_never_repeat():
     from types import SimpleNamespace
 
