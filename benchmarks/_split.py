@@ -46,5 +46,6 @@ def fit_caches(strides: Sequence[int], split: Split, scenes: dict[str, Path],
     summary = preprocess(fit_paths, out, backend=make_hop_backend(flow), strides=strides,
                          progress=False)
     if summary.failed:
-        raise SystemExit(f"preprocess failed: {summary.failed}")
+        reasons = "\n".join(reason for _, reason in summary.failed)
+        raise SystemExit(f"preprocess failed:\n{reasons}")
     return out
