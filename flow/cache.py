@@ -71,9 +71,12 @@ precision is unknown). Readers that predate it ignore it, so ``format_version`` 
 
 ``source_sha256`` (:func:`pipelines.sources.source_sha256`) is not compared like the other
 source fields: it lets a source whose bytes are unchanged but whose mtime is not (a copied or
-re-provisioned data folder, a ``touch``) still match its cache, hashed only when the times
-differ (:func:`pipelines.preprocess.recognise_source`). Files written before it existed read
-as "" and match on the mtime alone.
+re-provisioned data folder, a ``touch``) still match its cache
+(:func:`pipelines.preprocess.recognise_source`). The source is hashed when a cache is started
+(all of it, even under ``--max-frames``), and again in every later run for as long as its
+time differs from the recorded one (the cache is not rewritten to record the new time); never
+while the times agree. Files written before the attribute existed read as "" and match on
+the mtime alone.
 
 Writing, atomicity and resuming
 ===============================
@@ -341,12 +344,15 @@ def numbered_name(source_name: str, index: int) -> str:
 
 def recorded_info(path: str | os.PathLike[str]) -> CacheInfo | None:
     """What the cache file ``path`` (complete or partial) says it was made from, or None when it
-    cannot be read as a cache. Never raises."""
-    try:
-        with h5py.File(path, "r") as file:
-            return _read_info(file, Path(path))
-    except Exception:  # noqa: BLE001 - any failure means "no usable record"
-        return None
+    cannot be read as a cache. Never raises. A partial file whose writer was killed, or is
+    still writing, carries HDF5's "open for writing" flag and is read as a SWMR reader."""
+    for swmr in (False, True):
+        try:
+            with h5py.File(path, "r", swmr=swmr) as file:
+                return _read_info(file, Path(path))
+        except Exception:  # noqa: BLE001, S112 - any failure means "no usable record"
+            continue
+    return None
 
 
 def cache_path_for(out_dir: str | os.PathLike[str], source_name: str) -> Path:

@@ -788,7 +788,8 @@ def ensemble(members: tuple[str, ...], out_path: str, threshold: float | None,
               help="Also write an mp4 of the frames with the foreground tinted red.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
               help="Reuse the source's 3D-HOP cache in this folder (as `crossnet preprocess` "
-                   "writes it), or write it while segmenting, so a second run skips the flow.")
+                   "writes it), or write it while segmenting, so a second run skips the flow. "
+                   "Not for a camera or stream.")
 @click.option("--overwrite", is_flag=True,
               help="Delete the masks in --out and replace --video/--overlay. Without it, a "
                    "rerun of the same command continues an interrupted one, and masks of "
@@ -807,8 +808,12 @@ def segment(source: str, out_dir: str, weights: str, flow_name: str | None,
 
     from flow.backends import resolve_device
     from pipelines.segment import load_segmentation_model
+    from pipelines.segment_cache import STREAM_CACHE_REFUSED
     from pipelines.segment_folder import segment_to_folder
+    from pipelines.sources import is_stream_spec
 
+    if cache_dir and is_stream_spec(source):
+        raise click.UsageError(STREAM_CACHE_REFUSED.format(source=source))
     run_device = resolve_device(device)
     if compile_model and run_device.type == "cpu" and not _cxx_compiler():
         raise click.UsageError("--compile on a CPU needs a C++ compiler (none of c++, g++, "

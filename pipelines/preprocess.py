@@ -221,7 +221,7 @@ def preprocess_source(source: Source, cache_path: Path, *, backend, strides: Seq
         if not overwrite:
             with CacheReader(cache_path) as reader:
                 info = recognise_source(reader.info, info, source, cache_path)
-                difference = reader.info.difference(info)
+                difference = cache_difference(reader.info, info)
                 if difference is None and not _holds_the_frames(reader, expected):
                     difference = (f"frames expected: {reader.expected_frames} in the cache, "
                                   f"{expected} now (--max-frames)")
@@ -314,6 +314,18 @@ def recognise_source(recorded: CacheInfo, info: CacheInfo, source: Source,
     return dataclasses.replace(info, source_mtime=recorded.source_mtime)
 
 
+def cache_difference(recorded: CacheInfo, info: CacheInfo) -> str | None:
+    """:meth:`flow.cache.CacheInfo.difference` of a cache's ``recorded`` info and ``info`` as
+    :func:`recognise_source` left it, saying why a new mtime was not enough to reuse it."""
+    difference = recorded.difference(info)
+    if difference is not None and difference.startswith("source_mtime:"):
+        if not recorded.source_sha256:
+            difference += "; the cache predates recording the source's sha256"
+        elif info.source_sha256 and info.source_sha256 != recorded.source_sha256:
+            difference += "; the source's bytes differ too"
+    return difference
+
+
 def info_to_write(cache_path: Path, info: CacheInfo, source: Source) -> CacheInfo:
     """What a writer of ``cache_path`` records for ``source``: ``info`` recognised against a
     partial file there (:func:`recognise_source`), which then resumes with what it recorded;
@@ -322,9 +334,10 @@ def info_to_write(cache_path: Path, info: CacheInfo, source: Source) -> CacheInf
     recorded = recorded_info(partial) if partial.exists() else None
     if recorded is not None:
         info = recognise_source(recorded, info, source, partial)
-        if recorded.same_content_as(info):
+        if recorded.same_content_as(info) and recorded.source_sha256:
             return dataclasses.replace(info, source_sha256=recorded.source_sha256)
     if not info.source_sha256:
+        logger.info("%s: hashing %s to record its sha256", cache_path, info.source_path)
         info = dataclasses.replace(info, source_sha256=source_sha256(source))
     return info
 

@@ -324,7 +324,8 @@ def segment_frames(source: Source, segmentation: SegmentationModel, *, backend,
         background_rate: EMA rate of the running background (when the model takes one).
         start: index of the first frame to segment (see above).
         cache_dir: reuse the source's HDF5 cache there when it is complete and matches, else
-            write it while segmenting (see :mod:`pipelines.segment_cache`).
+            write it while segmenting (see :mod:`pipelines.segment_cache`); a file or folder
+            source only (a stream or camera raises :class:`pipelines.errors.InputError`).
         overlap: decode, update the running background and build the 3D-HOP of the next
             frames in a background thread while HOFAM runs on the current batch
             (:mod:`pipelines.prefetch`); a background that follows the camera

@@ -33,10 +33,20 @@ from flow.cache import (
     recorded_info,
 )
 from pipelines.errors import InputError
-from pipelines.preprocess import cache_info, info_to_write, recognise_source, with_roi
-from pipelines.sources import Frame, Source
+from pipelines.preprocess import (
+    cache_difference,
+    cache_info,
+    info_to_write,
+    recognise_source,
+    with_roi,
+)
+from pipelines.sources import Frame, Source, StreamSource
 
 logger = logging.getLogger(__name__)
+
+STREAM_CACHE_REFUSED = ("{source}: --cache needs a video file or a folder: a camera's or a "
+                        "stream's frames differ on every run, so their cache could never be "
+                        "reused")
 
 
 def source_cache_path(cache_dir: Path, name: str, info: CacheInfo) -> Path:
@@ -88,8 +98,11 @@ class SegmentCache:
 
         Raises:
             InputError: a complete cache made with other settings (or from another version of
-                the source) is in the way.
+                the source) is in the way; a live stream or camera (``source.path`` names no
+                file, so a cache of one recording would be read for the next).
         """
+        if isinstance(source, StreamSource):
+            raise InputError(STREAM_CACHE_REFUSED.format(source=source.path))
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         info = cache_info(source, backend=backend, strides=strides, size=size)
@@ -102,7 +115,7 @@ class SegmentCache:
             except BaseException:
                 reader.close()
                 raise
-            difference = reader.info.difference(info)
+            difference = cache_difference(reader.info, info)
             if difference is None:
                 logger.info("%s: complete; the 3D-HOP is read from it, no flow runs", path)
                 return cls(path, reader=reader)

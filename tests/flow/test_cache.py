@@ -26,6 +26,7 @@ from flow.cache import (
     cache_path_for,
     is_complete,
     partial_path_for,
+    recorded_info,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -315,6 +316,10 @@ def test_writer_killed_by_itself_resumes(tmp_path):
     assert process.wait(timeout=30) == -signal.SIGKILL
     with pytest.raises(OSError):
         h5py.File(partial_path_for(path), "r")  # HDF5's "open for writing" flag is still set
+    # What it was made from is still readable (a SWMR reader ignores the flag), so a caller
+    # can tell whose partial file it is before resuming it.
+    recorded = recorded_info(partial_path_for(path))
+    assert recorded is not None and recorded.same_content_as(make_info())
     with CacheWriter.open(path, info=make_info()) as writer:
         assert writer.frames_written == 6
         for number in range(6, 10):

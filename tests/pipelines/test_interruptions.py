@@ -96,6 +96,31 @@ def test_preprocess_interrupted_then_rerun_resumes(clip, reference_cache, tmp_pa
     _assert_same_cache(out / "clip.h5", reference_cache)
 
 
+def test_preprocess_killed_then_rerun_on_a_copied_video_resumes(clip, reference_cache,
+                                                                 tmp_path, caplog):
+    # A kill leaves HDF5's "open for writing" flag in the partial file; the video then gets a
+    # new time (copied back, restored) with the same bytes. The rerun must still resume.
+    import os
+    import shutil
+
+    video, out = tmp_path / "clip.mp4", tmp_path / "cache"
+    shutil.copyfile(clip, video)
+    process = start_cli(*_preprocess_args(video, out))
+    wait_for_progress(process, 5)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=30) == -signal.SIGKILL
+    later = video.stat().st_mtime + 3600
+    os.utime(video, (later, later))
+
+    with caplog.at_level(logging.INFO):
+        assert run_quietly(_preprocess_args(video, out)) == 0
+    assert "the bytes the cache was made from" in caplog.text
+    assert "starting over" not in caplog.text
+    resumed_from = [r.message for r in caplog.records if "resuming after" in r.message]
+    assert resumed_from and int(resumed_from[0].split("resuming after ")[1].split()[0]) >= 5
+    _assert_same_cache(out / "clip.h5", reference_cache)
+
+
 def _segment_args(source, out, weights, *extra):
     return ["segment", source, "--out", out, "--weights", weights, "--batch-size", "2",
             "--no-progress", *extra]

@@ -284,6 +284,20 @@ def test_a_copied_source_with_the_same_bytes_still_matches_its_cache(tmp_path, m
     stale = preprocess([frames], out, backend=backend, strides=(1,), progress=False)
     assert stale.skipped == [] and len(stale.failed) == 1
     assert "source_mtime" in stale.failed[0][1] and "--overwrite" in stale.failed[0][1]
+    assert "the source's bytes differ too" in stale.failed[0][1]
+
+    # A cache made before caches recorded the hash: a new time alone makes it stale, and the
+    # message says why the bytes were not compared.
+    with h5py.File(written[0], "r+") as file:
+        del file.attrs["source_sha256"]
+    cv2.imwrite(str(frames / "in000002.bmp"), image)
+    assert preprocess([frames], out, backend=backend, strides=(1,), overwrite=True,
+                      progress=False).written == written
+    with h5py.File(written[0], "r+") as file:
+        del file.attrs["source_sha256"]
+    _touch_all(frames, 3600)
+    legacy = preprocess([frames], out, backend=backend, strides=(1,), progress=False)
+    assert "predates recording the source's sha256" in legacy.failed[0][1]
 
 
 def test_a_partial_cache_of_a_copied_source_resumes(tmp_path):
@@ -313,6 +327,33 @@ def test_a_partial_cache_of_a_copied_source_resumes(tmp_path):
     with CacheReader(path) as reader:  # the two frames kept, the rest appended
         assert len(reader) == 4 and not reader.frame(0).any()
         assert reader.frame(2).any()
+
+
+def test_the_sha256_written_with_a_partial_cache(tmp_path, monkeypatch):
+    from pipelines.preprocess import cache_info, info_to_write
+    from pipelines.sources import source_sha256
+
+    frames = tmp_path / "clip"
+    _write_bmp_frames(frames, 3)
+    backend, path = make_hop_backend("dis-ultrafast"), tmp_path / "out" / "clip.h5"
+    path.parent.mkdir()
+    source = open_source(frames)
+    info = cache_info(source, backend=backend, strides=(1,), size=source.frame_size)
+    digest = source_sha256(source)
+    with CacheWriter.open(path, info=info) as writer:  # a partial file without the hash
+        writer.append(1, np.zeros((48, 64, 3), np.uint8), np.zeros((1, 2, 48, 64), np.float16))
+    # Hashed all the same: should the old partial file turn out unusable, the new one the
+    # writer starts records it.
+    assert info_to_write(path, info, source).source_sha256 == digest
+    path.with_name("clip.h5.partial").unlink()
+    with CacheWriter.open(path, info=info_to_write(path, info, source)) as writer:
+        writer.append(1, np.zeros((48, 64, 3), np.uint8), np.zeros((1, 2, 48, 64), np.float16))
+
+    def no_hashing(source):
+        raise AssertionError("hashed although the partial file records the sha256")
+
+    monkeypatch.setattr("pipelines.preprocess.source_sha256", no_hashing)
+    assert info_to_write(path, info, source).source_sha256 == digest  # read, not hashed
 
 
 def test_raft_caches_record_their_settings_and_are_reused_across_precisions(tmp_path):

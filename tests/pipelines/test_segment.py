@@ -258,6 +258,24 @@ def test_segment_reuses_the_cache_of_a_copied_video(scene, tmp_path, monkeypatch
     assert main([*base, "--out", str(tmp_path / "third")]) == 1
 
 
+def test_segment_refuses_a_cache_for_a_stream(scene, tmp_path, capsys):
+    from pipelines.errors import InputError
+    from pipelines.segment_cache import SegmentCache
+    from pipelines.sources import open_source
+
+    # A URL: each run reads whatever the camera or server sends now, so a cache of the last
+    # recording would be read for the next one (it used to be, silently).
+    url = (scene / f"{scene.name}.mp4").as_uri()
+    code = main(["segment", url, "--out", str(tmp_path / "masks"), "--cache",
+                 str(tmp_path / "cache"), "--no-progress"])
+    assert code == 2
+    assert "a camera's or a stream's frames differ on every run" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "masks").exists()
+    with pytest.raises(InputError, match="--cache needs a video file or a folder"):
+        SegmentCache.open(tmp_path / "cache", open_source(url), backend=None, strides=(1,),
+                          size=(48, 36))
+
+
 def test_cache_names_of_same_named_sources_never_repeat():
     from types import SimpleNamespace
 
