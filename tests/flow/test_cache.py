@@ -343,6 +343,14 @@ def test_writer_killed_mid_run_resumes(tmp_path):
         # killed writer's.
         with pytest.raises(CacheBusyError, match=r"clip\.h5\.partial: being written"):
             CacheWriter.open(path, info=make_info())
+        # Whose file it is can be read meanwhile, so `segment --cache` gives another video of
+        # the same name the next free name instead of colliding with this writer.
+        from pipelines.segment_cache import source_cache_path
+
+        assert recorded_info(partial).same_content_as(make_info())
+        assert source_cache_path(tmp_path, "clip", make_info()) == path
+        other = make_info(source_path="/videos/b/clip.avi")
+        assert source_cache_path(tmp_path, "clip", other) == tmp_path / "clip_2.h5"
     finally:
         process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=10) == -signal.SIGKILL
