@@ -533,9 +533,8 @@ def source_sha256(source: Source) -> str:
 
     Caches record it, so that a copied or touched source (same bytes, a new mtime) is still
     recognised as the one a cache was made from (:func:`pipelines.preprocess.recognise_source`).
-    Reads every byte once (sha256 runs at about 1.8 GB/s on the 2-core development machine:
-    0.15-0.35 s for a 578 MB video already in the page cache; more from a slow disk), small
-    next to decoding the frames and computing their flow.
+    Reads every byte once, as decoding the source does too (no benchmark in ``benchmarks/``
+    times the hash alone).
     """
     if isinstance(source, StreamSource):
         return ""
